@@ -1,0 +1,194 @@
+"""The `fastpost` command: serve the API, migrate the database, load data."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fastpost.settings import Settings
+
+app = typer.Typer(
+    help="fastpost: a blog and social REST API built for speed.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema: migrations (Alembic).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:
+        console.print(f"[red]Configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+    access_log: Annotated[bool, typer.Option(help="Log every request (costs throughput).")] = False,
+) -> None:
+    """Serve the API with uvicorn (uvloop, httptools) on HOST:PORT."""
+    import uvicorn
+
+    settings = _settings()
+    # Resolve the signing key once, here: workers started next all read the same one.
+    _ = settings.secret_key
+    asyncio.run(_check_connection_budget(settings, workers))
+    console.print(
+        f"fastpost on http://{host}:{port} (docs at /docs), {workers} worker(s), "
+        f"database {settings.db.url.split('://')[0]}"
+    )
+    uvicorn.run(
+        "fastpost.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=None if reload else workers,
+        reload=reload,
+        access_log=access_log,
+        log_level=settings.observability.log_level.lower(),
+    )
+
+
+async def _check_connection_budget(settings: Settings, workers: int) -> None:
+    """Refuse to start when the workers' pools together could exceed max_connections."""
+    if settings.db.is_sqlite:
+        return
+    from sqlalchemy import text
+
+    from fastpost.db import Database
+
+    db = Database(settings.db)
+    try:
+        async with db.reader() as conn:
+            limit = int(await conn.scalar(text("SHOW max_connections")) or 0)
+    finally:
+        await db.dispose()
+    per_worker = settings.db.pool_size + settings.db.max_overflow
+    # Keep a few for superuser maintenance (superuser_reserved_connections defaults to 3).
+    budget = limit - 5
+    if workers * per_worker > budget:
+        console.print(
+            f"[red]{workers} workers x (pool_size {settings.db.pool_size} + max_overflow "
+            f"{settings.db.max_overflow}) = {workers * per_worker} connections, but the server "
+            f"allows {limit} (keep under {budget}). Lower FASTPOST_DB__POOL_SIZE or "
+            "FASTPOST_DB__MAX_OVERFLOW, or put PgBouncer in front.[/red]"
+        )
+        raise typer.Exit(2)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from fastpost.db import Database
+    from fastpost.migrations import current_revision, upgrade
+
+    settings = _settings()
+    if settings.db.is_sqlite:
+        from sqlalchemy.engine import make_url
+
+        path = make_url(settings.db.url).database
+        if path and path != ":memory:":
+            from pathlib import Path
+
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> str | None:
+        db = Database(settings.db)
+        try:
+            await upgrade(db.write_engine, settings.db, revision)
+            return await current_revision(db.write_engine)
+        finally:
+            await db.dispose()
+
+    console.print(f"database at revision {asyncio.run(run())}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the revision the database is at."""
+    from fastpost.db import Database
+    from fastpost.migrations import current_revision
+
+    settings = _settings()
+
+    async def run() -> str | None:
+        db = Database(settings.db)
+        try:
+            return await current_revision(db.write_engine)
+        finally:
+            await db.dispose()
+
+    console.print(asyncio.run(run()) or "not migrated")
+
+
+@app.command()
+def seed(
+    users: Annotated[int, typer.Option(min=0, help="Users to create.")] = 300,
+    posts: Annotated[int, typer.Option(min=0, help="Posts to create.")] = 3000,
+    follows: Annotated[int, typer.Option(min=0, help="Follows to create.")] = 3000,
+    likes: Annotated[int, typer.Option(min=0, help="Likes to create.")] = 10000,
+    random_seed: Annotated[
+        int, typer.Option("--seed", help="Random seed: the same seed gives the same data.")
+    ] = 42,
+    if_empty: Annotated[
+        bool, typer.Option("--if-empty", help="Do nothing when the database has users.")
+    ] = False,
+) -> None:
+    """Load generated users, posts, follows and likes in bulk (one transaction).
+
+    The first user is `testuser` (password `testpass`); every other has password `password`.
+    """
+    from fastpost.seed import SeedPlan, database_is_empty
+    from fastpost.seed import seed as run_seed
+
+    settings = _settings()
+    if if_empty and not asyncio.run(database_is_empty(settings)):
+        console.print("database already has data; not seeding")
+        return
+    plan = SeedPlan(users=users, posts=posts, follows=follows, likes=likes, seed=random_seed)
+    # likes and follows are targets: a sparse plan may land a little under them.
+    totals = {"users": users, "posts": posts, "likes": likes, "follows": follows}
+    with Progress(
+        TextColumn("{task.description:>8}"),
+        BarColumn(),
+        TextColumn("{task.completed:>10,}/{task.total:,}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        tasks = {name: bar.add_task(name, total=total) for name, total in totals.items()}
+
+        def progress(table: str, rows: int) -> None:
+            bar.advance(tasks[table], rows)
+
+        report = asyncio.run(run_seed(settings, plan, progress))
+    table = Table(title=f"seeded in {report.seconds:.1f} s")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, count in report.counts.items():
+        table.add_row(name, f"{count:,}")
+    table.add_row("total", f"{report.rows:,}")
+    console.print(table)
+    console.print(f"{report.rows_per_second:,.0f} rows/s")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""HTTP routes: /posts and /users/{id}/posts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from fastpost.db import ReadConnection, WriteSession
+from fastpost.errors import Forbidden, Unauthorized, error_responses
+from fastpost.pagination import MAX_LIMIT, MAX_OFFSET, PageDep
+from fastpost.posts import service
+from fastpost.posts.models import PostStatus
+from fastpost.posts.schemas import LikeOut, PostCreate, PostOut, PostPage, PostUpdate
+from fastpost.security import CurrentUserId, OptionalUserId
+
+router = APIRouter(prefix="/posts", tags=["posts"])
+user_posts_router = APIRouter(prefix="/users", tags=["posts"])
+
+PostIdPath = Annotated[int, Path(ge=1, le=2**53 - 1, description="Post id")]
+UserIdPath = Annotated[int, Path(ge=1, le=2**53 - 1, description="User id")]
+SmallLimit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+
+
+def _check_drafts_access(
+    status: PostStatus, author_id: int | None, viewer_id: int | None
+) -> int | None:
+    """Drafts are listed for their author only; return the author filter to apply."""
+    if status != PostStatus.draft:
+        return author_id
+    if viewer_id is None:
+        raise Unauthorized("Log in to list your drafts")
+    if author_id is not None and author_id != viewer_id:
+        raise Forbidden("Drafts are visible to their author only", code="drafts_private")
+    return viewer_id
+
+
+# Both /posts and /posts/ answer directly: a redirect would cost clients a round trip.
+@router.get("", include_in_schema=False, response_model=PostPage)
+@router.get("/", response_model=PostPage, responses=error_responses(401, 403, 422))
+async def list_posts(
+    conn: ReadConnection,
+    viewer_id: OptionalUserId,
+    page: PageDep,
+    author_id: Annotated[int | None, Query(ge=1, le=2**53 - 1)] = None,
+    status: PostStatus = PostStatus.published,
+) -> dict[str, Any]:
+    """Posts, newest first, with their authors; keyset-paginated by `next_cursor`."""
+    author_id = _check_drafts_access(status, author_id, viewer_id)
+    return await service.list_posts(
+        conn=conn, viewer_id=viewer_id, page=page, author_id=author_id, status=status
+    )
+
+
+@router.post(
+    "",
+    include_in_schema=False,
+    response_model=PostOut,
+    status_code=status.HTTP_201_CREATED,
+)
+@router.post(
+    "/",
+    response_model=PostOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(401, 413, 422),
+)
+async def create_post(body: PostCreate, user_id: CurrentUserId, session: WriteSession) -> Any:
+    """Publish a post (or save a draft) as the caller."""
+    return await service.create_post(
+        session=session,
+        author_id=user_id,
+        title=body.title,
+        content=body.content,
+        status=body.status,
+    )
+
+
+@router.get("/popular", response_model=list[PostOut], responses=error_responses(401, 422))
+async def popular_posts(
+    conn: ReadConnection, viewer_id: OptionalUserId, limit: SmallLimit = 20
+) -> Any:
+    """The most liked published posts."""
+    return await service.list_popular_posts(conn=conn, viewer_id=viewer_id, limit=limit)
+
+
+@router.get("/search", response_model=list[PostOut], responses=error_responses(401, 422))
+async def search_posts(
+    conn: ReadConnection,
+    viewer_id: OptionalUserId,
+    q: Annotated[str, Query(min_length=1, max_length=200, description="Words to look for")],
+    limit: SmallLimit = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> Any:
+    """Full-text search in titles and contents, best match first."""
+    return await service.search_posts(
+        conn=conn, viewer_id=viewer_id, q=q, limit=limit, offset=offset
+    )
+
+
+@router.get("/{post_id}", response_model=PostOut, responses=error_responses(401, 404, 422))
+async def read_post(post_id: PostIdPath, conn: ReadConnection, viewer_id: OptionalUserId) -> Any:
+    """One post with its author."""
+    return await service.get_post(conn=conn, viewer_id=viewer_id, post_id=post_id)
+
+
+@router.patch(
+    "/{post_id}", response_model=PostOut, responses=error_responses(401, 403, 404, 413, 422)
+)
+async def update_post(
+    post_id: PostIdPath, body: PostUpdate, user_id: CurrentUserId, session: WriteSession
+) -> Any:
+    """Change a post's title, content or status (its author only)."""
+    return await service.update_post(
+        session=session,
+        user_id=user_id,
+        post_id=post_id,
+        changes=body.model_dump(exclude_unset=True),
+    )
+
+
+@router.delete(
+    "/{post_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(401, 403, 404, 422),
+)
+async def delete_post(post_id: PostIdPath, user_id: CurrentUserId, session: WriteSession) -> None:
+    """Delete a post (its author only)."""
+    await service.delete_post(session=session, user_id=user_id, post_id=post_id)
+
+
+@router.post("/{post_id}/like", responses=error_responses(401, 404, 422))
+async def like_post(post_id: PostIdPath, user_id: CurrentUserId, session: WriteSession) -> LikeOut:
+    """Like a post. Idempotent: liking twice counts once."""
+    return LikeOut(**await service.like_post(session=session, user_id=user_id, post_id=post_id))
+
+
+@router.delete("/{post_id}/like", responses=error_responses(401, 404, 422))
+async def unlike_post(
+    post_id: PostIdPath, user_id: CurrentUserId, session: WriteSession
+) -> LikeOut:
+    """Take back a like. Idempotent."""
+    return LikeOut(**await service.unlike_post(session=session, user_id=user_id, post_id=post_id))
+
+
+@user_posts_router.get(
+    "/{user_id}/posts", response_model=PostPage, responses=error_responses(401, 422)
+)
+async def list_user_posts(
+    user_id: UserIdPath, conn: ReadConnection, viewer_id: OptionalUserId, page: PageDep
+) -> Any:
+    """A user's published posts, newest first."""
+    return await service.list_posts(conn=conn, viewer_id=viewer_id, page=page, author_id=user_id)

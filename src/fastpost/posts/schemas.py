@@ -1,0 +1,59 @@
+"""Request and response bodies of the posts routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, StringConstraints, model_validator
+
+from fastpost.posts.models import PostStatus
+from fastpost.schemas import RequestModel, UTCDateTime
+from fastpost.users.schemas import UserSummary
+
+Title = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Content = Annotated[str, StringConstraints(min_length=1, max_length=50_000)]
+
+
+class PostCreate(RequestModel):
+    title: Title
+    content: Content
+    status: PostStatus = PostStatus.published
+
+
+class PostUpdate(RequestModel):
+    title: Title | None = None
+    content: Content | None = None
+    status: PostStatus | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> PostUpdate:
+        if not self.model_fields_set:
+            raise ValueError("Give at least one field to change")
+        for name in self.model_fields_set:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class PostOut(BaseModel):
+    id: int
+    title: str
+    content: str
+    status: PostStatus
+    likes_count: int
+    created_at: UTCDateTime
+    updated_at: UTCDateTime
+    author: UserSummary
+    # None for an anonymous caller: "not liked" and "unknown" are different answers.
+    liked_by_me: bool | None = None
+
+
+class PostPage(BaseModel):
+    items: list[PostOut]
+    next_cursor: str | None
+
+
+class LikeOut(BaseModel):
+    post_id: int
+    liked: bool
+    likes_count: int

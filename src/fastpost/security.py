@@ -1,0 +1,118 @@
+"""Password hashing (Argon2, off the event loop) and bearer tokens (JWT)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from fastpost.errors import Unauthorized
+from fastpost.settings import Settings
+
+
+class Passwords:
+    """Argon2 hashing. Each hash costs tens of milliseconds of CPU by design, so it runs in a
+    worker thread (argon2-cffi releases the GIL) and never stalls other requests."""
+
+    def __init__(self, settings: Settings) -> None:
+        auth = settings.auth
+        self._hasher = PasswordHasher(
+            time_cost=auth.argon2_time_cost,
+            memory_cost=auth.argon2_memory_cost_kib,
+            parallelism=auth.argon2_parallelism,
+        )
+        # Verified against when a username does not exist, so that a login for an unknown
+        # user takes as long as one with a wrong password and does not reveal which it was.
+        self._decoy_hash = self._hasher.hash("decoy password, never matches")
+
+    def hash_sync(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        def check() -> bool:
+            try:
+                return self._hasher.verify(password_hash or self._decoy_hash, password)
+            except (VerificationError, InvalidHashError):
+                return False
+
+        ok = await asyncio.to_thread(check)
+        return ok and password_hash is not None
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str
+    expires_in: int
+
+
+class Tokens:
+    """HS256 JWTs carrying the user id as `sub`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.secret_key
+        self._algorithm = settings.auth.algorithm
+        self.lifetime = settings.auth.token_lifetime_seconds
+
+    def issue(self, user_id: int, *, lifetime: int | None = None) -> IssuedToken:
+        lifetime = self.lifetime if lifetime is None else lifetime
+        now = int(time.time())
+        claims = {"sub": str(user_id), "iat": now, "exp": now + lifetime}
+        return IssuedToken(jwt.encode(claims, self._key, algorithm=self._algorithm), lifetime)
+
+    def user_id(self, token: str) -> int:
+        """Return the user id a token was issued for, or raise Unauthorized."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self._algorithm],
+                options={"require": ["exp", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("Token has expired", code="token_expired") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("Invalid token", code="invalid_token") from None
+        sub = claims["sub"]
+        if not isinstance(sub, str) or not sub.isdigit():
+            raise Unauthorized("Invalid token", code="invalid_token")
+        return int(sub)
+
+
+# auto_error=False: we raise our own 401 in the shared error shape.
+_bearer = OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False)
+
+
+async def _optional_user_id(
+    request: Request, token: Annotated[str | None, Depends(_bearer)]
+) -> int | None:
+    if token is None:
+        return None
+    tokens: Tokens = request.app.state.tokens
+    # A token that is present but bad is an error even where login is optional: silently
+    # answering as anonymous would hide an expired session from the client.
+    return tokens.user_id(token)
+
+
+async def _current_user_id(
+    user_id: Annotated[int | None, Depends(_optional_user_id)],
+) -> int:
+    if user_id is None:
+        raise Unauthorized("Not authenticated")
+    return user_id
+
+
+# The id of the caller, from the bearer token alone: no database round trip. A deactivated
+# account keeps access until its token expires (token_lifetime_seconds), the usual trade of
+# stateless tokens.
+OptionalUserId = Annotated[int | None, Depends(_optional_user_id)]
+CurrentUserId = Annotated[int, Depends(_current_user_id)]

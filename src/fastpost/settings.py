@@ -1,0 +1,114 @@
+"""Configuration: one pydantic-settings class, read from `FASTPOST_*` variables and `.env`.
+
+Groups are nested and addressed with a double underscore, for example
+`FASTPOST_DB__URL`, `FASTPOST_DB__POOL_SIZE`, `FASTPOST_AUTH__SECRET_KEY`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA_DIR = Path("data")
+
+# Below this many characters an HMAC key is guessable by brute force; 32 url-safe
+# characters carry about 190 bits.
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class DatabaseSettings(BaseModel):
+    url: str = f"sqlite+aiosqlite:///{DATA_DIR / 'fastpost.db'}"
+    # Per worker process. workers x (pool_size + max_overflow) must stay under
+    # PostgreSQL's max_connections (100 by default); `fastpost serve` checks it.
+    pool_size: int = Field(default=10, ge=1, le=200)
+    max_overflow: int = Field(default=5, ge=0, le=200)
+    pool_timeout: float = Field(default=10.0, gt=0)
+    # Shard number baked into every id this database makes (see fastpost.ids).
+    shard_id: int = Field(default=0, ge=0, lt=32)
+    # SQLite: how long a writer waits for another process's write lock.
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+    echo: bool = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+class AuthSettings(BaseModel):
+    secret_key: str | None = None
+    algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    token_lifetime_seconds: int = Field(default=3600, ge=60, le=30 * 24 * 3600)
+    # argon2-cffi's defaults are RFC 9106's low-memory profile; tests lower them.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_cost_kib: int = Field(default=65536, ge=8)
+    argon2_parallelism: int = Field(default=4, ge=1)
+
+
+class ApiSettings(BaseModel):
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    default_page_size: int = Field(default=20, ge=1)
+    max_page_size: int = Field(default=100, ge=1)
+
+
+class ObservabilitySettings(BaseModel):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FASTPOST_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    env: Literal["development", "production", "test"] = "development"
+    data_dir: Path = DATA_DIR
+    db: DatabaseSettings = DatabaseSettings()
+    auth: AuthSettings = AuthSettings()
+    api: ApiSettings = ApiSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
+
+    @model_validator(mode="after")
+    def _refuse_weak_key_in_production(self) -> Settings:
+        if self.env != "production":
+            return self
+        key = self.auth.secret_key
+        if not key:
+            raise ValueError(
+                "FASTPOST_AUTH__SECRET_KEY is not set. In production the token signing key "
+                "must be given explicitly; generate one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        if len(key) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(
+                f"FASTPOST_AUTH__SECRET_KEY is too weak: {len(key)} characters, "
+                f"at least {MIN_SECRET_KEY_LENGTH} are required in production."
+            )
+        return self
+
+    @cached_property
+    def secret_key(self) -> str:
+        """The signing key: configured, or in development made once and kept in the data folder."""
+        if self.auth.secret_key:
+            return self.auth.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            # Written aside and hard-linked into place: several workers starting at once
+            # all agree on whichever key won, and nobody ever reads a half-written file.
+            tmp = path.with_name(f".secret_key.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48) + "\n")
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+            tmp.unlink()
+        return path.read_text().strip()

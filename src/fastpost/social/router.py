@@ -1,0 +1,66 @@
+"""HTTP routes: follows, followers, following, friends, overview, feed."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+
+from fastpost.db import DatabaseDep, ReadConnection, WriteSession
+from fastpost.errors import error_responses
+from fastpost.pagination import PageDep
+from fastpost.posts.schemas import PostPage
+from fastpost.security import CurrentUserId, OptionalUserId
+from fastpost.social import service
+from fastpost.social.schemas import FollowOut, OverviewOut, UserPage
+
+router = APIRouter(prefix="/users", tags=["social"])
+feed_router = APIRouter(tags=["social"])
+
+UserIdPath = Annotated[int, Path(ge=1, le=2**53 - 1, description="User id")]
+
+
+@router.post("/{user_id}/follow", responses=error_responses(401, 404, 422))
+async def follow(user_id: UserIdPath, me: CurrentUserId, session: WriteSession) -> FollowOut:
+    """Follow a user. Idempotent."""
+    await service.follow(session=session, follower_id=me, followee_id=user_id)
+    return FollowOut(user_id=user_id, following=True)
+
+
+@router.delete("/{user_id}/follow", responses=error_responses(401, 404, 422))
+async def unfollow(user_id: UserIdPath, me: CurrentUserId, session: WriteSession) -> FollowOut:
+    """Stop following a user. Idempotent."""
+    await service.unfollow(session=session, follower_id=me, followee_id=user_id)
+    return FollowOut(user_id=user_id, following=False)
+
+
+@router.get("/{user_id}/followers", response_model=UserPage, responses=error_responses(404, 422))
+async def followers(user_id: UserIdPath, conn: ReadConnection, page: PageDep) -> Any:
+    """Who follows this user, most recent first."""
+    return await service.list_followers(conn=conn, user_id=user_id, page=page)
+
+
+@router.get("/{user_id}/following", response_model=UserPage, responses=error_responses(404, 422))
+async def following(user_id: UserIdPath, conn: ReadConnection, page: PageDep) -> Any:
+    """Whom this user follows, most recent first."""
+    return await service.list_following(conn=conn, user_id=user_id, page=page)
+
+
+@router.get("/{user_id}/friends", response_model=UserPage, responses=error_responses(404, 422))
+async def friends(user_id: UserIdPath, conn: ReadConnection, page: PageDep) -> Any:
+    """Mutual follows: users this user follows who follow them back."""
+    return await service.list_friends(conn=conn, user_id=user_id, page=page)
+
+
+@router.get(
+    "/{user_id}/overview", response_model=OverviewOut, responses=error_responses(401, 404, 422)
+)
+async def overview(user_id: UserIdPath, db: DatabaseDep, viewer_id: OptionalUserId) -> Any:
+    """The user, their latest posts and their friends, in one response."""
+    return await service.overview(db=db, user_id=user_id, viewer_id=viewer_id)
+
+
+@feed_router.get("/feed", response_model=PostPage, responses=error_responses(401, 422))
+async def feed(me: CurrentUserId, conn: ReadConnection, page: PageDep) -> Any:
+    """Posts of the users the caller follows, newest first."""
+    return await service.feed(conn=conn, user_id=me, page=page)

@@ -1,0 +1,125 @@
+"""HTTP routes: /auth (register, login) and /users (profiles)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from fastpost.db import DatabaseDep, ReadConnection, WriteSession
+from fastpost.errors import InvalidInput, error_responses
+from fastpost.security import CurrentUserId, Passwords, Tokens
+from fastpost.users import service
+from fastpost.users.schemas import LoginIn, MeOut, MeUpdate, RegisterIn, TokenOut, UserOut
+
+auth_router = APIRouter(prefix="/auth", tags=["auth"])
+users_router = APIRouter(prefix="/users", tags=["users"])
+
+UserIdPath = Annotated[int, Path(ge=1, le=2**53 - 1, description="User id")]
+
+
+def _passwords(request: Request) -> Passwords:
+    passwords: Passwords = request.app.state.passwords
+    return passwords
+
+
+@auth_router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(409, 413, 422),
+)
+async def register(body: RegisterIn, session: WriteSession, request: Request) -> MeOut:
+    """Create an account."""
+    user = await service.register_user(
+        session=session,
+        passwords=_passwords(request),
+        username=body.username,
+        email=str(body.email),
+        password=body.password,
+    )
+    return MeOut.model_validate(user, from_attributes=True)
+
+
+_LOGIN_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": LoginIn.model_json_schema()},
+        "application/x-www-form-urlencoded": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "username": {"type": "string"},
+                    "password": {"type": "string", "format": "password"},
+                },
+                "required": ["username", "password"],
+            }
+        },
+    },
+}
+
+
+async def _read_login(request: Request) -> LoginIn:
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith("application/x-www-form-urlencoded") or content_type.startswith(
+            "multipart/form-data"
+        ):
+            form = await request.form()
+            raw: Any = {k: form.get(k) for k in ("username", "password") if k in form}
+        else:
+            raw = json.loads(await request.body() or b"null")
+        return LoginIn.model_validate(raw)
+    except json.JSONDecodeError:
+        raise InvalidInput("Body is not valid JSON", code="invalid_json", field="body") from None
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
+
+
+@auth_router.post(
+    "/login",
+    openapi_extra={"requestBody": _LOGIN_BODY},
+    responses=error_responses(401, 413, 422),
+)
+async def login(request: Request, db: DatabaseDep) -> TokenOut:
+    """Exchange a username and password for a bearer token (JSON or OAuth2 form)."""
+    credentials = await _read_login(request)
+    user_id = await service.authenticate(
+        db=db,
+        passwords=_passwords(request),
+        username=credentials.username,
+        password=credentials.password,
+    )
+    tokens: Tokens = request.app.state.tokens
+    issued = tokens.issue(user_id)
+    return TokenOut(access_token=issued.access_token, expires_in=issued.expires_in)
+
+
+@users_router.get("/me", responses=error_responses(401))
+async def read_me(user_id: CurrentUserId, conn: ReadConnection) -> MeOut:
+    """The caller's own profile."""
+    return MeOut.model_validate(await service.get_me(conn=conn, user_id=user_id))
+
+
+@users_router.patch("/me", responses=error_responses(401, 409, 413, 422))
+async def update_me(
+    body: MeUpdate, user_id: CurrentUserId, session: WriteSession, request: Request
+) -> MeOut:
+    """Change the caller's username, email, password, bio or image."""
+    user = await service.update_me(
+        session=session,
+        passwords=_passwords(request),
+        user_id=user_id,
+        changes=body.model_dump(exclude_unset=True, mode="json"),
+    )
+    return MeOut.model_validate(user, from_attributes=True)
+
+
+@users_router.get("/{user_id}", responses=error_responses(404, 422))
+async def read_user(user_id: UserIdPath, conn: ReadConnection) -> UserOut:
+    """A user's public profile."""
+    return UserOut.model_validate(await service.get_profile(conn=conn, user_id=user_id))

@@ -1,0 +1,143 @@
+"""What the users domain does: accounts, profiles, login."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from fastpost.db import Database, table_of
+from fastpost.errors import Conflict, NotFound, Unauthorized
+from fastpost.security import Passwords
+from fastpost.timeutil import utcnow
+from fastpost.users.models import User
+
+users = table_of(User)
+
+PROFILE_COLUMNS = (users.c.id, users.c.username, users.c.bio, users.c.image, users.c.created_at)
+
+
+def normalise_email(email: str) -> str:
+    # Addresses differ only in case in practice never; uniqueness must not depend on it.
+    return email.strip().lower()
+
+
+async def _ensure_unique(
+    session: AsyncSession, *, username: str | None, email: str | None, except_id: int | None = None
+) -> None:
+    conditions = []
+    if username is not None:
+        conditions.append(User.username == username)
+    if email is not None:
+        conditions.append(User.email == email)
+    if not conditions:
+        return
+    stmt = select(User.username, User.email).where(or_(*conditions))
+    if except_id is not None:
+        stmt = stmt.where(User.id != except_id)
+    for taken_username, _email in (await session.execute(stmt)).all():
+        if taken_username == username:
+            raise Conflict("Username is already taken", code="username_taken", field="username")
+        raise Conflict("Email is already registered", code="email_taken", field="email")
+
+
+async def register_user(
+    *, session: AsyncSession, passwords: Passwords, username: str, email: str, password: str
+) -> User:
+    """Create an account; 409 when the username or email is taken."""
+    email = normalise_email(email)
+    # Hash before the first statement: the session checks out its connection lazily, so the
+    # tens of milliseconds of Argon2 never hold a pooled connection (or, on SQLite, the
+    # single write lock) hostage.
+    password_hash = await passwords.hash(password)
+    await _ensure_unique(session, username=username, email=email)
+    now = utcnow()
+    user = User(
+        username=username,
+        email=email,
+        password_hash=password_hash,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError:
+        # Lost a race with a concurrent registration of the same name. The transaction is
+        # rolled back whole at the route boundary.
+        raise Conflict("Username or email is already registered", code="user_exists") from None
+    return user
+
+
+async def authenticate(*, db: Database, passwords: Passwords, username: str, password: str) -> int:
+    """Return the id of the active user with these credentials, or raise Unauthorized."""
+    # The connection goes back to the pool before the slow hash check starts.
+    async with db.reader() as conn:
+        row = (
+            await conn.execute(
+                select(users.c.id, users.c.password_hash).where(
+                    users.c.username == username, users.c.is_active
+                )
+            )
+        ).first()
+    # verify() runs even for an unknown user, against a decoy hash: equal timing.
+    if not await passwords.verify(row.password_hash if row else None, password) or row is None:
+        raise Unauthorized("Incorrect username or password", code="invalid_credentials")
+    user_id: int = row.id
+    return user_id
+
+
+async def get_profile(*, conn: AsyncConnection, user_id: int) -> Mapping[str, Any]:
+    """Return a user's public profile; 404 when there is no such active user."""
+    row = (
+        await conn.execute(select(*PROFILE_COLUMNS).where(users.c.id == user_id, users.c.is_active))
+    ).first()
+    if row is None:
+        raise NotFound("User not found", code="user_not_found")
+    return dict(row._mapping)
+
+
+async def get_me(*, conn: AsyncConnection, user_id: int) -> Mapping[str, Any]:
+    """Return the caller's own profile, with email."""
+    row = (
+        await conn.execute(
+            select(*PROFILE_COLUMNS, users.c.email, users.c.updated_at).where(
+                users.c.id == user_id, users.c.is_active
+            )
+        )
+    ).first()
+    if row is None:
+        # The token is valid but its account is gone or deactivated.
+        raise Unauthorized("Account no longer exists", code="account_gone")
+    return dict(row._mapping)
+
+
+async def update_me(
+    *, session: AsyncSession, passwords: Passwords, user_id: int, changes: Mapping[str, Any]
+) -> User:
+    """Apply profile changes to the caller's account."""
+    changes = dict(changes)
+    if "password" in changes:  # before the first statement: see register_user
+        changes["password_hash"] = await passwords.hash(changes.pop("password"))
+    user = await session.get(User, user_id, with_for_update=True)
+    if user is None or not user.is_active:
+        raise Unauthorized("Account no longer exists", code="account_gone")
+    if "email" in changes:
+        changes["email"] = normalise_email(changes["email"])
+    await _ensure_unique(
+        session,
+        username=changes.get("username") if changes.get("username") != user.username else None,
+        email=changes.get("email") if changes.get("email") != user.email else None,
+        except_id=user_id,
+    )
+    for name, value in changes.items():
+        setattr(user, name, value)
+    user.updated_at = utcnow()
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise Conflict("Username or email is already registered", code="user_exists") from None
+    return user
