@@ -1,0 +1,219 @@
+"""Shared fixtures: a migrated database per backend, the app, an HTTP client, factories.
+
+Every database-facing test runs on SQLite, and again on PostgreSQL when
+FASTPOST_TEST_POSTGRES_URL is set (a database of its own is created for the run and
+dropped after it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from argon2 import PasswordHasher
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from fastpost.app import create_app
+from fastpost.db import Database, record_statements
+from fastpost.migrations import upgrade
+from fastpost.posts.models import Post
+from fastpost.settings import AuthSettings, DatabaseSettings, Settings
+from fastpost.timeutil import utcnow
+from fastpost.users.models import User
+
+POSTGRES_URL = os.environ.get("FASTPOST_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
+TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
+PASSWORD = "correct horse battery"
+# Cheapest Argon2 parameters: tests check behaviour, not hashing cost.
+FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost_kib": 8, "argon2_parallelism": 1}
+PASSWORD_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
+
+
+def make_settings(url: str, **overrides: Any) -> Settings:
+    return Settings(
+        env="test",
+        db=DatabaseSettings(url=url, pool_size=5, max_overflow=5),
+        auth=AuthSettings(secret_key=TEST_SECRET, **FAST_ARGON2),
+        **overrides,
+    )
+
+
+def _postgres_url_for(database: str) -> str:
+    assert POSTGRES_URL
+    url = make_url(POSTGRES_URL)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+asyncpg")
+    return url.set(database=database).render_as_string(hide_password=False)
+
+
+async def _admin_execute(sql: str) -> None:
+    engine = create_async_engine(
+        _postgres_url_for(make_url(POSTGRES_URL or "").database or "postgres"),
+        isolation_level="AUTOCOMMIT",
+    )
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def postgres_database() -> AsyncIterator[str]:
+    """A fresh, migrated PostgreSQL database for this test run."""
+    name = f"fastpost_test_{uuid.uuid4().hex[:12]}"
+    await _admin_execute(f'CREATE DATABASE "{name}"')
+    url = _postgres_url_for(name)
+    try:
+        db = Database(DatabaseSettings(url=url))
+        await upgrade(db.write_engine, db.settings)
+        await db.dispose()
+        yield url
+    finally:
+        await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+async def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (cheaper than migrating each time)."""
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    db = Database(DatabaseSettings(url=f"sqlite+aiosqlite:///{path}"))
+    await upgrade(db.write_engine, db.settings)
+    await db.dispose()
+    return path
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty, migrated database of each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "fastpost.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite+aiosqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_database")
+    return url
+
+
+async def _truncate_postgres(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("TRUNCATE likes, follows, posts, users RESTART IDENTITY"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def settings(database_url: str, tmp_path: Path) -> Settings:
+    if database_url.startswith("postgresql"):
+        # One database for the run, emptied before each test.
+        await _truncate_postgres(database_url)
+    return make_settings(database_url, data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+@pytest.fixture
+def db(app: FastAPI) -> Database:
+    database: Database = app.state.db
+    return database
+
+
+@dataclass
+class TestUser:
+    __test__ = False  # not a test class, despite the name
+
+    id: int
+    username: str
+    headers: dict[str, str]
+
+
+class Factory:
+    """Makes rows straight in the database, so tests set up state without API round trips."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.db: Database = app.state.db
+        self._n = 0
+
+    async def user(self, username: str | None = None, **fields: Any) -> TestUser:
+        self._n += 1
+        username = username or f"user{self._n}"
+        async with self.db.transaction() as session:
+            user = User(
+                username=username,
+                email=fields.pop("email", f"{username}@example.com"),
+                password_hash=PASSWORD_HASH,
+                **fields,
+            )
+            session.add(user)
+            await session.flush()
+        token = self.app.state.tokens.issue(user.id).access_token
+        return TestUser(user.id, username, {"Authorization": f"Bearer {token}"})
+
+    async def users(self, count: int) -> list[TestUser]:
+        return [await self.user() for _ in range(count)]
+
+    async def post(self, author: TestUser, **fields: Any) -> int:
+        self._n += 1
+        now = fields.pop("created_at", utcnow())
+        async with self.db.transaction() as session:
+            post = Post(
+                author_id=author.id,
+                title=fields.pop("title", f"Post {self._n}"),
+                content=fields.pop("content", f"Content of post {self._n}"),
+                status=fields.pop("status", "published"),
+                created_at=now,
+                updated_at=now,
+                **fields,
+            )
+            session.add(post)
+            await session.flush()
+        return post.id
+
+    async def follow(self, follower: TestUser, followee: TestUser) -> None:
+        from fastpost.social.models import Follow
+
+        async with self.db.transaction() as session:
+            session.add(
+                Follow(follower_id=follower.id, followee_id=followee.id, created_at=utcnow())
+            )
+
+
+@pytest.fixture
+def factory(app: FastAPI) -> Factory:
+    return Factory(app)
+
+
+@pytest.fixture
+def statements() -> Iterator[list[str]]:
+    """Every SQL statement the code under test sends, in order."""
+    with record_statements() as log:
+        yield log
+
+
+def select_count(log: list[str]) -> int:
+    return sum(1 for s in log if s.lstrip().upper().startswith(("SELECT", "WITH")))
