@@ -1,0 +1,1 @@
+"""Scripts that measure fastpost's speed and print ratios against baselines from the same run."""

@@ -1,0 +1,740 @@
+"""Throughput of fastpost's read path against two baselines measured in the same run.
+
+For `GET /posts/?limit=20` and `GET /posts/{id}` (anonymous caller, PostgreSQL) it measures
+requests per second and p50/p99 latency of three servers, one at a time, each a single
+uvicorn worker (uvloop, httptools, no access log) pinned to one core, with wrk pinned to
+another:
+
+    fastpost   the real app (FastAPI, SQLAlchemy Core on an autocommit connection)
+    starlette  bare Starlette returning the exact bytes fastpost answered, fetched once
+    asyncpg    Starlette + an asyncpg pool: the same SQL written by hand, the same JSON shape
+               serialised with the `json` module (benchmarks/baseline_apps.py)
+
+and prints each as a ratio to starlette, fastpost as a ratio to asyncpg, and a verdict on
+our target (list of 20 posts at >= 0.6x of asyncpg). Runs of the three servers interleave
+(route by route, repeat by repeat) so that drift in the machine's load hits all of them
+alike; the figure kept is the median of the repeats. Method: ../shared/anchors.md.
+
+    .venv/bin/python -m benchmarks.bench_reads --json reports/bench_reads.json
+
+It creates a scratch database (default fastpost_bench), migrates and seeds it with the
+`fastpost` command, and drops it at the end unless --keep-db (which also reuses a database
+seeded with the same sizes by an earlier --keep-db run). Every server it starts is stopped
+on the way out, also on Ctrl-C or an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import platform
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.engine import URL, make_url
+
+from fastpost.settings import DatabaseSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+console = Console()
+
+APPS = {
+    "starlette": "benchmarks.baseline_apps:constant_app",
+    "asyncpg": "benchmarks.baseline_apps:asyncpg_app",
+    "fastpost": "fastpost.app:create_app",
+}
+APP_LABELS = {
+    "starlette": "(b) Starlette, constant bytes",
+    "asyncpg": "(c) Starlette + asyncpg + json",
+    "fastpost": "(a) fastpost",
+}
+ROUTE_LABELS = {"list": "GET /posts/?limit=20", "detail": "GET /posts/{id}"}
+
+# Our targets (see the task notes in ../shared): the list at 0.6x of hand-written asyncpg;
+# the single post at 0.5x of bare Starlette once it is served from the cache.
+LIST_TARGET_VS_ASYNCPG = 0.6
+DETAIL_TARGET_VS_STARLETTE = 0.5
+# Past this the load generator, not the server, sets the pace (locust docs and our pitfalls).
+WRK_CPU_LIMIT = 0.9
+READY_TIMEOUT_SECONDS = 30.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- wrk -------------------------------------------------------------------------------
+
+
+@dataclass
+class WrkRun:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+    wrk_cpu: float  # share of one core the generator used
+    server_cpu: float  # share of one core the server used
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def _duration_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk duration {text!r}")
+    return float(match[1]) * _UNITS_MS[match[2]]
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    """Read requests/s, p50, p99, request count and errors from `wrk --latency` output."""
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
+    total = re.search(r"^\s+(\d+) requests in", output, re.M)
+    if not (rps and p50 and p99 and total):
+        raise ValueError(f"could not read wrk output:\n{output}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    return {
+        "rps": float(rps[1]),
+        "p50_ms": _duration_ms(p50[1]),
+        "p99_ms": _duration_ms(p99[1]),
+        "requests": int(total[1]),
+        "non_2xx": int(non_2xx[1]) if non_2xx else 0,
+        "socket_errors": sum(int(n) for n in sockets.groups()) if sockets else 0,
+    }
+
+
+def ensure_wrk() -> str:
+    """Return wrk's path, installing it with apt-get when we may; exit with advice if not."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        console.print("wrk is missing: installing it with apt-get")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "wrk"]
+        if subprocess.run(install, env=env, check=False).returncode != 0:
+            # A fresh machine may have no package lists yet.
+            subprocess.run(["apt-get", "update", "-q"], env=env, check=False)
+            subprocess.run(install, env=env, check=False)
+        found = shutil.which("wrk")
+        if found:
+            return found
+    console.print(
+        "[red]wrk is not installed.[/red] Install it with `sudo apt-get install -y wrk` "
+        "(Debian/Ubuntu), `brew install wrk` (macOS), or build it from "
+        "https://github.com/wg/wrk, then run this again."
+    )
+    raise SystemExit(2)
+
+
+def _pin(cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if cpu is not None else []
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_wrk(
+    url: str, *, seconds: float, connections: int, threads: int, cpu: int | None, server: Server
+) -> WrkRun:
+    """Load `url` for `seconds` and return what wrk measured, with both sides' CPU use."""
+    command = [
+        *_pin(cpu),
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--latency",
+        url,
+    ]
+    wrk_before, server_before, started = _children_cpu_seconds(), server.cpu_seconds(), time.time()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    elapsed = time.time() - started
+    wrk_cpu = (_children_cpu_seconds() - wrk_before) / elapsed
+    server_cpu = (server.cpu_seconds() - server_before) / elapsed
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    return WrkRun(**parse_wrk(done.stdout), wrk_cpu=wrk_cpu, server_cpu=server_cpu)
+
+
+# --- servers ---------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    # Linux only: if this script is killed outright (SIGKILL, no finally), the kernel still
+    # stops the servers. PR_SET_PDEATHSIG = 1 survives the exec of taskset and python.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """One uvicorn worker serving an app factory, pinned to a core."""
+
+    def __init__(self, name: str, env: dict[str, str], cpu: int | None, log_dir: Path) -> None:
+        self.name = name
+        self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"{name}.log"
+        command = [
+            *_pin(cpu),
+            sys.executable,
+            "-m",
+            "uvicorn",
+            APPS[name],
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        with self.log_path.open("wb") as log:
+            # Own session: a Ctrl-C in the terminal reaches only this script, which then
+            # stops the servers itself, in order.
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+
+    def wait_ready(self, path: str) -> None:
+        """Wait until `path` answers 200; fail with the server's log if it never does."""
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        last_error = ""
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(self.base_url + path, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+                last_error = str(exc)
+            time.sleep(0.1)
+        log = self.log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{self.name} did not become ready ({last_error}). Its log:\n{log}")
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far (Linux /proc; 0 elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        # utime and stime are fields 14 and 15 of stat(5); index 0 here is field 3.
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            # Signal the process we started, by its id (its group is its own session).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+        return body
+
+
+# --- database --------------------------------------------------------------------------
+
+
+def _asyncpg_dsn(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _db_counts(dsn: str) -> tuple[int, int] | None:
+    try:
+        conn = await asyncpg.connect(dsn)
+    except asyncpg.InvalidCatalogNameError:
+        return None
+    try:
+        users = await conn.fetchval("SELECT count(*) FROM users")
+        posts = await conn.fetchval("SELECT count(*) FROM posts")
+    except asyncpg.UndefinedTableError:
+        return None
+    finally:
+        await conn.close()
+    return users, posts
+
+
+async def _recreate_db(admin_dsn: str, name: str, *, drop_only: bool = False) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        quoted = '"' + name.replace('"', '""') + '"'
+        await conn.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+        if not drop_only:
+            await conn.execute(f"CREATE DATABASE {quoted}")
+    finally:
+        await conn.close()
+
+
+def _fastpost(env: dict[str, str], *args: str) -> None:
+    command = [sys.executable, "-m", "fastpost.cli", *args]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"`fastpost {' '.join(args)}` failed:\n{done.stdout}{done.stderr}")
+
+
+def prepare_database(args: argparse.Namespace, env: dict[str, str]) -> URL:
+    """Create, migrate and seed the scratch database (or reuse it); return its URL."""
+    admin = make_url(args.database_url)
+    if not admin.drivername.startswith("postgresql"):
+        raise SystemExit("--database-url must be a PostgreSQL URL")
+    bench = admin.set(drivername="postgresql+asyncpg", database=args.db_name)
+    if args.keep_db:
+        counts = asyncio.run(_db_counts(_asyncpg_dsn(bench)))
+        if counts == (args.users, args.posts):
+            console.print(
+                f"reusing database {args.db_name} ({counts[0]:,} users, {counts[1]:,} posts)"
+            )
+            return bench
+    console.print(f"creating database {args.db_name}")
+    asyncio.run(_recreate_db(_asyncpg_dsn(admin), args.db_name))
+    env = {**env, "FASTPOST_DB__URL": bench.render_as_string(hide_password=False)}
+    _fastpost(env, "db", "upgrade")
+    started = time.monotonic()
+    _fastpost(env, "seed", "--users", str(args.users), "--posts", str(args.posts))
+    console.print(
+        f"seeded {args.users:,} users and {args.posts:,} posts "
+        f"in {time.monotonic() - started:.1f} s"
+    )
+    return bench
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+@dataclass
+class Measure:
+    app: str
+    route: str
+    url: str
+    runs: list[WrkRun] = field(default_factory=list)
+
+    def median(self, name: str) -> float:
+        return statistics.median(getattr(run, name) for run in self.runs)
+
+    def notes(self) -> list[str]:
+        notes = []
+        errors = sum(run.non_2xx + run.socket_errors for run in self.runs)
+        if errors:
+            notes.append(f"{errors} errors")
+        if max(run.wrk_cpu for run in self.runs) > WRK_CPU_LIMIT:
+            notes.append("wrk > 90% CPU")
+        return notes
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    defaults = DatabaseSettings()
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_reads",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=3, help="seconds of warm-up per server")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measure (median kept)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--users", type=int, default=1000, help="users to seed")
+    parser.add_argument("--posts", type=int, default=20000, help="posts to seed")
+    parser.add_argument("--limit", type=int, default=20, help="page size of the list")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="PostgreSQL URL of a role that may create databases (env BENCH_ADMIN_URL)",
+    )
+    parser.add_argument("--db-name", default="fastpost_bench", help="scratch database name")
+    parser.add_argument(
+        "--keep-db",
+        action="store_true",
+        help="keep the database afterwards, and reuse one seeded with the same sizes",
+    )
+    parser.add_argument("--server-cpu", type=int, default=0, help="core the servers run on")
+    parser.add_argument("--client-cpu", type=int, default=1, help="core wrk runs on")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    parser.add_argument(
+        "--pool-size", type=int, default=defaults.pool_size, help="fastpost and asyncpg pool"
+    )
+    parser.add_argument(
+        "--max-overflow", type=int, default=defaults.max_overflow, help="fastpost overflow"
+    )
+    parser.add_argument("--json", type=Path, help="write the results to this file")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.duration <= 0 or args.connections < 1:
+        parser.error("--repeats, --duration and --connections must be positive")
+    if args.no_pin:
+        args.server_cpu = args.client_cpu = None
+    else:
+        if shutil.which("taskset") is None:
+            parser.error("taskset is missing (util-linux); install it or pass --no-pin")
+        cores = os.sched_getaffinity(0)
+        if {args.server_cpu, args.client_cpu} - cores or args.server_cpu == args.client_cpu:
+            parser.error(
+                f"need two distinct cores among {sorted(cores)} for --server-cpu and "
+                "--client-cpu, or pass --no-pin"
+            )
+    return args
+
+
+def _base_env() -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("FASTPOST_", "BENCH_"))
+    }
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), str(ROOT / "src"), os.environ.get("PYTHONPATH")])
+    )
+    return env
+
+
+def _git_revision() -> str | None:
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or None
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    # SIGTERM and SIGHUP unwind like Ctrl-C, so every `finally` (stopping servers,
+    # dropping the database) runs.
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
+
+
+def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    base_env = _base_env()
+    db_url = prepare_database(args, base_env)
+    servers: dict[str, Server] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+
+            def start(name: str, env: dict[str, str]) -> Server:
+                server = Server(name, env, args.server_cpu, work)
+                stack.callback(server.stop)
+                servers[name] = server
+                return server
+
+            list_path = f"/posts/?limit={args.limit}"
+            fastpost = start(
+                "fastpost",
+                {
+                    **base_env,
+                    "FASTPOST_DB__URL": db_url.render_as_string(hide_password=False),
+                    "FASTPOST_DB__POOL_SIZE": str(args.pool_size),
+                    "FASTPOST_DB__MAX_OVERFLOW": str(args.max_overflow),
+                    "FASTPOST_AUTH__SECRET_KEY": secrets.token_urlsafe(48),
+                    "FASTPOST_OBSERVABILITY__LOG_LEVEL": "WARNING",
+                    "FASTPOST_DATA_DIR": str(work / "data"),
+                },
+            )
+            fastpost.wait_ready(list_path)
+            list_body = fetch(fastpost.base_url + list_path)
+            items = json.loads(list_body)["items"]
+            if not items:
+                raise RuntimeError("the seeded database has no published posts")
+            detail_path = f"/posts/{items[0]['id']}"
+            detail_body = fetch(fastpost.base_url + detail_path)
+            paths = {"list": list_path, "detail": detail_path}
+            bodies = {"list": list_body, "detail": detail_body}
+            (work / "list.json").write_bytes(list_body)
+            (work / "detail.json").write_bytes(detail_body)
+
+            start(
+                "starlette",
+                {
+                    **base_env,
+                    "BENCH_LIST_BODY": str(work / "list.json"),
+                    "BENCH_DETAIL_BODY": str(work / "detail.json"),
+                },
+            ).wait_ready(list_path)
+            start(
+                "asyncpg",
+                {
+                    **base_env,
+                    "BENCH_PG_DSN": _asyncpg_dsn(db_url),
+                    "BENCH_PG_POOL_MIN": str(args.pool_size),
+                    "BENCH_PG_POOL_MAX": str(args.pool_size + args.max_overflow),
+                },
+            ).wait_ready(list_path)
+
+            # The hand-written endpoint must answer what fastpost answers, or the ratio
+            # compares different work.
+            same_bytes = {}
+            for route, path in paths.items():
+                same_bytes[route] = fetch(servers["asyncpg"].base_url + path) == bodies[route]
+                if not same_bytes[route]:
+                    console.print(
+                        f"[yellow]note: the asyncpg endpoint's {route} body differs from "
+                        "fastpost's (see --json for both sizes)[/yellow]"
+                    )
+
+            measures = {
+                (app, route): Measure(app, route, servers[app].base_url + path)
+                for route, path in paths.items()
+                for app in APPS
+            }
+
+            def load(measure: Measure, seconds: float) -> WrkRun:
+                return run_wrk(
+                    measure.url,
+                    seconds=seconds,
+                    connections=args.connections,
+                    threads=args.threads,
+                    cpu=args.client_cpu,
+                    server=servers[measure.app],
+                )
+
+            if args.warmup > 0:
+                console.print(f"warming up each server for {args.warmup:g} s per route")
+                for measure in measures.values():
+                    load(measure, args.warmup)
+            total = args.repeats * len(measures)
+            done = 0
+            for repeat in range(args.repeats):
+                for measure in measures.values():
+                    run = load(measure, args.duration)
+                    measure.runs.append(run)
+                    done += 1
+                    console.print(
+                        f"[{done}/{total}] repeat {repeat + 1} {measure.app:<9} "
+                        f"{measure.route:<6} {run.rps:>9,.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
+                        f"p99 {run.p99_ms:7.2f} ms  server CPU {run.server_cpu:4.0%}  "
+                        f"wrk CPU {run.wrk_cpu:4.0%}",
+                        highlight=False,
+                    )
+    finally:
+        if not args.keep_db:
+            with contextlib.suppress(Exception):
+                asyncio.run(
+                    _recreate_db(
+                        _asyncpg_dsn(make_url(args.database_url)), args.db_name, drop_only=True
+                    )
+                )
+    return _results(args, measures, paths, bodies, same_bytes)
+
+
+def _results(
+    args: argparse.Namespace,
+    measures: dict[tuple[str, str], Measure],
+    paths: dict[str, str],
+    bodies: dict[str, bytes],
+    same_bytes: dict[str, bool],
+) -> dict[str, Any]:
+    routes: dict[str, Any] = {}
+    for route, path in paths.items():
+        rps = {app: measures[app, route].median("rps") for app in APPS}
+        routes[route] = {
+            "path": path,
+            "body_bytes": len(bodies[route]),
+            "asyncpg_body_identical": same_bytes[route],
+            "apps": {
+                app: {
+                    "rps": rps[app],
+                    "p50_ms": measures[app, route].median("p50_ms"),
+                    "p99_ms": measures[app, route].median("p99_ms"),
+                    "vs_starlette": _ratio(rps[app], rps["starlette"]),
+                    "vs_asyncpg": _ratio(rps[app], rps["asyncpg"]),
+                    "notes": measures[app, route].notes(),
+                    "runs": [asdict(run) for run in measures[app, route].runs],
+                }
+                for app in APPS
+            },
+        }
+    list_ratio = routes["list"]["apps"]["fastpost"]["vs_asyncpg"]
+    detail_ratio = routes["detail"]["apps"]["fastpost"]["vs_starlette"]
+    return {
+        "benchmark": "bench_reads",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "revision": _git_revision(),
+        "machine": {
+            "cpu": _cpu_model(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average": os.getloadavg(),
+        },
+        "method": {
+            "server": "uvicorn, 1 worker, uvloop, httptools, no access log",
+            "server_cpu": args.server_cpu,
+            "client_cpu": args.client_cpu,
+            "wrk": f"-t{args.threads} -c{args.connections} -d{args.duration:g}s --latency",
+            "warmup_seconds": args.warmup,
+            "repeats": args.repeats,
+            "statistic": "median of the repeats, per figure",
+            "users": args.users,
+            "posts": args.posts,
+            "limit": args.limit,
+            "pool_size": args.pool_size,
+            "max_overflow": args.max_overflow,
+            "asyncpg_serialiser": "json module (json.dumps, compact, ensure_ascii=False)",
+        },
+        "routes": routes,
+        "verdicts": {
+            "list_vs_asyncpg": {
+                "ratio": list_ratio,
+                "target": LIST_TARGET_VS_ASYNCPG,
+                "met": list_ratio is not None and list_ratio >= LIST_TARGET_VS_ASYNCPG,
+            },
+            "detail_vs_starlette_uncached": {
+                "ratio": detail_ratio,
+                "target": DETAIL_TARGET_VS_STARLETTE,
+                "note": "the target applies to the cached post; no cache yet",
+            },
+        },
+    }
+
+
+def print_results(results: dict[str, Any]) -> None:
+    method = results["method"]
+    table = Table(
+        title=(
+            f"fastpost reads: wrk {method['wrk']}, median of {method['repeats']}, "
+            f"server on core {method['server_cpu']}, wrk on core {method['client_cpu']}"
+        )
+    )
+    table.add_column("route")
+    table.add_column("server")
+    table.add_column("req/s", justify="right")
+    table.add_column("p50 ms", justify="right")
+    table.add_column("p99 ms", justify="right")
+    table.add_column("vs (b)", justify="right")
+    table.add_column("vs (c)", justify="right")
+    table.add_column("notes")
+    for route, data in results["routes"].items():
+        label = f"{ROUTE_LABELS[route]}\n{data['path']}, {data['body_bytes']:,} B"
+        for i, (app, row) in enumerate(data["apps"].items()):
+            table.add_row(
+                label if i == 0 else "",
+                APP_LABELS[app],
+                f"{row['rps']:,.0f}",
+                f"{row['p50_ms']:.2f}",
+                f"{row['p99_ms']:.2f}",
+                _fmt_ratio(row["vs_starlette"]),
+                _fmt_ratio(row["vs_asyncpg"]) if app == "fastpost" else "",
+                ", ".join(row["notes"]),
+                end_section=i == len(APPS) - 1,
+            )
+    console.print(table)
+    for route, data in results["routes"].items():
+        same = data["asyncpg_body_identical"]
+        console.print(
+            f"{ROUTE_LABELS[route]}: asyncpg body "
+            + ("identical to fastpost's" if same else "[yellow]differs from fastpost's[/yellow]")
+        )
+    verdict = results["verdicts"]["list_vs_asyncpg"]
+    mark = "[green]MET[/green]" if verdict["met"] else "[red]NOT MET[/red]"
+    console.print(
+        f"list of {method['limit']} posts: fastpost at "
+        f"{_fmt_ratio(verdict['ratio'])} of asyncpg, target >= {verdict['target']}x: {mark}"
+    )
+    detail = results["verdicts"]["detail_vs_starlette_uncached"]
+    console.print(
+        f"one post: fastpost at {_fmt_ratio(detail['ratio'])} of Starlette, uncached "
+        f"(target >= {detail['target']}x applies once the cache serves it)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    ensure_wrk()
+    try:
+        with _stop_on_signals(), tempfile.TemporaryDirectory(prefix="bench_reads_") as tmp:
+            results = benchmark(args, Path(tmp))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: servers stopped[/yellow]")
+        return 130
+    print_results(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        console.print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The `fastpost` command, end to end: migrate, seed and serve in real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+FAST_ENV = {
+    "FASTPOST_AUTH__ARGON2_TIME_COST": "1",
+    "FASTPOST_AUTH__ARGON2_MEMORY_COST_KIB": "8",
+    "FASTPOST_AUTH__ARGON2_PARALLELISM": "1",
+}
+
+
+def fastpost(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fastpost.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FASTPOST_")},
+        **FAST_ENV,
+        "FASTPOST_DB__URL": f"sqlite+aiosqlite:///{tmp_path / 'data' / 'fastpost.db'}",
+        "FASTPOST_DATA_DIR": str(tmp_path / "data"),
+    }
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return environment(tmp_path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_help_explains_every_command(env: dict[str, str], tmp_path: Path) -> None:
+    result = fastpost("--help", env=env, cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("serve", "seed", "db"):
+        assert command in result.stdout
+    for sub in (["serve", "--help"], ["seed", "--help"], ["db", "--help"]):
+        assert fastpost(*sub, env=env, cwd=tmp_path).returncode == 0
+
+
+def test_production_without_a_key_refuses_to_start_with_a_clear_message(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    result = fastpost("serve", env={**env, "FASTPOST_ENV": "production"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "FASTPOST_AUTH__SECRET_KEY is not set" in result.stdout + result.stderr
+
+
+def test_seed_if_empty_loads_once(env: dict[str, str], tmp_path: Path) -> None:
+    assert fastpost("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+    small = ["--users", "20", "--posts", "50", "--follows", "30", "--likes", "60"]
+    first = fastpost("seed", "--if-empty", *small, env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "rows/s" in first.stdout
+    second = fastpost("seed", "--if-empty", *small, env=env, cwd=tmp_path)
+    assert second.returncode == 0
+    assert "already has data" in second.stdout
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `fastpost serve --workers 2` on SQLite with a little demo data, shared by the
+    tests of this module (starting processes is the slow part)."""
+    tmp_path = tmp_path_factory.mktemp("served")
+    env = environment(tmp_path)
+    assert fastpost("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+    seeded = fastpost(
+        "seed", "--users", "20", "--posts", "50", "--follows", "30", "--likes", "60",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert seeded.returncode == 0, seeded.stderr
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastpost.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"server did not start: {process.stderr.read()!r}")  # type: ignore[union-attr]
+            time.sleep(0.2)
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+
+def test_served_api_logs_in_the_demo_user_and_lists_posts(server: str) -> None:
+    with httpx.Client(base_url=server) as client:
+        assert client.get("/health").json() == {"status": "ok"}
+        assert client.get("/docs").status_code == 200
+        login = client.post("/auth/login", json={"username": "testuser", "password": "testpass"})
+        assert login.status_code == 200
+        token = login.json()["access_token"]
+        me = client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.json()["username"] == "testuser"
+        for path in ("/posts", "/posts/"):
+            page = client.get(path)
+            assert page.status_code == 200  # no redirect for either form
+            assert len(page.json()["items"]) == 20
+
+
+def test_concurrent_writes_across_two_sqlite_worker_processes_never_fail(server: str) -> None:
+    async def hammer() -> list[int]:
+        async with httpx.AsyncClient(base_url=server, timeout=30) as client:
+            login = await client.post(
+                "/auth/login", json={"username": "testuser", "password": "testpass"}
+            )
+            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            responses = await asyncio.gather(
+                *(
+                    client.post("/posts/", headers=headers, json={"title": f"t{i}", "content": "c"})
+                    for i in range(80)
+                )
+            )
+            return [r.status_code for r in responses]
+
+    statuses = asyncio.run(hammer())
+    assert statuses == [201] * 80

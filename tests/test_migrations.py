@@ -1,0 +1,92 @@
+"""Alembic creates the same schema on SQLite and PostgreSQL, and SQLite's full-text index
+follows every write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+
+from fastpost.db import Database
+from fastpost.migrations import current_revision
+from tests.conftest import Factory
+
+EXPECTED_INDEXES = {
+    "users": {"ix_users_email_active"},
+    "posts": {"ix_posts_author_created", "ix_posts_status_created", "ix_posts_status_likes"},
+    "follows": {"ix_follows_followee"},
+    "likes": {"ix_likes_post"},
+}
+
+
+def _schema(connection: Connection) -> dict[str, Any]:
+    inspector = inspect(connection)
+    tables = {}
+    for name in ("users", "posts", "follows", "likes"):
+        tables[name] = {
+            "columns": {c["name"] for c in inspector.get_columns(name)} - {"search_vector"},
+            "pk": set(inspector.get_pk_constraint(name)["constrained_columns"]),
+            "indexes": {i["name"] for i in inspector.get_indexes(name)},
+            "foreign_keys": {
+                (tuple(fk["constrained_columns"]), fk["referred_table"])
+                for fk in inspector.get_foreign_keys(name)
+            },
+        }
+    return tables
+
+
+async def test_the_migrated_schema_has_every_table_key_and_index(db: Database) -> None:
+    assert await current_revision(db.write_engine) == "0001"
+    async with db.reader() as conn:
+        schema = await conn.run_sync(_schema)
+    assert schema["users"]["columns"] == {
+        "id", "username", "email", "password_hash", "bio", "image", "is_active",
+        "created_at", "updated_at",
+    }  # fmt: skip
+    assert schema["posts"]["columns"] == {
+        "id", "author_id", "title", "content", "status", "likes_count",
+        "created_at", "updated_at",
+    }  # fmt: skip
+    assert schema["follows"]["pk"] == {"follower_id", "followee_id"}
+    assert schema["likes"]["pk"] == {"user_id", "post_id"}
+    for table, indexes in EXPECTED_INDEXES.items():
+        assert indexes <= schema[table]["indexes"], table
+    assert ((("post_id",), "posts")) in schema["likes"]["foreign_keys"]
+
+
+async def test_postgres_has_a_gin_index_on_the_generated_search_vector(db: Database) -> None:
+    if db.dialect != "postgresql":
+        return
+    async with db.reader() as conn:
+        indexdef = await conn.scalar(
+            text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_posts_search'")
+        )
+    assert indexdef is not None and "gin" in indexdef.lower()
+
+
+async def test_ids_are_made_by_the_database_from_the_shard_range(
+    db: Database, factory: Factory
+) -> None:
+    first = await factory.user()
+    second = await factory.user()
+    assert second.id == first.id + 1
+
+
+async def test_full_text_search_follows_edits_and_deletes(client: Any, factory: Factory) -> None:
+    author = await factory.user()
+    post_id = (
+        await client.post(
+            "/posts/", headers=author.headers, json={"title": "Zebra", "content": "stripes"}
+        )
+    ).json()["id"]
+
+    async def found(word: str) -> list[int]:
+        return [p["id"] for p in (await client.get(f"/posts/search?q={word}")).json()]
+
+    assert await found("zebra") == [post_id]
+    await client.patch(f"/posts/{post_id}", headers=author.headers, json={"title": "Okapi"})
+    assert await found("zebra") == []
+    assert await found("okapi") == [post_id]
+    await client.delete(f"/posts/{post_id}", headers=author.headers)
+    assert await found("okapi") == []
