@@ -62,7 +62,8 @@ async def test_postgres_has_a_gin_index_on_the_generated_search_vector(db: Datab
         indexdef = await conn.scalar(
             text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_posts_search'")
         )
-    assert indexdef is not None and "gin" in indexdef.lower()
+    assert indexdef is not None
+    assert "gin" in indexdef.lower()
 
 
 async def test_ids_are_made_by_the_database_from_the_shard_range(

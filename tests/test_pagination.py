@@ -34,6 +34,8 @@ def test_cut_page_returns_a_cursor_only_when_more_rows_follow() -> None:
     rows = [(datetime(2026, 1, 1, tzinfo=UTC), i) for i in range(5, 0, -1)]
     page, cursor = cut_page(rows, 4, lambda r: Cursor(*r))
     assert len(page) == 4
-    assert cursor is not None and Cursor.decode(cursor).id == 2
+    assert cursor is not None
+    assert Cursor.decode(cursor).id == 2
     page, cursor = cut_page(rows, 5, lambda r: Cursor(*r))
-    assert len(page) == 5 and cursor is None
+    assert len(page) == 5
+    assert cursor is None

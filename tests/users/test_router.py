@@ -22,7 +22,8 @@ async def test_register_creates_account_and_returns_it_without_secrets(
     user = response.json()
     assert user["username"] == "alice"
     assert user["email"] == "alice@example.com"  # normalised
-    assert "password" not in user and "password_hash" not in user
+    assert "password" not in user
+    assert "password_hash" not in user
     assert user["created_at"].endswith("Z")
 
 
