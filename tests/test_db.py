@@ -63,10 +63,14 @@ async def test_record_statements_sees_statements_of_spawned_tasks(db: Database) 
 
 async def test_a_failed_write_leaves_nothing_behind(db: Database, factory: Factory) -> None:
     author = await factory.user()
-    with pytest.raises(RuntimeError):
+
+    async def write_then_fail() -> None:
         async with db.transaction() as session:
             session.add(Post(author_id=author.id, title="t", content="c", status="published"))
             await session.flush()
             raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await write_then_fail()
     async with db.reader() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM posts")) == 0
