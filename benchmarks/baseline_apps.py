@@ -23,7 +23,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,8 @@ WHERE posts.id = $1 AND posts.status = $2
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def constant_app() -> Starlette:
@@ -86,7 +88,7 @@ def _timestamp(value: datetime) -> str:
 
 def _cursor(created_at: datetime, post_id: int) -> str:
     # fastpost.pagination.Cursor.encode, so that the bodies match byte for byte.
-    micros = int(created_at.timestamp() * 1_000_000)
+    micros = (created_at - _EPOCH) // _MICROSECOND
     return base64.urlsafe_b64encode(f"{micros}:{post_id}".encode()).rstrip(b"=").decode()
 
 

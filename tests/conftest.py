@@ -43,7 +43,7 @@ PASSWORD_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(P
 def make_settings(url: str, **overrides: Any) -> Settings:
     return Settings(
         env="test",
-        db=DatabaseSettings(url=url, pool_size=5, max_overflow=5),
+        db=DatabaseSettings(url=url, pool_size=5, write_pool_size=5),
         auth=AuthSettings(secret_key=TEST_SECRET, **FAST_ARGON2),
         **overrides,
     )

@@ -75,15 +75,15 @@ async def _check_connection_budget(settings: Settings, workers: int) -> None:
             limit = int(await conn.scalar(text("SHOW max_connections")) or 0)
     finally:
         await db.dispose()
-    per_worker = settings.db.pool_size + settings.db.max_overflow
+    per_worker = settings.db.pool_size + settings.db.write_pool_size
     # Keep a few for superuser maintenance (superuser_reserved_connections defaults to 3).
     budget = limit - 5
     if workers * per_worker > budget:
         console.print(
-            f"[red]{workers} workers x (pool_size {settings.db.pool_size} + max_overflow "
-            f"{settings.db.max_overflow}) = {workers * per_worker} connections, but the server "
+            f"[red]{workers} workers x (pool_size {settings.db.pool_size} + write_pool_size "
+            f"{settings.db.write_pool_size}) = {workers * per_worker} connections, but the server "
             f"allows {limit} (keep under {budget}). Lower FASTPOST_DB__POOL_SIZE or "
-            "FASTPOST_DB__MAX_OVERFLOW, or put PgBouncer in front.[/red]"
+            "FASTPOST_DB__WRITE_POOL_SIZE, or put PgBouncer in front.[/red]"
         )
         raise typer.Exit(2)
 

@@ -1,28 +1,39 @@
-"""Engines, sessions and the two ways in: `transaction()` for writes, `reader()` for reads.
+"""Engines, sessions and the two ways in: `transaction()` for writes, `fetch_*()` for reads.
 
 Writes go through an ORM `AsyncSession` inside one transaction that the route boundary
-commits or rolls back. Reads take the lean path: a pooled connection in autocommit mode
-running Core statements, so a single read costs one round trip instead of
-BEGIN / SELECT / ROLLBACK (a third of the ORM's gap to raw asyncpg, ../shared/anchors.md).
+commits or rolls back.
 
-On SQLite the two ways have separate engines: one writer connection per process whose
-transactions start with `BEGIN IMMEDIATE`, so concurrent requests queue in the pool instead
-of failing with "database is locked" when a deferred transaction tries to upgrade to a
-write lock; and a pool of reader connections that WAL lets run beside the writer.
-On PostgreSQL both share one pool. Read replicas and shards will plug in here.
+Reads take the lean path. A read is a SQLAlchemy Core statement, built once (services keep
+them in module-level caches with bound parameters) and compiled once per database here.
+- On PostgreSQL it runs on a connection of asyncpg's own pool, straight from the compiled
+  SQL: no BEGIN/ROLLBACK around a single read, no SQLAlchemy pool checkout or result
+  machinery. ../shared/anchors.md measured a primary-key read at 0.51x of raw asyncpg
+  through SQLAlchemy Core in autocommit and 0.65x through SQLAlchemy's pool with the driver
+  connection used directly; the benchmark in benchmarks/bench_reads.py showed SQLAlchemy's
+  execution layer as a third of our list endpoint's CPU. asyncpg's pool is the library's
+  own; we only skip the layers between it and the query.
+- On SQLite it runs through SQLAlchemy's aiosqlite engine in autocommit, which also turns
+  SQLite's text timestamps back into datetimes.
+Either way a row is a mapping: `row["title"]`.
+
+On SQLite the writer is one connection per process whose transactions start with
+`BEGIN IMMEDIATE`, so concurrent requests queue in the pool instead of failing with
+"database is locked" when a deferred transaction tries to upgrade to a write lock; reader
+connections run beside it under WAL. Read replicas and shards will plug in here.
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 from sqlalchemy import BigInteger, Integer, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -31,6 +42,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql import Select, TextClause
 
 from fastpost.settings import DatabaseSettings
 
@@ -119,7 +131,7 @@ def create_engines(settings: DatabaseSettings) -> tuple[AsyncEngine, AsyncEngine
             settings.url,
             echo=settings.echo,
             pool_size=settings.pool_size,
-            max_overflow=settings.max_overflow,
+            max_overflow=0,
             pool_timeout=settings.pool_timeout,
             isolation_level="AUTOCOMMIT",
         )
@@ -132,15 +144,17 @@ def create_engines(settings: DatabaseSettings) -> tuple[AsyncEngine, AsyncEngine
         writer = create_async_engine(
             settings.url,
             echo=settings.echo,
-            pool_size=settings.pool_size,
-            max_overflow=settings.max_overflow,
+            pool_size=settings.write_pool_size,
+            max_overflow=0,
             pool_timeout=settings.pool_timeout,
-            pool_pre_ping=False,
         )
-        # Same pool; connections checked out through this one skip BEGIN/ROLLBACK.
+        # For the occasional ad-hoc read through SQLAlchemy (`reader()`); the hot reads use
+        # asyncpg's pool (Database.fetch_all). Same pool as the writer, without BEGIN/ROLLBACK.
         reader = writer.execution_options(isolation_level="AUTOCOMMIT")
-    for engine in {writer.sync_engine, reader.sync_engine}:
-        event.listen(engine, "before_cursor_execute", _log_statement)
+    # On PostgreSQL the reader is the writer with options: it shares (and inherits) the
+    # writer's listeners, so listening on both would log each of its statements twice.
+    for engine in (writer, reader) if settings.is_sqlite else (writer,):
+        event.listen(engine.sync_engine, "before_cursor_execute", _log_statement)
     return writer, reader
 
 
@@ -155,6 +169,18 @@ def insert_ignoring_conflicts(
     return sqlite.insert(table).on_conflict_do_nothing()
 
 
+Row = Mapping[str, Any]
+ReadStatement = Select[Any] | TextClause
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    statement: ReadStatement  # held so that its id() is never reused while cached
+    sql: str
+    names: tuple[str, ...]  # bound parameter names, in positional order
+    defaults: Mapping[str, Any]  # values bound inside the statement itself
+
+
 class Database:
     """The application's database: engines plus the two ways in."""
 
@@ -162,10 +188,27 @@ class Database:
         self.settings = settings
         self.write_engine, self.read_engine = create_engines(settings)
         self._sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
+        self._read_pool: Any = None  # asyncpg.Pool on PostgreSQL, once connected
+        self._compiled: dict[int, _Compiled] = {}
 
     @property
     def dialect(self) -> str:
         return self.write_engine.dialect.name
+
+    async def connect(self) -> None:
+        """Open the read pool (PostgreSQL); SQLite's engines connect on first use."""
+        if self.dialect != "postgresql" or self._read_pool is not None:
+            return
+        import asyncpg
+
+        dsn = make_url(self.settings.url).set(drivername="postgresql")
+        self._read_pool = await asyncpg.create_pool(
+            dsn.render_as_string(hide_password=False),
+            # No connection up front: the app starts (and /health/ready reports the
+            # reason) while the database is down; connections open on first use.
+            min_size=0,
+            max_size=self.settings.pool_size,
+        )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -175,13 +218,53 @@ class Database:
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncConnection]:
-        """Check out an autocommit connection for Core reads."""
+        """Check out an autocommit SQLAlchemy connection, for reads off the hot path."""
         async with self.read_engine.connect() as conn:
             yield conn
 
+    def _compile(self, statement: ReadStatement) -> _Compiled:
+        compiled = statement.compile(dialect=self.write_engine.dialect)
+        if compiled.literal_execute_params or compiled.post_compile_params:
+            # Expanding IN lists and literal-execute binds change the SQL text per call,
+            # which would defeat compiling once; such reads go through SQLAlchemy instead.
+            raise ValueError("lean reads need statements with plain bound parameters")
+        entry = _Compiled(
+            statement, str(compiled), tuple(compiled.positiontup or ()), dict(compiled.params)
+        )
+        self._compiled[id(statement)] = entry
+        return entry
+
+    async def fetch_all(
+        self, statement: ReadStatement, params: Mapping[str, Any] | None = None
+    ) -> Sequence[Row]:
+        """Run a read and return every row as a mapping."""
+        if self._read_pool is None:
+            async with self.read_engine.connect() as conn:
+                result = await conn.execute(statement, dict(params or {}))
+                return cast(Sequence[Row], result.mappings().all())
+        compiled = self._compiled.get(id(statement)) or self._compile(statement)
+        values = compiled.defaults if params is None else {**compiled.defaults, **params}
+        args = [values[name] for name in compiled.names]
+        log = _statement_log.get()
+        if log is not None:
+            log.append(compiled.sql)
+        async with self._read_pool.acquire(timeout=self.settings.pool_timeout) as conn:
+            rows: Sequence[Row] = await conn.fetch(compiled.sql, *args)
+            return rows
+
+    async def fetch_one(
+        self, statement: ReadStatement, params: Mapping[str, Any] | None = None
+    ) -> Row | None:
+        """Run a read and return its first row, or None."""
+        rows = await self.fetch_all(statement, params)
+        return rows[0] if rows else None
+
     async def dispose(self) -> None:
+        if self._read_pool is not None:
+            await self._read_pool.close()
+            self._read_pool = None
         await self.write_engine.dispose()
-        if self.settings.is_sqlite:  # on PostgreSQL the reader shares the writer's pool
+        if self.settings.is_sqlite:  # on PostgreSQL `reader()` shares the writer's pool
             await self.read_engine.dispose()
 
 

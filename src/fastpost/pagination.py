@@ -12,13 +12,14 @@ import base64
 import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query
 from sqlalchemy import ColumnElement, Select, tuple_
 
 from fastpost.errors import InvalidInput
+from fastpost.ids import MAX_ID
 from fastpost.timeutil import as_utc
 
 DEFAULT_LIMIT = 20
@@ -28,6 +29,9 @@ MAX_OFFSET = 10_000
 
 R = TypeVar("R")
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
@@ -35,7 +39,10 @@ class Cursor:
     id: int
 
     def encode(self) -> str:
-        micros = int(as_utc(self.created_at).timestamp() * 1_000_000)
+        # Integer arithmetic, not timestamp() * 1e6: a float cannot hold every microsecond
+        # since 1970 exactly (2004 and 2038 dates lose one), and a cursor one microsecond
+        # off skips or repeats the rows that share its timestamp.
+        micros = (as_utc(self.created_at) - _EPOCH) // _MICROSECOND
         raw = f"{micros}:{self.id}".encode()
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -44,14 +51,19 @@ class Cursor:
         try:
             padded = token + "=" * (-len(token) % 4)
             micros, _, row_id = base64.urlsafe_b64decode(padded).decode().partition(":")
-            created_at = datetime.fromtimestamp(int(micros) / 1_000_000, UTC)
-            return cls(created_at, int(row_id))
-        except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError, OSError):
+            created_at = _EPOCH + int(micros) * _MICROSECOND
+            cursor = cls(created_at, int(row_id))
+        except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
+            cursor = None
+        # An id no row can have would reach the database as an out-of-range integer (a 500
+        # from the driver), so it is refused here with the other malformed cursors.
+        if cursor is None or not 0 <= cursor.id <= MAX_ID:
             raise InvalidInput(
                 "Invalid cursor: pass back a next_cursor exactly as a previous page returned it",
                 code="invalid_cursor",
                 field="cursor",
-            ) from None
+            )
+        return cursor
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,11 @@ MIN_SECRET_KEY_LENGTH = 32
 
 class DatabaseSettings(BaseModel):
     url: str = f"sqlite+aiosqlite:///{DATA_DIR / 'fastpost.db'}"
-    # Per worker process. workers x (pool_size + max_overflow) must stay under
-    # PostgreSQL's max_connections (100 by default); `fastpost serve` checks it.
+    # Connections per worker process: pool_size for reads, write_pool_size for write
+    # transactions. workers x (pool_size + write_pool_size) must stay under PostgreSQL's
+    # max_connections (100 by default); `fastpost serve` checks it.
     pool_size: int = Field(default=10, ge=1, le=200)
-    max_overflow: int = Field(default=5, ge=0, le=200)
+    write_pool_size: int = Field(default=5, ge=1, le=200)
     pool_timeout: float = Field(default=10.0, gt=0)
     # Shard number baked into every id this database makes (see fastpost.ids).
     shard_id: int = Field(default=0, ge=0, lt=32)

@@ -11,7 +11,7 @@ from fastpost.errors import Forbidden, Unauthorized, error_responses
 from fastpost.pagination import MAX_LIMIT, MAX_OFFSET, PageDep
 from fastpost.posts import service
 from fastpost.posts.models import PostStatus
-from fastpost.posts.schemas import LikeOut, PostCreate, PostOut, PostPage, PostUpdate
+from fastpost.posts.schemas import LikeOut, PostCreate, PostOut, PostPage, PostUpdate, SearchText
 from fastpost.security import CurrentUserId, OptionalUserId
 
 router = APIRouter(prefix="/posts", tags=["posts"])
@@ -87,7 +87,7 @@ async def popular_posts(
 async def search_posts(
     conn: ReadConnection,
     viewer_id: OptionalUserId,
-    q: Annotated[str, Query(min_length=1, max_length=200, description="Words to look for")],
+    q: Annotated[SearchText, Query(min_length=1, max_length=200, description="Words to look for")],
     limit: SmallLimit = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Any:

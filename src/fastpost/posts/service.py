@@ -228,10 +228,17 @@ async def delete_post(*, session: AsyncSession, user_id: int, post_id: int) -> N
 
 
 async def _likeable(session: AsyncSession, post_id: int, user_id: int) -> None:
-    found = await session.scalar(
-        select(posts.c.id).where(posts.c.id == post_id, visible_to(user_id))
-    )
-    if found is None:
+    # One round trip asks both: may this user see the post, and is the user still there?
+    # A token can outlive its account, and the like would then fail on the foreign key and
+    # be reported as a missing post.
+    post_found = select(posts.c.id).where(posts.c.id == post_id, visible_to(user_id)).exists()
+    account_found = select(users.c.id).where(users.c.id == user_id).exists()
+    row = (
+        await session.execute(select(post_found.label("post"), account_found.label("account")))
+    ).one()
+    if not row.account:
+        raise Unauthorized("Account no longer exists", code="account_gone")
+    if not row.post:
         raise NotFound("Post not found", code="post_not_found")
 
 

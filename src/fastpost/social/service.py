@@ -7,10 +7,11 @@ import asyncio
 from typing import Any
 
 from sqlalchemy import Row, and_, exists, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from fastpost.db import Database, insert_ignoring_conflicts, table_of
-from fastpost.errors import InvalidInput, NotFound
+from fastpost.errors import InvalidInput, NotFound, Unauthorized
 from fastpost.pagination import Cursor, Page, cut_page, keyset_page
 from fastpost.posts import service as posts_service
 from fastpost.posts.models import PostStatus
@@ -37,12 +38,25 @@ async def follow(*, session: AsyncSession, follower_id: int, followee_id: int) -
     """Follow a user; following again changes nothing."""
     if follower_id == followee_id:
         raise InvalidInput("You cannot follow yourself", code="follow_self", field="user_id")
-    await _ensure_user(session, followee_id)
-    await session.execute(
-        insert_ignoring_conflicts(session, follows).values(
-            follower_id=follower_id, followee_id=followee_id, created_at=utcnow()
-        )
+    # Both ends in one round trip: the caller's token can outlive its account, and the
+    # insert below would then fail on the foreign key (a 500) instead of answering 401.
+    rows = await session.execute(
+        select(users.c.id, users.c.is_active).where(users.c.id.in_((follower_id, followee_id)))
     )
+    found: dict[int, bool] = {row.id: row.is_active for row in rows}
+    if follower_id not in found:
+        raise Unauthorized("Account no longer exists", code="account_gone")
+    if not found.get(followee_id):
+        raise NotFound("User not found", code="user_not_found")
+    try:
+        await session.execute(
+            insert_ignoring_conflicts(session, follows).values(
+                follower_id=follower_id, followee_id=followee_id, created_at=utcnow()
+            )
+        )
+    except IntegrityError:
+        # One of the two accounts was deleted since the check above.
+        raise NotFound("User not found", code="user_not_found") from None
 
 
 async def unfollow(*, session: AsyncSession, follower_id: int, followee_id: int) -> None:
@@ -143,5 +157,12 @@ async def overview(*, db: Database, user_id: int, viewer_id: int | None) -> dict
             rows = await conn.execute(_friends_statement(user_id, Page(OVERVIEW_FRIENDS, None, 0)))
             return [_summary(r) for r in rows.all()[:OVERVIEW_FRIENDS]]
 
-    user, latest, friend_list = await asyncio.gather(profile(), latest_posts(), friends())
+    # return_exceptions: when one read fails (an unknown user's profile), gather would raise
+    # at once and leave the other two running past the response, holding pooled connections;
+    # waiting costs nothing, since the reads overlap, and then the first failure is raised.
+    results = await asyncio.gather(profile(), latest_posts(), friends(), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    user, latest, friend_list = results
     return {"user": user, "latest_posts": latest, "friends": friend_list}
