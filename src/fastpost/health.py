@@ -15,6 +15,7 @@ router = APIRouter(prefix="/health", tags=["health"])
 
 # A readiness probe that hangs is worse than one that fails: a load balancer waits on it.
 READY_TIMEOUT_SECONDS = 2.0
+_PING = text("SELECT 1")
 
 
 class HealthOut(BaseModel):
@@ -38,8 +39,8 @@ async def ready(request: Request) -> ReadyOut | JSONResponse:
     """Readiness: the database answers a query."""
     db: Database = request.app.state.db
     try:
-        async with asyncio.timeout(READY_TIMEOUT_SECONDS), db.reader() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            await db.fetch_one(_PING)
     except Exception as exc:  # any failure means "not ready"; the reason says which
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         return JSONResponse(

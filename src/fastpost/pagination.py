@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query
-from sqlalchemy import ColumnElement, Select, tuple_
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, tuple_
 
 from fastpost.errors import InvalidInput
 from fastpost.ids import MAX_ID
@@ -72,8 +72,23 @@ class Page:
     cursor: Cursor | None
     offset: int
 
+    @property
+    def shape(self) -> tuple[bool, bool]:
+        """What the statement must contain: (a cursor condition, an OFFSET). Statements are
+        built once per shape; the values travel as bound parameters (see `params`)."""
+        return self.cursor is not None, self.offset > 0
 
-def _page(
+    @property
+    def params(self) -> dict[str, Any]:
+        # One row more than the page, so that cut_page can tell whether more follow.
+        values: dict[str, Any] = {"limit": self.limit + 1, "offset": self.offset}
+        if self.cursor is not None:
+            values["cursor_created_at"] = self.cursor.created_at
+            values["cursor_id"] = self.cursor.id
+        return values
+
+
+async def _page(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")] = DEFAULT_LIMIT,
     cursor: Annotated[
         str | None,
@@ -84,6 +99,8 @@ def _page(
         Query(ge=0, le=MAX_OFFSET, description="Rows to skip; prefer `cursor` for deep pages"),
     ] = None,
 ) -> Page:
+    # async although it does no I/O: FastAPI runs a plain `def` dependency in a thread pool,
+    # a thread hop per list request for nothing.
     if cursor is not None and offset is not None:
         raise InvalidInput(
             "Give either cursor or offset, not both", code="cursor_and_offset", field="offset"
@@ -106,15 +123,25 @@ def cut_page(
 
 
 def keyset_page(
-    stmt: Select[Any], page: Page, created_at: ColumnElement[Any], row_id: ColumnElement[Any]
+    stmt: Select[Any],
+    shape: tuple[bool, bool],
+    created_at: ColumnElement[Any],
+    row_id: ColumnElement[Any],
 ) -> Select[Any]:
-    """Order by (created_at, id) descending and apply the page: after the cursor, or at the
-    offset; one row more than the page so that cut_page can tell whether more follow."""
-    if page.cursor is not None:
+    """Order by (created_at, id) descending and page: after the cursor, or at the offset.
+    The values are bound parameters named as in Page.params."""
+    after_cursor, with_offset = shape
+    if after_cursor:
         # A row-value comparison: the database enters an index on (created_at DESC, id DESC)
         # at the cursor and reads forward, so the 1,000th page costs what the first does.
-        stmt = stmt.where(tuple_(created_at, row_id) < (page.cursor.created_at, page.cursor.id))
-    stmt = stmt.order_by(created_at.desc(), row_id.desc()).limit(page.limit + 1)
-    if page.offset:
-        stmt = stmt.offset(page.offset)
+        stmt = stmt.where(
+            tuple_(created_at, row_id)
+            < tuple_(
+                bindparam("cursor_created_at", type_=created_at.type),
+                bindparam("cursor_id", type_=row_id.type),
+            )
+        )
+    stmt = stmt.order_by(created_at.desc(), row_id.desc()).limit(bindparam("limit", type_=Integer))
+    if with_offset:
+        stmt = stmt.offset(bindparam("offset", type_=Integer))
     return stmt

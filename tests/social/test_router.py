@@ -344,3 +344,21 @@ async def test_following_with_the_token_of_a_deleted_account_is_401(
     assert response.status_code == 401, response.text
     assert response.json()["code"] == "account_gone"
     assert await follow_rows(db) == 0
+
+
+async def test_a_deactivated_account_can_still_be_unfollowed(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    from sqlalchemy import update
+
+    from fastpost.users.models import User
+
+    fan, gone = await factory.users(2)
+    await factory.follow(fan, gone)
+    async with factory.db.transaction() as session:
+        await session.execute(update(User).where(User.id == gone.id).values(is_active=False))
+    assert (await client.post(f"/users/{gone.id}/follow", headers=fan.headers)).status_code == 404
+    response = await client.delete(f"/users/{gone.id}/follow", headers=fan.headers)
+    assert response.status_code == 200
+    following = await client.get(f"/users/{fan.id}/following")
+    assert following.json()["items"] == []

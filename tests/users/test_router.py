@@ -208,3 +208,30 @@ async def test_unknown_user_is_404_and_a_bad_id_is_422(client: httpx.AsyncClient
     assert (await client.get("/users/abc")).status_code == 422
     assert (await client.get("/users/0")).status_code == 422
     assert (await client.get(f"/users/{2**63}")).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/auth/login", {"username": "nul\x00user", "password": "whatever"}),
+        (
+            "/auth/register",
+            {"username": "bob", "email": "b@example.com", "password": "pass\x00word"},
+        ),
+    ],
+)
+async def test_text_with_a_nul_character_is_a_422_on_every_backend(
+    client: httpx.AsyncClient, path: str, body: dict[str, str]
+) -> None:
+    response = await client.post(path, json=body)
+    assert response.status_code == 422
+    assert "NUL" in response.json()["errors"][0]["message"]
+
+
+async def test_a_bio_with_a_nul_character_is_refused_and_nothing_changes(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    user = await factory.user()
+    response = await client.patch("/users/me", headers=user.headers, json={"bio": "a\x00b"})
+    assert response.status_code == 422
+    assert (await client.get("/users/me", headers=user.headers)).json()["bio"] is None

@@ -6,12 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from fastpost.db import ReadConnection, WriteSession
+from fastpost.db import DatabaseDep, WriteSession
 from fastpost.errors import Forbidden, Unauthorized, error_responses
 from fastpost.pagination import MAX_LIMIT, MAX_OFFSET, PageDep
 from fastpost.posts import service
 from fastpost.posts.models import PostStatus
-from fastpost.posts.schemas import LikeOut, PostCreate, PostOut, PostPage, PostUpdate, SearchText
+from fastpost.posts.schemas import LikeOut, PostCreate, PostOut, PostPage, PostUpdate
+from fastpost.schemas import SafeText
 from fastpost.security import CurrentUserId, OptionalUserId
 
 router = APIRouter(prefix="/posts", tags=["posts"])
@@ -39,7 +40,7 @@ def _check_drafts_access(
 @router.get("", include_in_schema=False, response_model=PostPage)
 @router.get("/", response_model=PostPage, responses=error_responses(401, 403, 422))
 async def list_posts(
-    conn: ReadConnection,
+    db: DatabaseDep,
     viewer_id: OptionalUserId,
     page: PageDep,
     author_id: Annotated[int | None, Query(ge=1, le=2**53 - 1)] = None,
@@ -48,7 +49,7 @@ async def list_posts(
     """Posts, newest first, with their authors; keyset-paginated by `next_cursor`."""
     author_id = _check_drafts_access(status, author_id, viewer_id)
     return await service.list_posts(
-        conn=conn, viewer_id=viewer_id, page=page, author_id=author_id, status=status
+        db=db, viewer_id=viewer_id, page=page, author_id=author_id, status=status
     )
 
 
@@ -76,31 +77,27 @@ async def create_post(body: PostCreate, user_id: CurrentUserId, session: WriteSe
 
 
 @router.get("/popular", response_model=list[PostOut], responses=error_responses(401, 422))
-async def popular_posts(
-    conn: ReadConnection, viewer_id: OptionalUserId, limit: SmallLimit = 20
-) -> Any:
+async def popular_posts(db: DatabaseDep, viewer_id: OptionalUserId, limit: SmallLimit = 20) -> Any:
     """The most liked published posts."""
-    return await service.list_popular_posts(conn=conn, viewer_id=viewer_id, limit=limit)
+    return await service.list_popular_posts(db=db, viewer_id=viewer_id, limit=limit)
 
 
 @router.get("/search", response_model=list[PostOut], responses=error_responses(401, 422))
 async def search_posts(
-    conn: ReadConnection,
+    db: DatabaseDep,
     viewer_id: OptionalUserId,
-    q: Annotated[SearchText, Query(min_length=1, max_length=200, description="Words to look for")],
+    q: Annotated[SafeText, Query(min_length=1, max_length=200, description="Words to look for")],
     limit: SmallLimit = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Any:
     """Full-text search in titles and contents, best match first."""
-    return await service.search_posts(
-        conn=conn, viewer_id=viewer_id, q=q, limit=limit, offset=offset
-    )
+    return await service.search_posts(db=db, viewer_id=viewer_id, q=q, limit=limit, offset=offset)
 
 
 @router.get("/{post_id}", response_model=PostOut, responses=error_responses(401, 404, 422))
-async def read_post(post_id: PostIdPath, conn: ReadConnection, viewer_id: OptionalUserId) -> Any:
+async def read_post(post_id: PostIdPath, db: DatabaseDep, viewer_id: OptionalUserId) -> Any:
     """One post with its author."""
-    return await service.get_post(conn=conn, viewer_id=viewer_id, post_id=post_id)
+    return await service.get_post(db=db, viewer_id=viewer_id, post_id=post_id)
 
 
 @router.patch(
@@ -147,7 +144,7 @@ async def unlike_post(
     "/{user_id}/posts", response_model=PostPage, responses=error_responses(401, 422)
 )
 async def list_user_posts(
-    user_id: UserIdPath, conn: ReadConnection, viewer_id: OptionalUserId, page: PageDep
+    user_id: UserIdPath, db: DatabaseDep, viewer_id: OptionalUserId, page: PageDep
 ) -> Any:
     """A user's published posts, newest first."""
-    return await service.list_posts(conn=conn, viewer_id=viewer_id, page=page, author_id=user_id)
+    return await service.list_posts(db=db, viewer_id=viewer_id, page=page, author_id=user_id)

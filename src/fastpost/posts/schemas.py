@@ -4,28 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, StringConstraints, model_validator
+from pydantic import BaseModel, StringConstraints, model_validator
 
 from fastpost.posts.models import PostStatus
 from fastpost.schemas import RequestModel, UTCDateTime
 from fastpost.users.schemas import UserSummary
 
-
-def refuse_nul(value: str) -> str:
-    """Refuse text holding U+0000."""
-    # PostgreSQL text cannot hold it (the driver fails the statement, a 500) and SQLite's
-    # FTS5 reads it as the end of the query; no title, content or search needs one, so it is
-    # refused as input on every backend alike.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL (U+0000) characters")
-    return value
-
-
-Title = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(refuse_nul)]
-Content = Annotated[
-    str, StringConstraints(min_length=1, max_length=50_000), AfterValidator(refuse_nul)
-]
-SearchText = Annotated[str, AfterValidator(refuse_nul)]
+Title = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Content = Annotated[str, StringConstraints(min_length=1, max_length=50_000)]
 
 
 class PostCreate(RequestModel):

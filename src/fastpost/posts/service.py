@@ -1,19 +1,24 @@
 """What the posts domain does: list, read, search, write and like posts.
 
-Reads are Core statements on an autocommit connection, one statement per request: the
-page, each post's author and, for a logged-in caller, whether they liked it come back in
-one round trip whatever the page size (no N+1). Writes run in the caller's transaction.
+Reads are one statement per request: the page, each post's author and, for a logged-in
+caller, whether they liked it come back in one round trip whatever the page size (no N+1).
+Each read statement is built once per shape (anonymous or not, filtered by author or not,
+after a cursor or not) and cached; values travel as bound parameters, so the database layer
+compiles it once too (see fastpost.db). Writes run in the caller's transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
-    Row,
+    Integer,
     Select,
+    bindparam,
     column,
     exists,
     func,
@@ -24,9 +29,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from fastpost.db import insert_ignoring_conflicts, table_of
+from fastpost.db import Database, Row, insert_ignoring_conflicts, table_of
 from fastpost.errors import Forbidden, NotFound, Unauthorized
 from fastpost.pagination import Cursor, Page, cut_page, keyset_page
 from fastpost.posts.models import Like, Post, PostStatus
@@ -51,92 +56,118 @@ _POST_COLUMNS = (
     users.c.username.label("author_username"),
     users.c.image.label("author_image"),
 )
+_PUBLISHED: ColumnElement[str] = literal_column(f"'{PostStatus.published.value}'")
 
 PostDict = dict[str, Any]
 
 
-def select_posts(viewer_id: int | None) -> Select[Any]:
-    """SELECT posts with their author and, for a logged-in viewer, whether they liked each."""
+def select_posts(*, with_viewer: bool) -> Select[Any]:
+    """SELECT posts with their author and, given a :viewer_id, whether they liked each."""
     stmt = select(*_POST_COLUMNS).select_from(posts.join(users, users.c.id == posts.c.author_id))
-    if viewer_id is not None:
+    if with_viewer:
         # A correlated EXISTS probes the likes primary key once per row of the page: the
         # same statement, not a query per post.
-        liked = exists().where(likes.c.user_id == viewer_id, likes.c.post_id == posts.c.id)
+        liked = exists().where(
+            likes.c.user_id == bindparam("viewer_id", type_=BigInteger),
+            likes.c.post_id == posts.c.id,
+        )
         stmt = stmt.add_columns(liked.label("liked_by_me"))
     return stmt
 
 
-def visible_to(viewer_id: int | None) -> Any:
-    """Published posts, plus the viewer's own drafts."""
-    if viewer_id is None:
-        return posts.c.status == PostStatus.published
-    return or_(posts.c.status == PostStatus.published, posts.c.author_id == viewer_id)
+def _visible(*, with_viewer: bool) -> ColumnElement[bool]:
+    """Published posts, plus the :viewer_id's own drafts."""
+    published = posts.c.status == _PUBLISHED
+    if not with_viewer:
+        return published
+    return or_(published, posts.c.author_id == bindparam("viewer_id", type_=BigInteger))
 
 
-def newest_first(stmt: Select[Any], page: Page) -> Select[Any]:
-    """Order posts by (created_at, id) descending and apply the page."""
-    return keyset_page(stmt, page, posts.c.created_at, posts.c.id)
+def newest_first(stmt: Select[Any], shape: tuple[bool, bool]) -> Select[Any]:
+    """Order posts by (created_at, id) descending and page them."""
+    return keyset_page(stmt, shape, posts.c.created_at, posts.c.id)
 
 
-def _cursor_of(row: Row[Any]) -> Cursor:
-    return Cursor(row.created_at, row.id)
+def _cursor_of(row: Row) -> Cursor:
+    return Cursor(row["created_at"], row["id"])
 
 
-def post_dict(row: Row[Any], viewer_id: int | None) -> PostDict:
+def post_dict(row: Row, viewer_id: int | None) -> PostDict:
     return {
-        "id": row.id,
-        "title": row.title,
-        "content": row.content,
-        "status": row.status,
-        "likes_count": row.likes_count,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-        "author": {"id": row.author_id, "username": row.author_username, "image": row.author_image},
-        "liked_by_me": bool(row.liked_by_me) if viewer_id is not None else None,
+        "id": row["id"],
+        "title": row["title"],
+        "content": row["content"],
+        "status": row["status"],
+        "likes_count": row["likes_count"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "author": {
+            "id": row["author_id"],
+            "username": row["author_username"],
+            "image": row["author_image"],
+        },
+        "liked_by_me": bool(row["liked_by_me"]) if viewer_id is not None else None,
     }
 
 
-def post_page(rows: Sequence[Row[Any]], page: Page, viewer_id: int | None) -> PostDict:
+def post_page(rows: Sequence[Row], page: Page, viewer_id: int | None) -> PostDict:
     items, cursor = cut_page(rows, page.limit, _cursor_of)
     return {"items": [post_dict(r, viewer_id) for r in items], "next_cursor": cursor}
 
 
+@cache
+def _list_statement(with_viewer: bool, by_author: bool, shape: tuple[bool, bool]) -> Select[Any]:
+    stmt = select_posts(with_viewer=with_viewer).where(posts.c.status == bindparam("status"))
+    if by_author:
+        stmt = stmt.where(posts.c.author_id == bindparam("author_id", type_=BigInteger))
+    return newest_first(stmt, shape)
+
+
 async def list_posts(
     *,
-    conn: AsyncConnection,
+    db: Database,
     viewer_id: int | None,
     page: Page,
     author_id: int | None = None,
     status: PostStatus = PostStatus.published,
 ) -> PostDict:
     """Return a page of posts, newest first."""
-    stmt = select_posts(viewer_id).where(posts.c.status == status)
-    if author_id is not None:
-        stmt = stmt.where(posts.c.author_id == author_id)
-    rows = (await conn.execute(newest_first(stmt, page))).all()
-    return post_page(rows, page, viewer_id)
+    stmt = _list_statement(viewer_id is not None, author_id is not None, page.shape)
+    params = {**page.params, "viewer_id": viewer_id, "author_id": author_id, "status": status.value}
+    return post_page(await db.fetch_all(stmt, params), page, viewer_id)
 
 
-async def get_post(*, conn: AsyncConnection, viewer_id: int | None, post_id: int) -> PostDict:
+@cache
+def _detail_statement(with_viewer: bool) -> Select[Any]:
+    return select_posts(with_viewer=with_viewer).where(
+        posts.c.id == bindparam("post_id", type_=BigInteger), _visible(with_viewer=with_viewer)
+    )
+
+
+async def get_post(*, db: Database, viewer_id: int | None, post_id: int) -> PostDict:
     """Return one post; another author's draft is as absent as a missing post."""
-    stmt = select_posts(viewer_id).where(posts.c.id == post_id, visible_to(viewer_id))
-    row = (await conn.execute(stmt)).first()
+    stmt = _detail_statement(viewer_id is not None)
+    row = await db.fetch_one(stmt, {"post_id": post_id, "viewer_id": viewer_id})
     if row is None:
         raise NotFound("Post not found", code="post_not_found")
     return post_dict(row, viewer_id)
 
 
-async def list_popular_posts(
-    *, conn: AsyncConnection, viewer_id: int | None, limit: int
-) -> list[PostDict]:
-    """Return the most liked published posts."""
-    stmt = (
-        select_posts(viewer_id)
-        .where(posts.c.status == PostStatus.published)
+@cache
+def _popular_statement(with_viewer: bool) -> Select[Any]:
+    return (
+        select_posts(with_viewer=with_viewer)
+        .where(posts.c.status == _PUBLISHED)
         .order_by(posts.c.likes_count.desc(), posts.c.id.desc())
-        .limit(limit)
+        .limit(bindparam("limit", type_=Integer))
     )
-    return [post_dict(r, viewer_id) for r in (await conn.execute(stmt)).all()]
+
+
+async def list_popular_posts(*, db: Database, viewer_id: int | None, limit: int) -> list[PostDict]:
+    """Return the most liked published posts."""
+    stmt = _popular_statement(viewer_id is not None)
+    rows = await db.fetch_all(stmt, {"limit": limit, "viewer_id": viewer_id})
+    return [post_dict(r, viewer_id) for r in rows]
 
 
 def _fts5_query(q: str) -> str:
@@ -145,34 +176,44 @@ def _fts5_query(q: str) -> str:
     return " ".join('"' + word.replace('"', '""') + '"' for word in q.split())
 
 
-async def search_posts(
-    *, conn: AsyncConnection, viewer_id: int | None, q: str, limit: int, offset: int
-) -> list[PostDict]:
-    """Full-text search over published posts' title and content, best match first."""
-    stmt = select_posts(viewer_id).where(posts.c.status == PostStatus.published)
-    if conn.dialect.name == "postgresql":
-        query = func.websearch_to_tsquery(literal_column("'english'"), q)
+@cache
+def _search_statement(dialect: str, with_viewer: bool) -> Select[Any]:
+    stmt = select_posts(with_viewer=with_viewer).where(posts.c.status == _PUBLISHED)
+    if dialect == "postgresql":
+        query = func.websearch_to_tsquery(literal_column("'english'"), bindparam("q"))
         vector: ColumnElement[Any] = literal_column("posts.search_vector")
         stmt = stmt.where(vector.op("@@")(query)).order_by(
             func.ts_rank(vector, query).desc(), posts.c.id.desc()
         )
     else:
-        match = _fts5_query(q)
-        if not match:
-            return []
         # FTS5's hidden `rank` column is bm25(); ordering by it lets FTS5 sort internally.
         stmt = (
             stmt.join(posts_fts, posts_fts.c.rowid == posts.c.id)
-            .where(text("posts_fts MATCH :match").bindparams(match=match))
+            .where(text("posts_fts MATCH :q"))
             .order_by(posts_fts.c.rank, posts.c.id.desc())
         )
-    rows = (await conn.execute(stmt.limit(limit).offset(offset))).all()
-    return [post_dict(r, viewer_id) for r in rows]
+    return stmt.limit(bindparam("limit", type_=Integer)).offset(bindparam("offset", type_=Integer))
+
+
+async def search_posts(
+    *, db: Database, viewer_id: int | None, q: str, limit: int, offset: int
+) -> list[PostDict]:
+    """Full-text search over published posts' title and content, best match first."""
+    if db.dialect != "postgresql":
+        q = _fts5_query(q)
+        if not q:
+            return []
+    stmt = _search_statement(db.dialect, viewer_id is not None)
+    params = {"q": q, "limit": limit, "offset": offset, "viewer_id": viewer_id}
+    return [post_dict(r, viewer_id) for r in await db.fetch_all(stmt, params)]
 
 
 async def _read_back(session: AsyncSession, post_id: int, viewer_id: int) -> PostDict:
-    row = (await session.execute(select_posts(viewer_id).where(posts.c.id == post_id))).one()
-    return post_dict(row, viewer_id)
+    # Inside the write transaction, so the caller sees what it just wrote.
+    result = await session.execute(
+        _detail_statement(True), {"post_id": post_id, "viewer_id": viewer_id}
+    )
+    return post_dict(result.mappings().one(), viewer_id)
 
 
 async def create_post(
@@ -227,15 +268,24 @@ async def delete_post(*, session: AsyncSession, user_id: int, post_id: int) -> N
     await session.flush()
 
 
+_LIKEABLE = select(
+    select(posts.c.id)
+    .where(posts.c.id == bindparam("post_id", type_=BigInteger), _visible(with_viewer=True))
+    .exists()
+    .label("post"),
+    select(users.c.id)
+    .where(users.c.id == bindparam("viewer_id", type_=BigInteger))
+    .exists()
+    .label("account"),
+)
+
+
 async def _likeable(session: AsyncSession, post_id: int, user_id: int) -> None:
     # One round trip asks both: may this user see the post, and is the user still there?
     # A token can outlive its account, and the like would then fail on the foreign key and
     # be reported as a missing post.
-    post_found = select(posts.c.id).where(posts.c.id == post_id, visible_to(user_id)).exists()
-    account_found = select(users.c.id).where(users.c.id == user_id).exists()
-    row = (
-        await session.execute(select(post_found.label("post"), account_found.label("account")))
-    ).one()
+    result = await session.execute(_LIKEABLE, {"post_id": post_id, "viewer_id": user_id})
+    row = result.one()
     if not row.account:
         raise Unauthorized("Account no longer exists", code="account_gone")
     if not row.post:

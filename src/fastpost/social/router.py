@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
-from fastpost.db import DatabaseDep, ReadConnection, WriteSession
+from fastpost.db import DatabaseDep, WriteSession
 from fastpost.errors import error_responses
 from fastpost.pagination import PageDep
 from fastpost.posts.schemas import PostPage
@@ -35,21 +35,21 @@ async def unfollow(user_id: UserIdPath, me: CurrentUserId, session: WriteSession
 
 
 @router.get("/{user_id}/followers", response_model=UserPage, responses=error_responses(404, 422))
-async def followers(user_id: UserIdPath, conn: ReadConnection, page: PageDep) -> Any:
+async def followers(user_id: UserIdPath, db: DatabaseDep, page: PageDep) -> Any:
     """Who follows this user, most recent first."""
-    return await service.list_followers(conn=conn, user_id=user_id, page=page)
+    return await service.list_followers(db=db, user_id=user_id, page=page)
 
 
 @router.get("/{user_id}/following", response_model=UserPage, responses=error_responses(404, 422))
-async def following(user_id: UserIdPath, conn: ReadConnection, page: PageDep) -> Any:
+async def following(user_id: UserIdPath, db: DatabaseDep, page: PageDep) -> Any:
     """Whom this user follows, most recent first."""
-    return await service.list_following(conn=conn, user_id=user_id, page=page)
+    return await service.list_following(db=db, user_id=user_id, page=page)
 
 
 @router.get("/{user_id}/friends", response_model=UserPage, responses=error_responses(404, 422))
-async def friends(user_id: UserIdPath, conn: ReadConnection, page: PageDep) -> Any:
+async def friends(user_id: UserIdPath, db: DatabaseDep, page: PageDep) -> Any:
     """Mutual follows: users this user follows who follow them back."""
-    return await service.list_friends(conn=conn, user_id=user_id, page=page)
+    return await service.list_friends(db=db, user_id=user_id, page=page)
 
 
 @router.get(
@@ -61,6 +61,6 @@ async def overview(user_id: UserIdPath, db: DatabaseDep, viewer_id: OptionalUser
 
 
 @feed_router.get("/feed", response_model=PostPage, responses=error_responses(401, 422))
-async def feed(me: CurrentUserId, conn: ReadConnection, page: PageDep) -> Any:
+async def feed(me: CurrentUserId, db: DatabaseDep, page: PageDep) -> Any:
     """Posts of the users the caller follows, newest first."""
-    return await service.feed(conn=conn, user_id=me, page=page)
+    return await service.feed(db=db, user_id=me, page=page)

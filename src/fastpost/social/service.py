@@ -4,13 +4,14 @@ the user overview."""
 from __future__ import annotations
 
 import asyncio
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, and_, exists, select
+from sqlalchemy import BigInteger, ColumnElement, Select, bindparam, exists, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from fastpost.db import Database, insert_ignoring_conflicts, table_of
+from fastpost.db import Database, Row, insert_ignoring_conflicts, table_of
 from fastpost.errors import InvalidInput, NotFound, Unauthorized
 from fastpost.pagination import Cursor, Page, cut_page, keyset_page
 from fastpost.posts import service as posts_service
@@ -28,8 +29,19 @@ OVERVIEW_POSTS = 5
 OVERVIEW_FRIENDS = 10
 
 
-async def _ensure_user(conn: AsyncConnection | AsyncSession, user_id: int) -> None:
-    found = await conn.scalar(select(users.c.id).where(users.c.id == user_id, users.c.is_active))
+_USER_ID = bindparam("user_id", type_=BigInteger)
+_ACTIVE_USER = select(users.c.id).where(users.c.id == _USER_ID, users.c.is_active)
+_ANY_USER = select(users.c.id).where(users.c.id == _USER_ID)
+
+
+async def _ensure_user(
+    source: Database | AsyncSession, user_id: int, *, active: bool = True
+) -> None:
+    stmt = _ACTIVE_USER if active else _ANY_USER
+    if isinstance(source, Database):
+        found = await source.fetch_one(stmt, {"user_id": user_id})
+    else:
+        found = await source.scalar(stmt, {"user_id": user_id})
     if found is None:
         raise NotFound("User not found", code="user_not_found")
 
@@ -61,7 +73,8 @@ async def follow(*, session: AsyncSession, follower_id: int, followee_id: int) -
 
 async def unfollow(*, session: AsyncSession, follower_id: int, followee_id: int) -> None:
     """Stop following a user; a follow that is not there changes nothing."""
-    await _ensure_user(session, followee_id)
+    # A deactivated account can still be unfollowed: its follow rows are still there.
+    await _ensure_user(session, followee_id, active=False)
     await session.execute(
         follows.delete().where(
             follows.c.follower_id == follower_id, follows.c.followee_id == followee_id
@@ -69,98 +82,113 @@ async def unfollow(*, session: AsyncSession, follower_id: int, followee_id: int)
     )
 
 
-def _summary(row: Row[Any]) -> dict[str, Any]:
-    return {"id": row.id, "username": row.username, "image": row.image}
+def _summary(row: Row) -> dict[str, Any]:
+    return {"id": row["id"], "username": row["username"], "image": row["image"]}
 
 
-def _cursor_of(row: Row[Any]) -> Cursor:
-    return Cursor(row.followed_at, row.id)
+def _cursor_of(row: Row) -> Cursor:
+    return Cursor(row["followed_at"], row["id"])
 
 
-async def _user_page(conn: AsyncConnection, stmt: Any, page: Page, user_id: int) -> dict[str, Any]:
-    rows = (await conn.execute(stmt)).all()
+async def _user_page(db: Database, stmt: Select[Any], page: Page, user_id: int) -> dict[str, Any]:
+    rows = await db.fetch_all(stmt, {**page.params, "user_id": user_id})
     if not rows and page.cursor is None and not page.offset:
         # Only an empty first page pays for telling "no followers" from "no such user".
-        await _ensure_user(conn, user_id)
+        await _ensure_user(db, user_id)
     items, cursor = cut_page(rows, page.limit, _cursor_of)
     return {"items": [_summary(r) for r in items], "next_cursor": cursor}
 
 
-def _users_via(join_on: Any) -> Any:
+def _users_via(join_on: ColumnElement[bool]) -> Select[Any]:
     return select(
         users.c.id, users.c.username, users.c.image, follows.c.created_at.label("followed_at")
     ).select_from(follows.join(users, join_on))
 
 
-async def list_followers(*, conn: AsyncConnection, user_id: int, page: Page) -> dict[str, Any]:
-    """Users who follow user_id, most recent first."""
-    stmt = _users_via(users.c.id == follows.c.follower_id).where(follows.c.followee_id == user_id)
-    stmt = keyset_page(stmt, page, follows.c.created_at, follows.c.follower_id)
-    return await _user_page(conn, stmt, page, user_id)
+
+@cache
+def _followers_statement(shape: tuple[bool, bool]) -> Select[Any]:
+    stmt = _users_via(users.c.id == follows.c.follower_id).where(follows.c.followee_id == _USER_ID)
+    return keyset_page(stmt, shape, follows.c.created_at, follows.c.follower_id)
 
 
-async def list_following(*, conn: AsyncConnection, user_id: int, page: Page) -> dict[str, Any]:
-    """Users whom user_id follows, most recently followed first."""
-    stmt = _users_via(users.c.id == follows.c.followee_id).where(follows.c.follower_id == user_id)
-    stmt = keyset_page(stmt, page, follows.c.created_at, follows.c.followee_id)
-    return await _user_page(conn, stmt, page, user_id)
+@cache
+def _following_statement(shape: tuple[bool, bool]) -> Select[Any]:
+    stmt = _users_via(users.c.id == follows.c.followee_id).where(follows.c.follower_id == _USER_ID)
+    return keyset_page(stmt, shape, follows.c.created_at, follows.c.followee_id)
 
 
-def _friends_statement(user_id: int, page: Page) -> Any:
+@cache
+def _friends_statement(shape: tuple[bool, bool]) -> Select[Any]:
     back = follows.alias("back")
     stmt = _users_via(users.c.id == follows.c.followee_id).where(
-        follows.c.follower_id == user_id,
-        exists().where(
-            and_(back.c.follower_id == follows.c.followee_id, back.c.followee_id == user_id)
-        ),
+        follows.c.follower_id == _USER_ID,
+        exists().where(back.c.follower_id == follows.c.followee_id, back.c.followee_id == _USER_ID),
     )
-    return keyset_page(stmt, page, follows.c.created_at, follows.c.followee_id)
+    return keyset_page(stmt, shape, follows.c.created_at, follows.c.followee_id)
 
 
-async def list_friends(*, conn: AsyncConnection, user_id: int, page: Page) -> dict[str, Any]:
+async def list_followers(*, db: Database, user_id: int, page: Page) -> dict[str, Any]:
+    """Users who follow user_id, most recent first."""
+    return await _user_page(db, _followers_statement(page.shape), page, user_id)
+
+
+async def list_following(*, db: Database, user_id: int, page: Page) -> dict[str, Any]:
+    """Users whom user_id follows, most recently followed first."""
+    return await _user_page(db, _following_statement(page.shape), page, user_id)
+
+
+async def list_friends(*, db: Database, user_id: int, page: Page) -> dict[str, Any]:
     """Users who follow user_id and whom user_id follows back."""
-    return await _user_page(conn, _friends_statement(user_id, page), page, user_id)
+    return await _user_page(db, _friends_statement(page.shape), page, user_id)
 
 
-async def feed(*, conn: AsyncConnection, user_id: int, page: Page) -> dict[str, Any]:
-    """Published posts of the users user_id follows, newest first."""
+@cache
+def _feed_statement(shape: tuple[bool, bool]) -> Select[Any]:
     stmt = (
-        posts_service.select_posts(user_id)
+        posts_service.select_posts(with_viewer=True)
         .join(follows, follows.c.followee_id == posts.c.author_id)
-        .where(follows.c.follower_id == user_id, posts.c.status == PostStatus.published)
+        .where(
+            follows.c.follower_id == bindparam("viewer_id", type_=BigInteger),
+            posts.c.status == PostStatus.published.value,
+        )
     )
-    rows = (await conn.execute(posts_service.newest_first(stmt, page))).all()
+    return posts_service.newest_first(stmt, shape)
+
+
+async def feed(*, db: Database, user_id: int, page: Page) -> dict[str, Any]:
+    """Published posts of the users user_id follows, newest first."""
+    rows = await db.fetch_all(_feed_statement(page.shape), {**page.params, "viewer_id": user_id})
     return posts_service.post_page(rows, page, user_id)
 
 
 async def overview(*, db: Database, user_id: int, viewer_id: int | None) -> dict[str, Any]:
     """A user, their latest posts and their friends, read concurrently."""
 
-    # One AsyncConnection cannot run two statements at once, so each read takes its own
-    # connection from the pool; the three round trips overlap instead of adding up.
-    async def profile() -> Any:
-        async with db.reader() as conn:
-            return await users_service.get_profile(conn=conn, user_id=user_id)
-
+    # Each read checks out its own pooled connection (one connection cannot run two
+    # statements at once), so the three round trips overlap instead of adding up.
     async def latest_posts() -> Any:
-        async with db.reader() as conn:
-            page = await posts_service.list_posts(
-                conn=conn,
-                viewer_id=viewer_id,
-                page=Page(OVERVIEW_POSTS, None, 0),
-                author_id=user_id,
-            )
-            return page["items"]
+        page = await posts_service.list_posts(
+            db=db, viewer_id=viewer_id, page=Page(OVERVIEW_POSTS, None, 0), author_id=user_id
+        )
+        return page["items"]
 
     async def friends() -> Any:
-        async with db.reader() as conn:
-            rows = await conn.execute(_friends_statement(user_id, Page(OVERVIEW_FRIENDS, None, 0)))
-            return [_summary(r) for r in rows.all()[:OVERVIEW_FRIENDS]]
+        page = Page(OVERVIEW_FRIENDS, None, 0)
+        rows = await db.fetch_all(
+            _friends_statement(page.shape), {**page.params, "user_id": user_id}
+        )
+        return [_summary(r) for r in rows[:OVERVIEW_FRIENDS]]
 
     # return_exceptions: when one read fails (an unknown user's profile), gather would raise
     # at once and leave the other two running past the response, holding pooled connections;
     # waiting costs nothing, since the reads overlap, and then the first failure is raised.
-    results = await asyncio.gather(profile(), latest_posts(), friends(), return_exceptions=True)
+    results = await asyncio.gather(
+        users_service.get_profile(db=db, user_id=user_id),
+        latest_posts(),
+        friends(),
+        return_exceptions=True,
+    )
     for result in results:
         if isinstance(result, BaseException):
             raise result

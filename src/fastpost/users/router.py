@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from fastpost.db import DatabaseDep, ReadConnection, WriteSession
+from fastpost.db import DatabaseDep, WriteSession
 from fastpost.errors import InvalidInput, error_responses
 from fastpost.security import CurrentUserId, Passwords, Tokens
 from fastpost.users import service
@@ -100,9 +100,9 @@ async def login(request: Request, db: DatabaseDep) -> TokenOut:
 
 
 @users_router.get("/me", responses=error_responses(401))
-async def read_me(user_id: CurrentUserId, conn: ReadConnection) -> MeOut:
+async def read_me(user_id: CurrentUserId, db: DatabaseDep) -> MeOut:
     """The caller's own profile."""
-    return MeOut.model_validate(await service.get_me(conn=conn, user_id=user_id))
+    return MeOut.model_validate(await service.get_me(db=db, user_id=user_id))
 
 
 @users_router.patch("/me", responses=error_responses(401, 409, 413, 422))
@@ -120,6 +120,6 @@ async def update_me(
 
 
 @users_router.get("/{user_id}", responses=error_responses(404, 422))
-async def read_user(user_id: UserIdPath, conn: ReadConnection) -> UserOut:
+async def read_user(user_id: UserIdPath, db: DatabaseDep) -> UserOut:
     """A user's public profile."""
-    return UserOut.model_validate(await service.get_profile(conn=conn, user_id=user_id))
+    return UserOut.model_validate(await service.get_profile(db=db, user_id=user_id))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import BigInteger, bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from fastpost.db import Database, table_of
 from fastpost.errors import Conflict, NotFound, Unauthorized
@@ -18,6 +18,12 @@ from fastpost.users.models import User
 users = table_of(User)
 
 PROFILE_COLUMNS = (users.c.id, users.c.username, users.c.bio, users.c.image, users.c.created_at)
+_ACTIVE_BY_ID = (users.c.id == bindparam("user_id", type_=BigInteger), users.c.is_active)
+_PROFILE = select(*PROFILE_COLUMNS).where(*_ACTIVE_BY_ID)
+_ME = select(*PROFILE_COLUMNS, users.c.email, users.c.updated_at).where(*_ACTIVE_BY_ID)
+_CREDENTIALS = select(users.c.id, users.c.password_hash).where(
+    users.c.username == bindparam("username"), users.c.is_active
+)
 
 
 def normalise_email(email: str) -> str:
@@ -74,45 +80,30 @@ async def register_user(
 
 async def authenticate(*, db: Database, passwords: Passwords, username: str, password: str) -> int:
     """Return the id of the active user with these credentials, or raise Unauthorized."""
-    # The connection goes back to the pool before the slow hash check starts.
-    async with db.reader() as conn:
-        row = (
-            await conn.execute(
-                select(users.c.id, users.c.password_hash).where(
-                    users.c.username == username, users.c.is_active
-                )
-            )
-        ).first()
+    # The connection is back in the pool before the slow hash check starts.
+    row = await db.fetch_one(_CREDENTIALS, {"username": username})
     # verify() runs even for an unknown user, against a decoy hash: equal timing.
-    if not await passwords.verify(row.password_hash if row else None, password) or row is None:
+    if not await passwords.verify(row["password_hash"] if row else None, password) or row is None:
         raise Unauthorized("Incorrect username or password", code="invalid_credentials")
-    user_id: int = row.id
+    user_id: int = row["id"]
     return user_id
 
 
-async def get_profile(*, conn: AsyncConnection, user_id: int) -> Mapping[str, Any]:
+async def get_profile(*, db: Database, user_id: int) -> Mapping[str, Any]:
     """Return a user's public profile; 404 when there is no such active user."""
-    row = (
-        await conn.execute(select(*PROFILE_COLUMNS).where(users.c.id == user_id, users.c.is_active))
-    ).first()
+    row = await db.fetch_one(_PROFILE, {"user_id": user_id})
     if row is None:
         raise NotFound("User not found", code="user_not_found")
-    return dict(row._mapping)
+    return dict(row)  # asyncpg's Record is not a dict, and pydantic validates dicts
 
 
-async def get_me(*, conn: AsyncConnection, user_id: int) -> Mapping[str, Any]:
+async def get_me(*, db: Database, user_id: int) -> Mapping[str, Any]:
     """Return the caller's own profile, with email."""
-    row = (
-        await conn.execute(
-            select(*PROFILE_COLUMNS, users.c.email, users.c.updated_at).where(
-                users.c.id == user_id, users.c.is_active
-            )
-        )
-    ).first()
+    row = await db.fetch_one(_ME, {"user_id": user_id})
     if row is None:
         # The token is valid but its account is gone or deactivated.
         raise Unauthorized("Account no longer exists", code="account_gone")
-    return dict(row._mapping)
+    return dict(row)
 
 
 async def update_me(
