@@ -160,28 +160,40 @@ def seed(
         console.print("database already has data; not seeding")
         return
     plan = SeedPlan(users=users, posts=posts, follows=follows, likes=likes, seed=random_seed)
-    # likes and follows are targets: a sparse plan may land a little under them.
+    # likes and follows land on these unless they can't: no more than one like per user
+    # and post, one follow per ordered pair of users.
     totals = {"users": users, "posts": posts, "likes": likes, "follows": follows}
     with Progress(
         TextColumn("{task.description:>8}"),
         BarColumn(),
-        TextColumn("{task.completed:>10,}/{task.total:,}"),
+        TextColumn("{task.completed:>10,}{task.fields[of]:<11}"),
         TimeElapsedColumn(),
         console=console,
         transient=False,
     ) as bar:
-        tasks = {name: bar.add_task(name, total=total) for name, total in totals.items()}
+        tasks = {
+            name: bar.add_task(name, total=total, of=f"/{total:,}")
+            for name, total in totals.items()
+        }
+        # PostgreSQL rebuilds indexes after a large load: counted as they finish, with no
+        # total known in advance (the bar pulses meanwhile).
+        tasks["indexes"] = bar.add_task("indexes", total=None, of="", visible=False)
+        done = dict.fromkeys(tasks, 0)
 
-        def progress(table: str, rows: int) -> None:
-            bar.advance(tasks[table], rows)
+        def progress(phase: str, rows: int) -> None:
+            done[phase] += rows
+            bar.update(tasks[phase], advance=rows, visible=True)
 
         report = asyncio.run(run_seed(settings, plan, progress))
+        bar.update(tasks["indexes"], total=done["indexes"])
     table = Table(title=f"seeded in {report.seconds:.1f} s")
     table.add_column("table")
     table.add_column("rows", justify="right")
-    for name, count in report.counts.items():
-        table.add_row(name, f"{count:,}")
-    table.add_row("total", f"{report.rows:,}")
+    table.add_column("seconds", justify="right")
+    for name, seconds in report.phases.items():
+        count = report.counts.get(name)
+        table.add_row(name, "" if count is None else f"{count:,}", f"{seconds:.1f}")
+    table.add_row("total", f"{report.rows:,}", f"{report.seconds:.1f}")
     console.print(table)
     console.print(f"{report.rows_per_second:,.0f} rows/s")
 

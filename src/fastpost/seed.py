@@ -3,12 +3,26 @@
 Rows are generated lazily and streamed to the database in one transaction, so memory stays
 flat whatever the count and a failed run leaves nothing behind:
 - PostgreSQL: binary COPY through asyncpg (`copy_records_to_table`), one COPY per table.
-  The generator runs in this process while the server parses and indexes on the other core.
+  The generator runs in this process while the server parses and stores on the other core.
 - SQLite: `executemany` in batches through the standard sqlite3 module, inside one
   `BEGIN IMMEDIATE` transaction; the FTS5 triggers index each post as it lands.
 
 Ids are reserved up front as a contiguous block of the table's own sequence, so that likes
 and follows can point at posts and users without reading them back.
+
+Where the PostgreSQL time goes (`perf` on the COPY backend, 2-core dev machine): the
+server is the bottleneck, not Python. Loading posts with every index in place, 56% of the
+backend's time went to `to_tsvector` for the generated `search_vector` column, 33% to
+index upkeep (GIN 18%, btree 14%), and each COPY into posts and likes then fired one
+foreign-key trigger per row. So when a load outnumbers the rows already in a table, its
+secondary indexes, keys nothing points at, and foreign keys are taken off inside the
+transaction and put back after the COPY from definitions read out of the catalog (the
+migrations stay the one place they are written): one sorted build per index and one join
+per foreign key instead of millions of single-row updates. 1M posts, 2M likes, 10k users:
+200-205 s before, 105 s after (paired runs). What remains is mostly `to_tsvector`: 200k
+posts COPY in 0.7 s into an index-free copy of the table without the generated column and
+in 14.8 s into posts, so about 74 s per million posts that no client can take over (a
+generated column can't be supplied) and only the one backend of our transaction computes.
 """
 
 from __future__ import annotations
@@ -17,9 +31,11 @@ import asyncio
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
+from math import log
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -34,6 +50,16 @@ GENERATED_PASSWORD = "password"
 
 DRAFT_SHARE = 0.05
 HISTORY = timedelta(days=365)
+
+# Timestamps are generated as integer microseconds since the Unix epoch (UTC) and put in
+# each driver's form at the edge: COPY of 2M (bigint, bigint, timestamptz) rows took 3.9 s
+# of this process's CPU with datetime values and 0.8 s with integers through a tuple codec
+# (asyncpg 0.32, this machine), and a seed sends one or two timestamps per row.
+_SECOND = 1_000_000
+_DAY = 86_400 * _SECOND
+_UNIX_EPOCH = datetime(1970, 1, 1)
+# PostgreSQL counts microseconds from 2000-01-01 UTC.
+_PG_EPOCH_OFFSET = (datetime(2000, 1, 1) - _UNIX_EPOCH) // timedelta(microseconds=1)
 
 _WORDS = [
     "async",
@@ -189,6 +215,8 @@ class SeedPlan:
 @dataclass
 class SeedReport:
     counts: dict[str, int] = field(default_factory=dict)
+    # Wall time per table's load and for putting indexes back, in the order they ran.
+    phases: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -200,134 +228,12 @@ class SeedReport:
         return self.rows / self.seconds if self.seconds else 0.0
 
 
-Progress = Callable[[str, int], None]  # (table, rows just written)
+# (table, rows just written); for "indexes", (phase, indexes and constraints just rebuilt).
+Progress = Callable[[str, int], None]
+Row = tuple[Any, ...]
 
-
-def _sentences(rng: random.Random, count: int) -> list[str]:
-    out = []
-    for _ in range(count):
-        words = rng.choices(_WORDS, k=rng.randint(8, 16))
-        out.append(" ".join(words).capitalize() + ".")
-    return out
-
-
-def _spread(rng: random.Random, remaining: int, slots_left: int, cap: int) -> int:
-    """How many of `remaining` items the next of `slots_left` slots gets: skewed (a few
-    popular posts, a long tail) but self-correcting, so the total lands on the target."""
-    if slots_left <= 1:
-        return min(remaining, cap)
-    mean = remaining / slots_left
-    draw = int(rng.expovariate(1.0) * mean + rng.random())
-    return max(0, min(draw, remaining, cap))
-
-
-class _Generator:
-    """Rows for each table, generated on demand from the plan's seed."""
-
-    def __init__(
-        self, plan: SeedPlan, first_user_id: int, first_post_id: int, *, with_demo_user: bool
-    ) -> None:
-        self.plan = plan
-        self.with_demo_user = with_demo_user
-        self.first_user_id = first_user_id
-        self.first_post_id = first_post_id
-        self.now = datetime.now(UTC).replace(microsecond=0)
-        self.user_ids = range(first_user_id, first_user_id + plan.users)
-
-    def _like_counts(self) -> Iterator[int]:
-        # Its own random stream, replayed by likes(): the counts written into
-        # posts.likes_count are exactly the likes later inserted.
-        rng = random.Random(self.plan.seed * 1_000_003 + 2)
-        remaining = self.plan.likes
-        for i in range(self.plan.posts):
-            k = _spread(rng, remaining, self.plan.posts - i, self.plan.users)
-            remaining -= k
-            yield k
-
-    def users(self, demo_hash: str, shared_hash: str) -> Iterator[tuple[Any, ...]]:
-        rng = random.Random(self.plan.seed)
-        joined = self.now - HISTORY - timedelta(days=1)
-        for n, user_id in enumerate(self.user_ids):
-            if n == 0 and self.with_demo_user:
-                username, password_hash = DEMO_USERNAME, demo_hash
-            else:
-                username, password_hash = f"{rng.choice(_FIRST_NAMES)}{user_id}", shared_hash
-            bio = f"{username} writes about {' and '.join(rng.sample(_WORDS, 2))}."
-            yield (
-                user_id,
-                username,
-                f"{username}@example.com",
-                password_hash,
-                bio,
-                None,
-                True,
-                joined,
-                joined,
-            )
-
-    def posts(self) -> Iterator[tuple[Any, ...]]:
-        plan = self.plan
-        rng = random.Random(plan.seed + 1)
-        sentences = _sentences(rng, 2000)
-        # Authors follow a power law: a few prolific writers, many occasional ones.
-        weights = [1.0 / (rank + 1) ** 0.8 for rank in range(plan.users)]
-        authors = list(self.user_ids)
-        rng.shuffle(authors)
-        cum: list[float] = []
-        total = 0.0
-        for w in weights:
-            total += w
-            cum.append(total)
-        step = HISTORY / max(plan.posts, 1)
-        start = self.now - HISTORY
-        like_counts = self._like_counts()
-        batch = 4096
-        for base in range(0, plan.posts, batch):
-            n = min(batch, plan.posts - base)
-            chosen = rng.choices(authors, cum_weights=cum, k=n)
-            for j in range(n):
-                i = base + j
-                created = start + step * i
-                title = " ".join(rng.choices(_WORDS, k=rng.randint(3, 8))).capitalize()
-                content = " ".join(rng.choices(sentences, k=3))
-                status = "draft" if rng.random() < DRAFT_SHARE else "published"
-                yield (
-                    self.first_post_id + i,
-                    chosen[j],
-                    title,
-                    content,
-                    status,
-                    next(like_counts),
-                    created,
-                    created,
-                )
-
-    def likes(self) -> Iterator[tuple[Any, ...]]:
-        rng = random.Random(self.plan.seed + 3)
-        step = HISTORY / max(self.plan.posts, 1)
-        start = self.now - HISTORY
-        for i, k in enumerate(self._like_counts()):
-            if not k:
-                continue
-            post_id = self.first_post_id + i
-            liked_at = start + step * i + timedelta(seconds=1)
-            for user_id in rng.sample(self.user_ids, k):
-                yield (user_id, post_id, liked_at)
-
-    def follows(self) -> Iterator[tuple[Any, ...]]:
-        plan = self.plan
-        rng = random.Random(plan.seed + 4)
-        remaining = plan.follows
-        since = self.now - HISTORY
-        for n, user_id in enumerate(self.user_ids):
-            k = _spread(rng, remaining, plan.users - n, plan.users - 1)
-            remaining -= k
-            for other in rng.sample(self.user_ids, min(k + 1, plan.users)):
-                if other != user_id and k:
-                    k -= 1
-                    yield (user_id, other, since)
-
-
+# Tables in load order: referenced tables first.
+TABLES = ("users", "posts", "likes", "follows")
 _COLUMNS = {
     "users": (
         "id",
@@ -353,12 +259,177 @@ _COLUMNS = {
     "likes": ("user_id", "post_id", "created_at"),
     "follows": ("follower_id", "followee_id", "created_at"),
 }
-TABLES = ("users", "posts", "likes", "follows")
+
+
+def _sentences(rng: random.Random, count: int) -> list[str]:
+    out = []
+    for _ in range(count):
+        words = rng.choices(_WORDS, k=rng.randint(8, 16))
+        out.append(" ".join(words).capitalize() + ".")
+    return out
+
+
+def _spread(rng: random.Random, total: int, slots: int, cap: int) -> Iterator[int]:
+    """Share `total` items among `slots` slots, at most `cap` each: skewed (a few popular
+    slots, a long tail) but self-correcting, so the sum is `total` whenever
+    `slots * cap` can hold it."""
+    random_ = rng.random
+    remaining = total
+    for left in range(slots, 0, -1):
+        if left == 1:
+            k = min(remaining, cap)
+        else:
+            # An exponential draw around the mean of what is left, dithered before
+            # truncation so small means still average out right. Inlined rather than
+            # rng.expovariate: this runs once per post, twice per seed.
+            mean = remaining / left
+            k = min(int(-log(1.0 - random_()) * mean + random_()), remaining, cap)
+            # What the slots after this one can't hold must go here: a dense plan (all
+            # possible follows among a few users) still lands on its total.
+            k = max(k, min(remaining - (left - 1) * cap, cap))
+        remaining -= k
+        yield k
+
+
+def _distinct(rng: random.Random, k: int, n: int) -> Iterable[int]:
+    """`k` distinct offsets drawn uniformly from range(n), in draw order."""
+    if k * 4 > n:
+        return rng.sample(range(n), k)
+    # Most posts have a handful of likers among thousands of users: redrawing the rare
+    # repeat takes a third of rng.sample's time for k = 1 to 5 (0.8-2.0 us against
+    # 3.4-6.5 us, timeit among 10,000 users).
+    random_ = rng.random
+    picked: dict[int, None] = {}
+    while len(picked) < k:
+        picked[int(random_() * n)] = None
+    return picked
+
+
+class _Generator:
+    """Rows for each table, generated on demand from the plan's seed.
+
+    Each table draws from its own random stream, so that its rows don't depend on how
+    another table's were consumed. Timestamps are integer microseconds since the Unix epoch.
+    Generating 1M posts and 2M likes takes about 11 s of this process's CPU, so the server,
+    not this loop, sets the pace of a PostgreSQL seed.
+    """
+
+    def __init__(
+        self, plan: SeedPlan, first_user_id: int, first_post_id: int, *, with_demo_user: bool
+    ) -> None:
+        self.plan = plan
+        self.with_demo_user = with_demo_user
+        self.first_user_id = first_user_id
+        self.first_post_id = first_post_id
+        self.now = int(datetime.now(UTC).timestamp()) * _SECOND
+        self.history = HISTORY // timedelta(microseconds=1)
+        self.user_ids = range(first_user_id, first_user_id + plan.users)
+
+    def _like_counts(self) -> Iterator[int]:
+        # Its own random stream, replayed by likes(): the counts written into
+        # posts.likes_count are exactly the likes inserted later, without holding a count
+        # per post in memory in between.
+        rng = random.Random(self.plan.seed * 1_000_003 + 2)
+        return _spread(rng, self.plan.likes, self.plan.posts, self.plan.users)
+
+    def users(self, demo_hash: str, shared_hash: str) -> Iterator[Row]:
+        rng = random.Random(self.plan.seed)
+        joined = self.now - self.history - _DAY
+        for n, user_id in enumerate(self.user_ids):
+            if n == 0 and self.with_demo_user:
+                username, password_hash = DEMO_USERNAME, demo_hash
+            else:
+                username, password_hash = f"{rng.choice(_FIRST_NAMES)}{user_id}", shared_hash
+            bio = f"{username} writes about {' and '.join(rng.sample(_WORDS, 2))}."
+            yield (
+                user_id,
+                username,
+                f"{username}@example.com",
+                password_hash,
+                bio,
+                None,
+                True,
+                joined,
+                joined,
+            )
+
+    def posts(self) -> Iterator[Row]:
+        plan = self.plan
+        rng = random.Random(plan.seed + 1)
+        random_ = rng.random
+        sentences = _sentences(rng, 2000)
+        n_sentences = len(sentences)
+        words = _WORDS
+        n_words = len(words)
+        # Authors follow a power law: a few prolific writers, many occasional ones.
+        authors = list(self.user_ids)
+        rng.shuffle(authors)
+        cum_weights = list(accumulate(1.0 / (rank + 1) ** 0.8 for rank in range(plan.users)))
+        step = self.history // max(plan.posts, 1)
+        created = self.now - self.history
+        post_id = self.first_post_id
+        like_counts = self._like_counts()
+        batch = 4096
+        for base in range(0, plan.posts, batch):
+            chosen = rng.choices(authors, cum_weights=cum_weights, k=min(batch, plan.posts - base))
+            for author_id in chosen:
+                # Indexing with random() rather than rng.choices/randint: a third less
+                # time per title (2.0 vs 3.3 us, timeit on this machine).
+                title = " ".join(
+                    [words[int(random_() * n_words)] for _ in range(3 + int(random_() * 6))]
+                ).capitalize()
+                content = (
+                    f"{sentences[int(random_() * n_sentences)]} "
+                    f"{sentences[int(random_() * n_sentences)]} "
+                    f"{sentences[int(random_() * n_sentences)]}"
+                )
+                status = "draft" if random_() < DRAFT_SHARE else "published"
+                yield (
+                    post_id,
+                    author_id,
+                    title,
+                    content,
+                    status,
+                    next(like_counts),
+                    created,
+                    created,
+                )
+                post_id += 1
+                created += step
+
+    def likes(self) -> Iterator[Row]:
+        plan = self.plan
+        rng = random.Random(plan.seed + 3)
+        first_user = self.first_user_id
+        step = self.history // max(plan.posts, 1)
+        liked_at = self.now - self.history + _SECOND
+        post_id = self.first_post_id
+        if not plan.likes:
+            return  # rather than replaying a zero for every post
+        for k in self._like_counts():
+            if k:
+                for offset in _distinct(rng, k, plan.users):
+                    yield (first_user + offset, post_id, liked_at)
+            post_id += 1
+            liked_at += step
+
+    def follows(self) -> Iterator[Row]:
+        plan = self.plan
+        rng = random.Random(plan.seed + 4)
+        since = self.now - self.history
+        first_user = self.first_user_id
+        others = plan.users - 1
+        counts = _spread(rng, plan.follows, plan.users, max(others, 0))
+        for me, k in enumerate(counts):
+            # Offsets among the other users: skipping over one's own slot makes a
+            # self-follow impossible rather than filtered out.
+            for offset in _distinct(rng, k, others) if k else ():
+                yield (first_user + me, first_user + offset + (offset >= me), since)
 
 
 def _counting(
-    rows: Iterator[tuple[Any, ...]], table: str, progress: Progress, every: int = 10_000
-) -> Iterator[tuple[Any, ...]]:
+    rows: Iterator[Row], table: str, progress: Progress, every: int = 10_000
+) -> Iterator[Row]:
     n = 0
     for row in rows:
         yield row
@@ -370,7 +441,7 @@ def _counting(
         progress(table, n)
 
 
-def _rows(gen: _Generator, table: str, hashes: tuple[str, str]) -> Iterator[tuple[Any, ...]]:
+def _rows(gen: _Generator, table: str, hashes: tuple[str, str]) -> Iterator[Row]:
     if table == "users":
         return gen.users(*hashes)
     if table == "posts":
@@ -385,6 +456,53 @@ def _hashes(settings: Settings) -> tuple[str, str]:
     return passwords.hash_sync(DEMO_PASSWORD), passwords.hash_sync(GENERATED_PASSWORD)
 
 
+# What comes off a table for a bulk load, as (drop, restore) statements rendered from the
+# catalog. Kept on: primary and unique keys that a foreign key points at (users.id,
+# posts.id): the foreign keys need them, and the new ids arrive in ascending order, which a
+# btree appends at little cost. CHECK constraints are cheap per row and stay too.
+_DEFERRABLE_SQL = """
+SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname),
+       format('ALTER TABLE %s ADD CONSTRAINT %I %s',
+              c.conrelid::regclass, c.conname, pg_get_constraintdef(c.oid)),
+       c.contype = 'f'
+FROM pg_constraint AS c
+WHERE c.conrelid = $1::regclass
+  AND (c.contype = 'f'
+       OR (c.contype IN ('p', 'u') AND NOT EXISTS (
+             SELECT 1 FROM pg_constraint AS f
+             WHERE f.contype = 'f' AND f.conindid = c.conindid)))
+UNION ALL
+SELECT format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid), false
+FROM pg_index AS i
+WHERE i.indrelid = $1::regclass
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint AS c WHERE c.conindid = i.indexrelid)
+"""
+
+
+async def _defer_indexes(conn: Any, table: str) -> tuple[list[str], list[str]]:
+    """Drop `table`'s deferrable indexes and foreign keys; return the statements that put
+    them back, keys and indexes first and foreign keys last (in that order)."""
+    rows = await conn.fetch(_DEFERRABLE_SQL, table)
+    for drop, _, _ in rows:
+        await conn.execute(drop)
+    keys_and_indexes = [restore for _, restore, is_fk in rows if not is_fk]
+    foreign_keys = [restore for _, restore, is_fk in rows if is_fk]
+    return keys_and_indexes, foreign_keys
+
+
+async def _outnumbers(conn: Any, table: str, incoming: int) -> bool:
+    """True when `incoming` rows are more than `table` holds. Rebuilding an index reads
+    the existing rows again, so it pays only for a load that is large next to them; at
+    least doubling the table is a conservative line, not a measured break-even. Counting
+    stops at `incoming`, so the check costs at most a scan of as many rows as the load."""
+    if not incoming:
+        return False
+    existing = await conn.fetchval(
+        f"SELECT count(*) FROM (SELECT FROM {table} LIMIT $1) AS existing", incoming
+    )
+    return int(existing) < incoming
+
+
 async def _seed_postgres(
     settings: Settings, plan: SeedPlan, progress: Progress, report: SeedReport
 ) -> None:
@@ -394,6 +512,13 @@ async def _seed_postgres(
     conn = await asyncpg.connect(url.render_as_string(hide_password=False))
     hashes = await asyncio.to_thread(_hashes, settings)
     try:
+        await conn.set_type_codec(
+            "timestamptz",
+            schema="pg_catalog",
+            encoder=_to_pg_timestamp,
+            decoder=_from_pg_timestamp,
+            format="tuple",
+        )
         async with conn.transaction():
             # Nobody else inserts while the id blocks are reserved and filled.
             await conn.execute("LOCK TABLE users, posts IN SHARE ROW EXCLUSIVE MODE")
@@ -404,16 +529,49 @@ async def _seed_postgres(
             demo_missing = not await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM users WHERE username = $1)", DEMO_USERNAME
             )
+            # Dropping an index locks its table against readers until commit: the price
+            # of a large load, paid only when the load outnumbers what is there.
+            planned = {
+                "users": plan.users,
+                "posts": plan.posts,
+                "likes": plan.likes,
+                "follows": plan.follows,
+            }
+            rebuild: list[str] = []
+            relink: list[str] = []
+            for table in TABLES:
+                if await _outnumbers(conn, table, planned[table]):
+                    keys_and_indexes, foreign_keys = await _defer_indexes(conn, table)
+                    rebuild += keys_and_indexes
+                    relink += foreign_keys
             gen = _Generator(plan, first_user, first_post, with_demo_user=demo_missing)
             for table in TABLES:
+                started = time.perf_counter()
                 rows = _counting(_rows(gen, table, hashes), table, progress)
                 result = await conn.copy_records_to_table(
                     table, records=rows, columns=_COLUMNS[table]
                 )
                 report.counts[table] = int(result.split()[-1])
+                report.phases[table] = time.perf_counter() - started
+            started = time.perf_counter()
+            # Unique and primary keys are checked as they are rebuilt, foreign keys by one
+            # join each when re-added: a duplicate or dangling row still fails the seed.
+            for statement in rebuild + relink:
+                await conn.execute(statement)
+                progress("indexes", 1)
+            if rebuild or relink:
+                report.phases["indexes"] = time.perf_counter() - started
         await conn.execute("ANALYZE users, posts, likes, follows")
     finally:
         await conn.close()
+
+
+def _to_pg_timestamp(unix_us: int) -> tuple[int]:
+    return (unix_us - _PG_EPOCH_OFFSET,)
+
+
+def _from_pg_timestamp(value: tuple[int]) -> int:
+    return value[0] + _PG_EPOCH_OFFSET
 
 
 async def _reserve_pg(conn: Any, table: str, count: int) -> int:
@@ -446,6 +604,7 @@ def _seed_sqlite(
             ).fetchone()
             gen = _Generator(plan, first_user, first_post, with_demo_user=demo_missing)
             for table in TABLES:
+                started = time.perf_counter()
                 columns = _COLUMNS[table]
                 sql = (
                     f"INSERT INTO {table} ({', '.join(columns)}) "
@@ -453,10 +612,11 @@ def _seed_sqlite(
                 )
                 rows = _counting(_rows(gen, table, hashes), table, progress)
                 count = 0
-                for batch in _batches(_sqlite_values(rows), 5000):
+                for batch in _batches(_sqlite_values(rows, columns), 5000):
                     conn.executemany(sql, batch)
                     count += len(batch)
                 report.counts[table] = count
+                report.phases[table] = time.perf_counter() - started
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -472,17 +632,21 @@ def _next_sqlite_id(conn: sqlite3.Connection, table: str) -> int:
     return int(value)
 
 
-def _sqlite_values(rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+def _sqlite_values(rows: Iterator[Row], columns: tuple[str, ...]) -> Iterator[Row]:
     # Timestamps in the exact text form SQLAlchemy's SQLite DateTime writes, so that
     # comparisons in keyset pagination see one format.
+    timestamps = {i for i, name in enumerate(columns) if name.endswith("_at")}
     for row in rows:
         yield tuple(
-            v.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime) else v for v in row
+            (_UNIX_EPOCH + timedelta(microseconds=v)).strftime("%Y-%m-%d %H:%M:%S.%f")
+            if i in timestamps
+            else v
+            for i, v in enumerate(row)
         )
 
 
-def _batches(rows: Iterator[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
-    batch: list[tuple[Any, ...]] = []
+def _batches(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
+    batch: list[Row] = []
     for row in rows:
         batch.append(row)
         if len(batch) == size:

@@ -105,7 +105,6 @@ def _users_via(join_on: ColumnElement[bool]) -> Select[Any]:
     ).select_from(follows.join(users, join_on))
 
 
-
 @cache
 def _followers_statement(shape: tuple[bool, bool]) -> Select[Any]:
     stmt = _users_via(users.c.id == follows.c.follower_id).where(follows.c.followee_id == _USER_ID)
