@@ -4,14 +4,14 @@
   exact bodies fastpost returned, fetched once by the benchmark): the ceiling of the server
   and framework, with no database and no serialisation.
 - `asyncpg_app`: Starlette + an asyncpg pool, no SQLAlchemy and no FastAPI, running by hand
-  the statements fastpost runs and serialising the same JSON shape with the `json` module:
+  the statements fastpost runs and serialising the same JSON shape with orjson:
   what the read path could cost if every layer between HTTP and the driver were free.
 
 Configured by environment variables, because uvicorn builds the app in its own process:
     BENCH_LIST_BODY, BENCH_DETAIL_BODY   files holding the constant bodies
     BENCH_PG_DSN                          asyncpg DSN (postgresql://user@host:port/db)
-    BENCH_PG_POOL_MIN, BENCH_PG_POOL_MAX  pool bounds; the benchmark passes fastpost's
-                                          pool_size and pool_size + max_overflow
+    BENCH_PG_POOL_MIN, BENCH_PG_POOL_MAX  pool bounds; the benchmark passes 1 and fastpost's
+                                          read pool_size (fastpost's read pool is the same)
 
     uvicorn benchmarks.baseline_apps:asyncpg_app --factory --loop uvloop --http httptools
 """
@@ -19,7 +19,6 @@ Configured by environment variables, because uvicorn builds the app in its own p
 from __future__ import annotations
 
 import base64
-import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -81,11 +81,6 @@ def constant_app() -> Starlette:
     )
 
 
-def _timestamp(value: datetime) -> str:
-    # pydantic writes UTC as "Z"; asyncpg hands timestamptz back in UTC.
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _cursor(created_at: datetime, post_id: int) -> str:
     # fastpost.pagination.Cursor.encode, so that the bodies match byte for byte.
     micros = (created_at - _EPOCH) // _MICROSECOND
@@ -99,8 +94,8 @@ def _post(row: asyncpg.Record) -> dict[str, Any]:
         "content": row["content"],
         "status": row["status"],
         "likes_count": row["likes_count"],
-        "created_at": _timestamp(row["created_at"]),
-        "updated_at": _timestamp(row["updated_at"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
         "author": {
             "id": row["author_id"],
             "username": row["author_username"],
@@ -111,9 +106,15 @@ def _post(row: asyncpg.Record) -> dict[str, Any]:
 
 
 def _json(content: Any, status_code: int = 200) -> Response:
-    # Starlette's JSONResponse settings: compact, UTF-8 as is (as pydantic writes it).
-    body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
-    return Response(body, status_code=status_code, media_type=JSON)
+    # orjson, as the hand-written reference of ../shared/anchors.md, and as fastpost's read
+    # routes: the baseline gets every trick fastpost uses.
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_UTC_Z), status_code=status_code, media_type=JSON
+    )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """No reset query on release (fastpost's read pool skips it too: see fastpost.db)."""
 
 
 def _not_found() -> Response:
@@ -128,7 +129,9 @@ def asyncpg_app() -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.pool = await asyncpg.create_pool(dsn, min_size=pool_min, max_size=pool_max)
+        app.state.pool = await asyncpg.create_pool(
+            dsn, min_size=pool_min, max_size=pool_max, reset=_keep_session
+        )
         try:
             yield
         finally:

@@ -8,7 +8,7 @@ another:
     fastpost   the real app (FastAPI, SQLAlchemy Core on an autocommit connection)
     starlette  bare Starlette returning the exact bytes fastpost answered, fetched once
     asyncpg    Starlette + an asyncpg pool: the same SQL written by hand, the same JSON shape
-               serialised with the `json` module (benchmarks/baseline_apps.py)
+               serialised with orjson (benchmarks/baseline_apps.py)
 
 and prints each as a ratio to starlette, fastpost as a ratio to asyncpg, and a verdict on
 our target (list of 20 posts at >= 0.6x of asyncpg). Runs of the three servers interleave
@@ -430,9 +430,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pool-size", type=int, default=defaults.pool_size, help="fastpost and asyncpg pool"
     )
-    parser.add_argument(
-        "--max-overflow", type=int, default=defaults.max_overflow, help="fastpost overflow"
-    )
     parser.add_argument("--json", type=Path, help="write the results to this file")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.duration <= 0 or args.connections < 1:
@@ -525,7 +522,6 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     **base_env,
                     "FASTPOST_DB__URL": db_url.render_as_string(hide_password=False),
                     "FASTPOST_DB__POOL_SIZE": str(args.pool_size),
-                    "FASTPOST_DB__MAX_OVERFLOW": str(args.max_overflow),
                     "FASTPOST_AUTH__SECRET_KEY": secrets.token_urlsafe(48),
                     "FASTPOST_OBSERVABILITY__LOG_LEVEL": "WARNING",
                     "FASTPOST_DATA_DIR": str(work / "data"),
@@ -556,8 +552,8 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 {
                     **base_env,
                     "BENCH_PG_DSN": _asyncpg_dsn(db_url),
-                    "BENCH_PG_POOL_MIN": str(args.pool_size),
-                    "BENCH_PG_POOL_MAX": str(args.pool_size + args.max_overflow),
+                    "BENCH_PG_POOL_MIN": "1",
+                    "BENCH_PG_POOL_MAX": str(args.pool_size),
                 },
             ).wait_ready(list_path)
 
@@ -676,8 +672,7 @@ def _results(
             "posts": args.posts,
             "limit": args.limit,
             "pool_size": args.pool_size,
-            "max_overflow": args.max_overflow,
-            "asyncpg_serialiser": "json module (json.dumps, compact, ensure_ascii=False)",
+            "asyncpg_serialiser": "orjson (OPT_UTC_Z), pool without reset query",
         },
         "routes": routes,
         "verdicts": {

@@ -51,11 +51,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
 
-    app.include_router(health.router)
-    app.include_router(auth_router)
+    # Routes are matched in order, one regular expression each: the hottest reads first.
+    app.include_router(posts_router)
+    app.include_router(feed_router)
     app.include_router(users_router)
     app.include_router(user_posts_router)
     app.include_router(social_router)
-    app.include_router(posts_router)
-    app.include_router(feed_router)
+    app.include_router(auth_router)
+    app.include_router(health.router)
     return app

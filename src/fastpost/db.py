@@ -24,6 +24,7 @@ connections run beside it under WAL. Read replicas and shards will plug in here.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -181,6 +182,13 @@ class _Compiled:
     defaults: Mapping[str, Any]  # values bound inside the statement itself
 
 
+async def _keep_session(conn: Any) -> None:
+    """Release a read connection without asyncpg's default reset query (RESET ALL, UNLISTEN,
+    CLOSE ALL, advisory unlocks): a round trip per read, and nothing to undo, since reads in
+    this pool never change session state. An open transaction is still rolled back by the
+    pool before this runs."""
+
+
 class Database:
     """The application's database: engines plus the two ways in."""
 
@@ -208,6 +216,7 @@ class Database:
             # reason) while the database is down; connections open on first use.
             min_size=0,
             max_size=self.settings.pool_size,
+            reset=_keep_session,
         )
 
     @asynccontextmanager
@@ -248,9 +257,16 @@ class Database:
         log = _statement_log.get()
         if log is not None:
             log.append(compiled.sql)
-        async with self._read_pool.acquire(timeout=self.settings.pool_timeout) as conn:
+        pool = self._read_pool
+        # asyncio.timeout rather than acquire(timeout=...): the latter wraps the wait in
+        # asyncio.wait_for, a task per read.
+        async with asyncio.timeout(self.settings.pool_timeout):
+            conn = await pool.acquire()
+        try:
             rows: Sequence[Row] = await conn.fetch(compiled.sql, *args)
-            return rows
+        finally:
+            await pool.release(conn)
+        return rows
 
     async def fetch_one(
         self, statement: ReadStatement, params: Mapping[str, Any] | None = None

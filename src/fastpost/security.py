@@ -88,31 +88,35 @@ class Tokens:
         return int(sub)
 
 
-# auto_error=False: we raise our own 401 in the shared error shape.
-_bearer = OAuth2PasswordBearer(tokenUrl="/auth/login", auto_error=False)
+class _BearerUser(OAuth2PasswordBearer):
+    """The caller's user id from `Authorization: Bearer <token>`, in one dependency.
 
+    A subclass of OAuth2PasswordBearer so that OpenAPI (and the Authorize button of /docs)
+    still knows the scheme; one dependency rather than a chain of two, because FastAPI's
+    dependency solving is a measurable share of a hot read's CPU.
+    """
 
-async def _optional_user_id(
-    request: Request, token: Annotated[str | None, Depends(_bearer)]
-) -> int | None:
-    if token is None:
-        return None
-    tokens: Tokens = request.app.state.tokens
-    # A token that is present but bad is an error even where login is optional: silently
-    # answering as anonymous would hide an expired session from the client.
-    return tokens.user_id(token)
+    def __init__(self, *, required: bool) -> None:
+        # auto_error=False: we raise our own 401, in the shared error shape.
+        super().__init__(
+            tokenUrl="/auth/login", scheme_name="OAuth2PasswordBearer", auto_error=False
+        )
+        self.required = required
 
-
-async def _current_user_id(
-    user_id: Annotated[int | None, Depends(_optional_user_id)],
-) -> int:
-    if user_id is None:
-        raise Unauthorized("Not authenticated")
-    return user_id
+    async def __call__(self, request: Request) -> int | None:  # type: ignore[override]
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            if self.required:
+                raise Unauthorized("Not authenticated")
+            return None
+        tokens: Tokens = request.app.state.tokens
+        # A token that is present but bad is an error even where login is optional: silently
+        # answering as anonymous would hide an expired session from the client.
+        return tokens.user_id(token)
 
 
 # The id of the caller, from the bearer token alone: no database round trip. A deactivated
 # account keeps access until its token expires (token_lifetime_seconds), the usual trade of
 # stateless tokens.
-OptionalUserId = Annotated[int | None, Depends(_optional_user_id)]
-CurrentUserId = Annotated[int, Depends(_current_user_id)]
+OptionalUserId = Annotated[int | None, Depends(_BearerUser(required=False))]
+CurrentUserId = Annotated[int, Depends(_BearerUser(required=True))]

@@ -8,10 +8,18 @@ from fastapi import APIRouter, Path, Query, Response, status
 
 from fastpost.db import DatabaseDep, WriteSession
 from fastpost.errors import Forbidden, Unauthorized, error_responses
-from fastpost.pagination import MAX_LIMIT, MAX_OFFSET, PageDep
+from fastpost.pagination import MAX_LIMIT, MAX_OFFSET, PageQuery
 from fastpost.posts import service
 from fastpost.posts.models import PostStatus
-from fastpost.posts.schemas import LikeOut, PostCreate, PostOut, PostPage, PostUpdate
+from fastpost.posts.schemas import (
+    LikeOut,
+    PostCreate,
+    PostListParams,
+    PostOut,
+    PostPage,
+    PostUpdate,
+)
+from fastpost.responses import json_response
 from fastpost.schemas import SafeText
 from fastpost.security import CurrentUserId, OptionalUserId
 
@@ -40,16 +48,15 @@ def _check_drafts_access(
 @router.get("", include_in_schema=False, response_model=PostPage)
 @router.get("/", response_model=PostPage, responses=error_responses(401, 403, 422))
 async def list_posts(
-    db: DatabaseDep,
-    viewer_id: OptionalUserId,
-    page: PageDep,
-    author_id: Annotated[int | None, Query(ge=1, le=2**53 - 1)] = None,
-    status: PostStatus = PostStatus.published,
-) -> dict[str, Any]:
+    db: DatabaseDep, viewer_id: OptionalUserId, params: Annotated[PostListParams, Query()]
+) -> Response:
     """Posts, newest first, with their authors; keyset-paginated by `next_cursor`."""
-    author_id = _check_drafts_access(status, author_id, viewer_id)
-    return await service.list_posts(
-        db=db, viewer_id=viewer_id, page=page, author_id=author_id, status=status
+    author_id = _check_drafts_access(params.status, params.author_id, viewer_id)
+    page = params.to_page()
+    return json_response(
+        await service.list_posts(
+            db=db, viewer_id=viewer_id, page=page, author_id=author_id, status=params.status
+        )
     )
 
 
@@ -77,9 +84,11 @@ async def create_post(body: PostCreate, user_id: CurrentUserId, session: WriteSe
 
 
 @router.get("/popular", response_model=list[PostOut], responses=error_responses(401, 422))
-async def popular_posts(db: DatabaseDep, viewer_id: OptionalUserId, limit: SmallLimit = 20) -> Any:
+async def popular_posts(
+    db: DatabaseDep, viewer_id: OptionalUserId, limit: SmallLimit = 20
+) -> Response:
     """The most liked published posts."""
-    return await service.list_popular_posts(db=db, viewer_id=viewer_id, limit=limit)
+    return json_response(await service.list_popular_posts(db=db, viewer_id=viewer_id, limit=limit))
 
 
 @router.get("/search", response_model=list[PostOut], responses=error_responses(401, 422))
@@ -89,15 +98,17 @@ async def search_posts(
     q: Annotated[SafeText, Query(min_length=1, max_length=200, description="Words to look for")],
     limit: SmallLimit = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> Any:
+) -> Response:
     """Full-text search in titles and contents, best match first."""
-    return await service.search_posts(db=db, viewer_id=viewer_id, q=q, limit=limit, offset=offset)
+    return json_response(
+        await service.search_posts(db=db, viewer_id=viewer_id, q=q, limit=limit, offset=offset)
+    )
 
 
 @router.get("/{post_id}", response_model=PostOut, responses=error_responses(401, 404, 422))
-async def read_post(post_id: PostIdPath, db: DatabaseDep, viewer_id: OptionalUserId) -> Any:
+async def read_post(post_id: PostIdPath, db: DatabaseDep, viewer_id: OptionalUserId) -> Response:
     """One post with its author."""
-    return await service.get_post(db=db, viewer_id=viewer_id, post_id=post_id)
+    return json_response(await service.get_post(db=db, viewer_id=viewer_id, post_id=post_id))
 
 
 @router.patch(
@@ -144,7 +155,11 @@ async def unlike_post(
     "/{user_id}/posts", response_model=PostPage, responses=error_responses(401, 422)
 )
 async def list_user_posts(
-    user_id: UserIdPath, db: DatabaseDep, viewer_id: OptionalUserId, page: PageDep
-) -> Any:
+    user_id: UserIdPath, db: DatabaseDep, viewer_id: OptionalUserId, params: PageQuery
+) -> Response:
     """A user's published posts, newest first."""
-    return await service.list_posts(db=db, viewer_id=viewer_id, page=page, author_id=user_id)
+    return json_response(
+        await service.list_posts(
+            db=db, viewer_id=viewer_id, page=params.to_page(), author_id=user_id
+        )
+    )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, StringConstraints, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
+from fastpost.ids import MAX_ID
+from fastpost.pagination import PageParams
 from fastpost.posts.models import PostStatus
 from fastpost.schemas import RequestModel, UTCDateTime
 from fastpost.users.schemas import UserSummary
@@ -57,3 +59,12 @@ class LikeOut(BaseModel):
     post_id: int
     liked: bool
     likes_count: int
+
+
+class PostListParams(PageParams):
+    """Query parameters of GET /posts/."""
+
+    author_id: int | None = Field(None, ge=1, le=MAX_ID, description="Only this author's posts")
+    status: PostStatus = Field(
+        PostStatus.published, description="`draft` lists the caller's own drafts"
+    )

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Response
 
 from fastpost.db import DatabaseDep, WriteSession
 from fastpost.errors import error_responses
-from fastpost.pagination import PageDep
+from fastpost.pagination import PageQuery
 from fastpost.posts.schemas import PostPage
+from fastpost.responses import json_response
 from fastpost.security import CurrentUserId, OptionalUserId
 from fastpost.social import service
 from fastpost.social.schemas import FollowOut, OverviewOut, UserPage
@@ -35,32 +36,36 @@ async def unfollow(user_id: UserIdPath, me: CurrentUserId, session: WriteSession
 
 
 @router.get("/{user_id}/followers", response_model=UserPage, responses=error_responses(404, 422))
-async def followers(user_id: UserIdPath, db: DatabaseDep, page: PageDep) -> Any:
+async def followers(user_id: UserIdPath, db: DatabaseDep, params: PageQuery) -> Response:
     """Who follows this user, most recent first."""
-    return await service.list_followers(db=db, user_id=user_id, page=page)
+    return json_response(
+        await service.list_followers(db=db, user_id=user_id, page=params.to_page())
+    )
 
 
 @router.get("/{user_id}/following", response_model=UserPage, responses=error_responses(404, 422))
-async def following(user_id: UserIdPath, db: DatabaseDep, page: PageDep) -> Any:
+async def following(user_id: UserIdPath, db: DatabaseDep, params: PageQuery) -> Response:
     """Whom this user follows, most recent first."""
-    return await service.list_following(db=db, user_id=user_id, page=page)
+    return json_response(
+        await service.list_following(db=db, user_id=user_id, page=params.to_page())
+    )
 
 
 @router.get("/{user_id}/friends", response_model=UserPage, responses=error_responses(404, 422))
-async def friends(user_id: UserIdPath, db: DatabaseDep, page: PageDep) -> Any:
+async def friends(user_id: UserIdPath, db: DatabaseDep, params: PageQuery) -> Response:
     """Mutual follows: users this user follows who follow them back."""
-    return await service.list_friends(db=db, user_id=user_id, page=page)
+    return json_response(await service.list_friends(db=db, user_id=user_id, page=params.to_page()))
 
 
 @router.get(
     "/{user_id}/overview", response_model=OverviewOut, responses=error_responses(401, 404, 422)
 )
-async def overview(user_id: UserIdPath, db: DatabaseDep, viewer_id: OptionalUserId) -> Any:
+async def overview(user_id: UserIdPath, db: DatabaseDep, viewer_id: OptionalUserId) -> Response:
     """The user, their latest posts and their friends, in one response."""
-    return await service.overview(db=db, user_id=user_id, viewer_id=viewer_id)
+    return json_response(await service.overview(db=db, user_id=user_id, viewer_id=viewer_id))
 
 
 @feed_router.get("/feed", response_model=PostPage, responses=error_responses(401, 422))
-async def feed(me: CurrentUserId, db: DatabaseDep, page: PageDep) -> Any:
+async def feed(me: CurrentUserId, db: DatabaseDep, params: PageQuery) -> Response:
     """Posts of the users the caller follows, newest first."""
-    return await service.feed(db=db, user_id=me, page=page)
+    return json_response(await service.feed(db=db, user_id=me, page=params.to_page()))
