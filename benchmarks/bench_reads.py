@@ -171,7 +171,14 @@ def _children_cpu_seconds() -> float:
 
 
 def run_wrk(
-    url: str, *, seconds: float, connections: int, threads: int, cpu: int | None, server: Server
+    url: str,
+    *,
+    seconds: float,
+    connections: int,
+    threads: int,
+    cpu: int | None,
+    server: Server,
+    headers: tuple[str, ...] = (),
 ) -> WrkRun:
     """Load `url` for `seconds` and return what wrk measured, with both sides' CPU use."""
     command = [
@@ -181,6 +188,7 @@ def run_wrk(
         f"-c{connections}",
         f"-d{seconds:g}s",
         "--latency",
+        *(arg for header in headers for arg in ("-H", header)),
         url,
     ]
     wrk_before, server_before, started = _children_cpu_seconds(), server.cpu_seconds(), time.time()
@@ -219,7 +227,14 @@ def _free_port() -> int:
 class Server:
     """One uvicorn worker serving an app factory, pinned to a core."""
 
-    def __init__(self, name: str, env: dict[str, str], cpu: int | None, log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        env: dict[str, str],
+        cpu: int | None,
+        log_dir: Path,
+        app: str | None = None,
+    ) -> None:
         self.name = name
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -229,7 +244,7 @@ class Server:
             sys.executable,
             "-m",
             "uvicorn",
-            APPS[name],
+            app or APPS[name],
             "--factory",
             "--host",
             "127.0.0.1",

@@ -27,6 +27,7 @@ from fastpost.app import create_app
 from fastpost.db import Database, record_statements
 from fastpost.migrations import upgrade
 from fastpost.posts.models import Post
+from fastpost.querylog import collect_n_plus_one
 from fastpost.settings import AuthSettings, DatabaseSettings, Settings
 from fastpost.timeutil import utcnow
 from fastpost.users.models import User
@@ -109,7 +110,12 @@ async def _truncate_postgres(url: str) -> None:
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE likes, follows, posts, users RESTART IDENTITY"))
+            await conn.execute(
+                text(
+                    "TRUNCATE likes, follows, post_tags, tags, comments, post_counts, posts, users "
+                    "RESTART IDENTITY"
+                )
+            )
     finally:
         await engine.dispose()
 
@@ -206,6 +212,19 @@ class Factory:
 @pytest.fixture
 def factory(app: FastAPI) -> Factory:
     return Factory(app)
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_n_plus_one(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Strict N+1 detection: a test fails when any request it makes repeats one statement
+    shape more than the threshold (tests that show the detector opt out with a marker)."""
+    if request.node.get_closest_marker("allow_n_plus_one"):
+        yield
+        return
+    with collect_n_plus_one() as found:
+        yield
+    if found:
+        pytest.fail(f"N+1 queries: {found}")
 
 
 @pytest.fixture

@@ -14,16 +14,23 @@ from tests.conftest import Factory
 
 EXPECTED_INDEXES = {
     "users": {"ix_users_email_active"},
-    "posts": {"ix_posts_author_created", "ix_posts_status_created", "ix_posts_status_likes"},
+    "posts": {
+        "ix_posts_author_created",
+        "ix_posts_status_created",
+        "ix_posts_status_likes",
+        "uq_posts_slug",
+    },
     "follows": {"ix_follows_followee"},
     "likes": {"ix_likes_post"},
+    "post_tags": {"ix_post_tags_tag"},
+    "comments": {"ix_comments_post_created"},
 }
 
 
 def _schema(connection: Connection) -> dict[str, Any]:
     inspector = inspect(connection)
     tables = {}
-    for name in ("users", "posts", "follows", "likes"):
+    for name in ("users", "posts", "follows", "likes", "tags", "post_tags", "comments"):
         tables[name] = {
             "columns": {c["name"] for c in inspector.get_columns(name)} - {"search_vector"},
             "pk": set(inspector.get_pk_constraint(name)["constrained_columns"]),
@@ -37,7 +44,7 @@ def _schema(connection: Connection) -> dict[str, Any]:
 
 
 async def test_the_migrated_schema_has_every_table_key_and_index(db: Database) -> None:
-    assert await current_revision(db.write_engine) == "0001"
+    assert await current_revision(db.write_engine) == "0002"
     async with db.reader() as conn:
         schema = await conn.run_sync(_schema)
     assert schema["users"]["columns"] == {
@@ -45,9 +52,14 @@ async def test_the_migrated_schema_has_every_table_key_and_index(db: Database) -
         "created_at", "updated_at",
     }  # fmt: skip
     assert schema["posts"]["columns"] == {
-        "id", "author_id", "title", "content", "status", "likes_count",
-        "created_at", "updated_at",
+        "id", "author_id", "title", "slug", "description", "content", "status",
+        "likes_count", "created_at", "updated_at",
     }  # fmt: skip
+    assert schema["comments"]["columns"] == {
+        "id", "post_id", "author_id", "body", "created_at", "updated_at",
+    }  # fmt: skip
+    assert schema["post_tags"]["pk"] == {"post_id", "tag_id"}
+    assert (("post_id",), "posts") in schema["comments"]["foreign_keys"]
     assert schema["follows"]["pk"] == {"follower_id", "followee_id"}
     assert schema["likes"]["pk"] == {"user_id", "post_id"}
     for table, indexes in EXPECTED_INDEXES.items():

@@ -45,7 +45,12 @@ async def empty_again(settings: Settings) -> None:
                 for table in ("likes", "follows", "posts", "users"):
                     await conn.execute(text(f"DELETE FROM {table}"))
             else:
-                await conn.execute(text("TRUNCATE likes, follows, posts, users RESTART IDENTITY"))
+                await conn.execute(
+                    text(
+                        "TRUNCATE likes, follows, post_tags, tags, comments, post_counts, posts, "
+                        "users RESTART IDENTITY"
+                    )
+                )
     finally:
         await engine.dispose()
 

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
-from fastpost import health
+from fastpost import health, querylog
+from fastpost.cache import build_cache
 from fastpost.db import Database
 from fastpost.errors import install_error_handlers
-from fastpost.middleware import BodySizeLimit
+from fastpost.http_caching import CachedPostReads
+from fastpost.logging import configure_logging
+from fastpost.metrics import cache_event, flush_and_sample_forever, metrics_endpoint
+from fastpost.middleware import BodySizeLimit, Observability
 from fastpost.posts.router import router as posts_router
 from fastpost.posts.router import user_posts_router
+from fastpost.realworld.errors import install_realworld_errors
+from fastpost.realworld.router import PREFIX as REALWORLD_PREFIX
+from fastpost.realworld.router import router as realworld_router
 from fastpost.security import Passwords, Tokens
 from fastpost.settings import Settings
 from fastpost.social.router import feed_router
@@ -25,16 +34,43 @@ __version__ = "0.1.0"
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    logging.basicConfig(level=settings.observability.log_level)
+    observability = settings.observability
+    configure_logging(
+        level=observability.log_level,
+        json=observability.log_format == "json"
+        or (observability.log_format == "auto" and settings.env == "production"),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.db)
         await db.connect()
         app.state.db = db
+        if observability.slow_query_ms is not None:
+            querylog.slow_query_log = querylog.SlowQueryLog(
+                observability.slow_query_ms / 1000,
+                explain=db.explain if db.dialect == "postgresql" else None,
+            )
+        sampler = asyncio.create_task(
+            flush_and_sample_forever(
+                db.pool_usage,
+                flush_interval=observability.metrics_flush_seconds,
+                sample_interval=observability.sample_interval_seconds,
+            )
+        )
+        cache = build_cache(settings, on_event=cache_event)
+        await cache.start()
+        app.state.cache = cache
         try:
             yield
         finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+            await querylog.wait_for_explains()
+            if observability.slow_query_ms is not None:
+                querylog.slow_query_log = None
+            await cache.close()
             await db.dispose()
 
     app = FastAPI(
@@ -49,7 +85,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tokens = Tokens(settings)
 
     install_error_handlers(app)
+    install_realworld_errors(app, REALWORLD_PREFIX)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    # Inside the observability middleware, so that its hits are counted and logged too.
+    app.add_middleware(CachedPostReads)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
+            max_age=600,
+        )
+    if observability.tracing != "off":
+        from fastpost.tracing import install_tracing, tracing_wanted
+
+        if tracing_wanted(observability.tracing):
+            install_tracing(app, "sqlite" if settings.db.is_sqlite else "postgresql")
+    if settings.profiling:
+        from fastpost.profiling import ProfileRequests
+
+        app.add_middleware(ProfileRequests)
+    # Outermost, so that it times and counts everything, 413s included.
+    app.add_middleware(
+        Observability,
+        access_log=observability.access_log,
+        n_plus_one_threshold=observability.n_plus_one_threshold,
+    )
 
     # Routes are matched in order, one regular expression each: the hottest reads first.
     app.include_router(posts_router)
@@ -59,4 +121,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(social_router)
     app.include_router(auth_router)
     app.include_router(health.router)
+    app.include_router(realworld_router)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     return app

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,6 +22,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema: migrations (Alembic).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()
+# prometheus_client's multiprocess folder (see fastpost.metrics).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _settings() -> Settings:
@@ -44,6 +48,8 @@ def serve(
     settings = _settings()
     # Resolve the signing key once, here: workers started next all read the same one.
     _ = settings.secret_key
+    # First: the budget check imports the data layer, and with it prometheus_client.
+    _prepare_metrics_dir(settings)
     asyncio.run(_check_connection_budget(settings, workers))
     console.print(
         f"fastpost on http://{host}:{port} (docs at /docs), {workers} worker(s), "
@@ -59,6 +65,27 @@ def serve(
         access_log=access_log,
         log_level=settings.observability.log_level.lower(),
     )
+
+
+def _prepare_metrics_dir(settings: Settings) -> None:
+    """Give the workers an empty prometheus_client multiprocess folder.
+
+    Set here, before uvicorn starts any worker: prometheus_client picks its storage when it
+    is imported, and each worker imports it afresh. Emptied here because counters left by
+    an earlier run would be added to this one's.
+    """
+    # Not through fastpost.metrics: importing prometheus_client here, before the variable is
+    # set, would put a single worker (which runs in this process) in single-process mode.
+    path = Path(
+        os.environ.get(MULTIPROC_ENV)
+        or settings.observability.metrics_dir
+        or settings.data_dir / "metrics"
+    ).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    for child in path.iterdir():
+        if child.suffix in (".db", ".lock"):
+            child.unlink()
+    os.environ[MULTIPROC_ENV] = str(path)
 
 
 async def _check_connection_budget(settings: Settings, workers: int) -> None:
@@ -196,6 +223,50 @@ def seed(
     table.add_row("total", f"{report.rows:,}", f"{report.seconds:.1f}")
     console.print(table)
     console.print(f"{report.rows_per_second:,.0f} rows/s")
+
+
+@app.command()
+def profile(
+    method: Annotated[str, typer.Argument(help="HTTP method, e.g. GET.")],
+    path: Annotated[str, typer.Argument(help="Path with query string, e.g. '/posts/?limit=20'.")],
+    as_user: Annotated[
+        int | None, typer.Option("--as-user", help="Send a bearer token for this user id.")
+    ] = None,
+    json_body: Annotated[str | None, typer.Option("--json", help="JSON request body.")] = None,
+    speedscope: Annotated[
+        str | None, typer.Option(help="Write a speedscope profile (pyinstrument) to this file.")
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, help="Functions to list.")] = 25,
+) -> None:
+    """Run one request in-process under cProfile and print the top functions (after one
+    unprofiled warm-up request)."""
+    import json
+
+    from fastpost.app import create_app
+    from fastpost.profiling import profile_request
+
+    settings = _settings()
+    app_ = create_app(settings)
+    headers = {}
+    if as_user is not None:
+        headers["Authorization"] = f"Bearer {app_.state.tokens.issue(as_user).access_token}"
+    status, report = asyncio.run(
+        profile_request(
+            app_,
+            method.upper(),
+            path,
+            headers=headers,
+            json_body=json.loads(json_body) if json_body else None,
+            speedscope=speedscope is not None,
+            top=top,
+        )
+    )
+    console.print(f"{method.upper()} {path} -> {status}")
+    if speedscope is not None:
+        Path(speedscope).write_text(report)
+        console.print(f"speedscope profile written to {speedscope} (open it at speedscope.app)")
+    else:
+        print(report)
 
 
 def main() -> None:

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
@@ -45,6 +46,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql import Select, TextClause
 
+from fastpost import querylog
 from fastpost.settings import DatabaseSettings
 
 
@@ -87,6 +89,15 @@ def _log_statement(
     log = _statement_log.get()
     if log is not None:
         log.append(statement)
+    context._fastpost_started = time.perf_counter()
+
+
+def _time_statement(
+    conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+) -> None:
+    started = getattr(context, "_fastpost_started", None)
+    if started is not None:
+        querylog.record(statement, time.perf_counter() - started, parameters)
 
 
 def _sqlite_connect_hook(busy_timeout_ms: int, *, writer: bool) -> Any:
@@ -156,6 +167,7 @@ def create_engines(settings: DatabaseSettings) -> tuple[AsyncEngine, AsyncEngine
     # writer's listeners, so listening on both would log each of its statements twice.
     for engine in (writer, reader) if settings.is_sqlite else (writer,):
         event.listen(engine.sync_engine, "before_cursor_execute", _log_statement)
+        event.listen(engine.sync_engine, "after_cursor_execute", _time_statement)
     return writer, reader
 
 
@@ -262,10 +274,12 @@ class Database:
         # asyncio.wait_for, a task per read.
         async with asyncio.timeout(self.settings.pool_timeout):
             conn = await pool.acquire()
+        started = time.perf_counter()
         try:
             rows: Sequence[Row] = await conn.fetch(compiled.sql, *args)
         finally:
             await pool.release(conn)
+        querylog.record(compiled.sql, time.perf_counter() - started, args)
         return rows
 
     async def fetch_one(
@@ -274,6 +288,30 @@ class Database:
         """Run a read and return its first row, or None."""
         rows = await self.fetch_all(statement, params)
         return rows[0] if rows else None
+
+    async def explain(self, sql: str, args: Sequence[Any]) -> str | None:
+        """The plan PostgreSQL chooses for a statement, without running it (slow query log)."""
+        if self._read_pool is None:
+            return None
+        async with self._read_pool.acquire() as conn:
+            rows = await conn.fetch("EXPLAIN " + sql, *args)
+        return "\n".join(row[0] for row in rows)
+
+    def pool_usage(self) -> dict[str, tuple[int, int, int]]:
+        """(checked_out, size, overflow) of each pool, for the db_pool_connections gauge."""
+        usage: dict[str, tuple[int, int, int]] = {}
+        engines = {"write": self.write_engine}
+        if self.settings.is_sqlite:
+            engines["read"] = self.read_engine
+        for name, engine in engines.items():
+            pool: Any = engine.sync_engine.pool
+            if hasattr(pool, "checkedout"):
+                usage[name] = (pool.checkedout(), pool.size(), max(pool.overflow(), 0))
+        if self._read_pool is not None:
+            size = self._read_pool.get_size()
+            checked_out = size - self._read_pool.get_idle_size()
+            usage["read"] = (checked_out, self._read_pool.get_max_size(), 0)
+        return usage
 
     async def dispose(self) -> None:
         if self._read_pool is not None:
@@ -292,9 +330,19 @@ async def _database(request: Request) -> Database:
     return db
 
 
+def after_commit(session: AsyncSession, callback: Callable[[], Awaitable[None]]) -> None:
+    """Run `callback` once the request's transaction has committed (not if it rolls back).
+
+    Cache invalidation belongs there: done before the commit, a concurrent reader could
+    load the old row again and cache it after the invalidation."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
 async def _write_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with request.app.state.db.transaction() as session:
         yield session
+    for callback in session.info.pop("after_commit", ()):
+        await callback()
 
 
 async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:

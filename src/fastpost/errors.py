@@ -77,6 +77,11 @@ class Conflict(AppError):
     code = "conflict"
 
 
+class PreconditionFailed(AppError):
+    status_code = 412
+    code = "precondition_failed"
+
+
 class PayloadTooLarge(AppError):
     status_code = 413
     code = "payload_too_large"
@@ -89,6 +94,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "Authenticated, but not allowed to do this",
         404: "No such resource",
         409: "Conflicts with an existing resource",
+        412: "If-Match does not match the current version",
         413: "Request body too large",
         422: "Invalid input; `errors` lists each field",
     }
@@ -136,6 +142,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    412: "precondition_failed",
     413: "payload_too_large",
 }
 

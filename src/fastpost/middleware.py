@@ -4,11 +4,25 @@ per request and breaks contextvars, so none of it here.)"""
 from __future__ import annotations
 
 import json
+import re
+import time
+from random import getrandbits
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from fastpost.errors import error_body
+from fastpost.logging import access
+from fastpost.metrics import (
+    HTTP_METHODS,
+    UNMATCHED_ROUTE,
+    in_flight,
+    request_durations,
+    requests_counted,
+)
+from fastpost.querylog import check_n_plus_one
+from fastpost.request_stats import RequestStats, current_request
 
 
 class BodySizeLimit:
@@ -69,3 +83,96 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+# X-Request-ID values we pass on as they are: short, and nothing that could forge a log line.
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+=/-]{1,128}")
+
+
+class Observability:
+    """Request id, metrics, `Server-Timing`, the access log line and the N+1 check.
+
+    One middleware for all of them: each layer of ASGI wrapping costs a coroutine frame and
+    a `send` closure per request, and they need the same clock readings anyway. Metrics go
+    to per-process tallies (see fastpost.metrics): a dict update per request.
+    """
+
+    def __init__(self, app: ASGIApp, *, access_log: bool = True, n_plus_one_threshold: int = 0):
+        self.app = app
+        self.access_log = access_log
+        self.n_plus_one_threshold = n_plus_one_threshold
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = b""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                if _SANE_REQUEST_ID.fullmatch(value):
+                    request_id = value
+                break
+        if not request_id:
+            # An id, not a secret: no system call (os.urandom is one) on every request.
+            request_id = b"%016x" % getrandbits(64)
+        rid = request_id.decode("latin-1")
+        stats = RequestStats()
+        stats_token = current_request.set(stats)
+        log_tokens = bind_contextvars(request_id=rid)
+        status = 500
+        # Counted by route when metrics are flushed: the router names the route later.
+        in_flight[id(scope)] = scope
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                elapsed_ms = (time.perf_counter() - start) * 1000
+                db_ms = stats.db_seconds * 1000
+                cache_ms = stats.cache_seconds * 1000
+                timing = (
+                    f"db;dur={db_ms:.2f}, cache;dur={cache_ms:.2f}, "
+                    f"app;dur={elapsed_ms - db_ms - cache_ms:.2f}, total;dur={elapsed_ms:.2f}"
+                )
+                # A new list: a cached Response hands us its own header list every time.
+                message = {
+                    **message,
+                    "headers": [
+                        *message.get("headers", ()),
+                        (b"x-request-id", request_id),
+                        (b"server-timing", timing.encode()),
+                    ],
+                }
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            duration = time.perf_counter() - start
+            del in_flight[id(scope)]
+            route_object = scope.get("route")
+            route = route_object.path if route_object is not None else UNMATCHED_ROUTE
+            method = scope["method"]
+            if method not in HTTP_METHODS:
+                method = "other"
+            requests_counted.inc((method, route, str(status)))
+            request_durations.observe((method, route), duration)
+            if self.n_plus_one_threshold and stats.db_queries > self.n_plus_one_threshold:
+                check_n_plus_one(stats, route, self.n_plus_one_threshold)
+            if self.access_log:
+                access.info(
+                    request_id=rid,
+                    method=method,
+                    route=route,
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round(duration * 1000, 2),
+                    db_queries=stats.db_queries,
+                    db_ms=round(stats.db_seconds * 1000, 2),
+                    cache_hits=stats.cache_hits,
+                    cache_misses=stats.cache_misses,
+                    user_id=stats.user_id,
+                )
+            reset_contextvars(**log_tokens)
+            current_request.reset(stats_token)

@@ -12,7 +12,7 @@ import base64
 import binascii
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Integer, Select, bindparam, tuple_
 
 from fastpost.errors import InvalidInput
 from fastpost.ids import MAX_ID
-from fastpost.timeutil import as_utc
+from fastpost.timeutil import EPOCH, MICROSECOND, unix_micros
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -30,9 +30,6 @@ MAX_OFFSET = 10_000
 
 R = TypeVar("R")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
@@ -40,10 +37,7 @@ class Cursor:
     id: int
 
     def encode(self) -> str:
-        # Integer arithmetic, not timestamp() * 1e6: a float cannot hold every microsecond
-        # since 1970 exactly (2004 and 2038 dates lose one), and a cursor one microsecond
-        # off skips or repeats the rows that share its timestamp.
-        micros = (as_utc(self.created_at) - _EPOCH) // _MICROSECOND
+        micros = unix_micros(self.created_at)
         raw = f"{micros}:{self.id}".encode()
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -52,7 +46,7 @@ class Cursor:
         try:
             padded = token + "=" * (-len(token) % 4)
             micros, _, row_id = base64.urlsafe_b64decode(padded).decode().partition(":")
-            created_at = _EPOCH + int(micros) * _MICROSECOND
+            created_at = EPOCH + int(micros) * MICROSECOND
             cursor = cls(created_at, int(row_id))
         except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
             cursor = None

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from fastpost.errors import Unauthorized
+from fastpost.request_stats import set_current_user
 from fastpost.settings import Settings
 
 
@@ -112,7 +113,9 @@ class _BearerUser(OAuth2PasswordBearer):
         tokens: Tokens = request.app.state.tokens
         # A token that is present but bad is an error even where login is optional: silently
         # answering as anonymous would hide an expired session from the client.
-        return tokens.user_id(token)
+        user_id = tokens.user_id(token)
+        set_current_user(user_id)  # for the access log line
+        return user_id
 
 
 # The id of the caller, from the bearer token alone: no database round trip. A deactivated

@@ -40,6 +40,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from fastpost.posts.counts import PG_TRIGGERS, RECOUNT
 from fastpost.security import Passwords
 from fastpost.settings import Settings
 
@@ -250,6 +251,7 @@ _COLUMNS = {
         "id",
         "author_id",
         "title",
+        "slug",
         "content",
         "status",
         "likes_count",
@@ -384,10 +386,14 @@ class _Generator:
                     f"{sentences[int(random_() * n_sentences)]}"
                 )
                 status = "draft" if random_() < DRAFT_SHARE else "published"
+                # The words are lower-case ASCII, so this is slugify(title), without its cost;
+                # the id (not random bits, as for posts made by the API) keeps it unique.
+                slug = f"{title.lower().replace(' ', '-')}-{post_id}"
                 yield (
                     post_id,
                     author_id,
                     title,
+                    slug,
                     content,
                     status,
                     next(like_counts),
@@ -544,6 +550,10 @@ async def _seed_postgres(
                     keys_and_indexes, foreign_keys = await _defer_indexes(conn, table)
                     rebuild += keys_and_indexes
                     relink += foreign_keys
+            # Counted once after the load instead (see fastpost.posts.counts); like the
+            # index drops, undone by a rollback.
+            for table, trigger in PG_TRIGGERS:
+                await conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
             gen = _Generator(plan, first_user, first_post, with_demo_user=demo_missing)
             for table in TABLES:
                 started = time.perf_counter()
@@ -561,6 +571,10 @@ async def _seed_postgres(
                 progress("indexes", 1)
             if rebuild or relink:
                 report.phases["indexes"] = time.perf_counter() - started
+            for statement in RECOUNT:
+                await conn.execute(statement)
+            for table, trigger in PG_TRIGGERS:
+                await conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
         await conn.execute("ANALYZE users, posts, likes, follows")
     finally:
         await conn.close()

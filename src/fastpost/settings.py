@@ -11,10 +11,10 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DATA_DIR = Path("data")
 
@@ -58,8 +58,34 @@ class ApiSettings(BaseModel):
     max_page_size: int = Field(default=100, ge=1)
 
 
+class CacheSettings(BaseModel):
+    enabled: bool = True
+    # Tier 1 (in process). Its TTL bounds how long another worker may serve a value after
+    # a write whose pub/sub invalidation it missed: see fastpost.cache.
+    local_ttl_seconds: float = Field(default=5.0, gt=0)
+    local_max_entries: int = Field(default=10_000, ge=1)
+    local_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
+
 class ObservabilitySettings(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # auto: JSON lines in production, console lines otherwise.
+    log_format: Literal["auto", "json", "console"] = "auto"
+    # One line per request (request_id, route, status, duration, queries, user).
+    access_log: bool = True
+    # A statement shape repeated more than this many times in one request is an N+1 (0: off).
+    n_plus_one_threshold: int = Field(default=5, ge=0)
+    # Statements slower than this are logged, with their plan on PostgreSQL (None: off).
+    slow_query_ms: float | None = Field(default=None, gt=0)
+    # The prometheus_client multiprocess folder `fastpost serve` prepares (default:
+    # DATA_DIR/metrics).
+    metrics_dir: Path | None = None
+    # OpenTelemetry (the `otel` extra): auto = on when installed and an exporter is set.
+    tracing: Literal["auto", "on", "off"] = "auto"
+    # How often each worker folds its request and query tallies into the shared metrics.
+    metrics_flush_seconds: float = Field(default=1.0, gt=0)
+    # How often each worker refreshes its CPU, memory and pool gauges.
+    sample_interval_seconds: float = Field(default=5.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -76,6 +102,21 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     api: ApiSettings = ApiSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    # Origins whose browser pages may call the API (RealWorld front ends, say), as
+    # FASTPOST_CORS_ORIGINS=http://localhost:3000,http://localhost:4200; "*" for any.
+    cors_origins: Annotated[list[str], NoDecode] = []
+    # FASTPOST_PROFILING=1: `?profile=1` returns a pyinstrument profile of the request.
+    profiling: bool = False
+    cache: CacheSettings = CacheSettings()
+    # Tier 2 of the cache; without it the cache is in-process only (FASTPOST_REDIS_URL).
+    redis_url: str | None = None
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
     @model_validator(mode="after")
     def _refuse_weak_key_in_production(self) -> Settings:

@@ -18,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from fastpost.db import Base, IdType
+from fastpost.posts.slugs import slug_default
 from fastpost.timeutil import utcnow
 from fastpost.users.models import User
 
@@ -34,6 +35,9 @@ class Post(Base):
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     author_id: Mapped[int] = mapped_column(IdType, ForeignKey("users.id", ondelete="CASCADE"))
     title: Mapped[str] = mapped_column(String(200))
+    # Made from the title on insert and never changed, so links stay valid after edits.
+    slug: Mapped[str] = mapped_column(String(100), default=slug_default)
+    description: Mapped[str] = mapped_column(String(500), default="", server_default="")
     content: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default=PostStatus.published)
     # Kept exact by the like/unlike statements themselves (see posts.service), so lists and
@@ -55,6 +59,7 @@ class Post(Base):
         Index("ix_posts_author_created", "author_id", text("created_at DESC"), text("id DESC")),
         Index("ix_posts_status_created", "status", text("created_at DESC"), text("id DESC")),
         Index("ix_posts_status_likes", "status", text("likes_count DESC"), text("id DESC")),
+        Index("uq_posts_slug", "slug", unique=True),
     )
 
 
@@ -70,3 +75,40 @@ class Like(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (Index("ix_likes_post", "post_id"),)
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class PostTag(Base):
+    __tablename__ = "post_tags"
+
+    post_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True
+    )
+
+    # The primary key serves "tags of a post"; this serves "posts with a tag".
+    __table_args__ = (Index("ix_post_tags_tag", "tag_id", "post_id"),)
+
+
+class PostCount(Base):
+    """How many published posts each filter matches, kept exact by database triggers.
+
+    kind 'a' (ref_id 0): every published post; 'u': by author ref_id; 't': with tag ref_id;
+    'f': liked by user ref_id. The triggers (migration 0002) run in the transaction of
+    the write that changes a count, whichever code path made it (services, seed, tests),
+    so a list's total is one primary-key read instead of a count(*) over the filtered set.
+    """
+
+    __tablename__ = "post_counts"
+
+    kind: Mapped[str] = mapped_column(String(1), primary_key=True)
+    ref_id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 
+from fastpost.cache import CacheDep
 from fastpost.db import DatabaseDep, WriteSession
 from fastpost.errors import Forbidden, Unauthorized, error_responses
+from fastpost.http_caching import cached_response, private_response
 from fastpost.pagination import MAX_LIMIT, MAX_OFFSET, PageQuery
 from fastpost.posts import service
 from fastpost.posts.models import PostStatus
@@ -19,7 +21,7 @@ from fastpost.posts.schemas import (
     PostPage,
     PostUpdate,
 )
-from fastpost.responses import json_response
+from fastpost.responses import dump_json, json_response
 from fastpost.schemas import SafeText
 from fastpost.security import CurrentUserId, OptionalUserId
 
@@ -48,11 +50,21 @@ def _check_drafts_access(
 @router.get("", include_in_schema=False, response_model=PostPage)
 @router.get("/", response_model=PostPage, responses=error_responses(401, 403, 422))
 async def list_posts(
-    db: DatabaseDep, viewer_id: OptionalUserId, params: Annotated[PostListParams, Query()]
+    request: Request,
+    db: DatabaseDep,
+    cache: CacheDep,
+    viewer_id: OptionalUserId,
+    params: Annotated[PostListParams, Query()],
 ) -> Response:
     """Posts, newest first, with their authors; keyset-paginated by `next_cursor`."""
     author_id = _check_drafts_access(params.status, params.author_id, viewer_id)
     page = params.to_page()
+    if viewer_id is None and page.cursor is None and not page.offset:
+        # The first page is what most anonymous visitors load: served from the cache.
+        entry = await service.cached_first_page(
+            db=db, cache=cache, limit=page.limit, author_id=author_id
+        )
+        return cached_response(request.headers, entry)
     return json_response(
         await service.list_posts(
             db=db, viewer_id=viewer_id, page=page, author_id=author_id, status=params.status
@@ -72,23 +84,35 @@ async def list_posts(
     status_code=status.HTTP_201_CREATED,
     responses=error_responses(401, 413, 422),
 )
-async def create_post(body: PostCreate, user_id: CurrentUserId, session: WriteSession) -> Any:
+async def create_post(
+    body: PostCreate, user_id: CurrentUserId, session: WriteSession, cache: CacheDep
+) -> Any:
     """Publish a post (or save a draft) as the caller."""
     return await service.create_post(
         session=session,
+        cache=cache,
         author_id=user_id,
         title=body.title,
         content=body.content,
         status=body.status,
+        description=body.description,
     )
 
 
 @router.get("/popular", response_model=list[PostOut], responses=error_responses(401, 422))
 async def popular_posts(
-    db: DatabaseDep, viewer_id: OptionalUserId, limit: SmallLimit = 20
+    request: Request,
+    db: DatabaseDep,
+    cache: CacheDep,
+    viewer_id: OptionalUserId,
+    limit: SmallLimit = 20,
 ) -> Response:
     """The most liked published posts."""
-    return json_response(await service.list_popular_posts(db=db, viewer_id=viewer_id, limit=limit))
+    if viewer_id is None:
+        entry = await service.cached_popular(db=db, cache=cache, limit=limit)
+        return cached_response(request.headers, entry)
+    items = await service.list_popular_posts(db=db, viewer_id=viewer_id, limit=limit)
+    return private_response(dump_json(items))
 
 
 @router.get("/search", response_model=list[PostOut], responses=error_responses(401, 422))
@@ -106,24 +130,52 @@ async def search_posts(
 
 
 @router.get("/{post_id}", response_model=PostOut, responses=error_responses(401, 404, 422))
-async def read_post(post_id: PostIdPath, db: DatabaseDep, viewer_id: OptionalUserId) -> Response:
-    """One post with its author."""
-    return json_response(await service.get_post(db=db, viewer_id=viewer_id, post_id=post_id))
+async def read_post(
+    request: Request,
+    post_id: PostIdPath,
+    db: DatabaseDep,
+    cache: CacheDep,
+    viewer_id: OptionalUserId,
+) -> Response:
+    """One post with its author. Anonymous reads come from the cache, with an ETag and
+    Last-Modified: a conditional request is answered 304 without touching the database."""
+    if viewer_id is None:
+        entry = await service.cached_post(db=db, cache=cache, post_id=post_id)
+        return cached_response(request.headers, entry)
+    post = await service.get_post(db=db, viewer_id=viewer_id, post_id=post_id)
+    return private_response(dump_json(post))
 
 
 @router.patch(
-    "/{post_id}", response_model=PostOut, responses=error_responses(401, 403, 404, 413, 422)
+    "/{post_id}",
+    response_model=PostOut,
+    responses=error_responses(401, 403, 404, 412, 413, 422),
 )
 async def update_post(
-    post_id: PostIdPath, body: PostUpdate, user_id: CurrentUserId, session: WriteSession
+    post_id: PostIdPath,
+    body: PostUpdate,
+    user_id: CurrentUserId,
+    session: WriteSession,
+    cache: CacheDep,
+    response: Response,
+    if_match: Annotated[
+        str | None,
+        Header(description="The post's ETag as last read: 412 if it changed since"),
+    ] = None,
 ) -> Any:
     """Change a post's title, content or status (its author only)."""
-    return await service.update_post(
+    post = await service.update_post(
         session=session,
+        cache=cache,
         user_id=user_id,
         post_id=post_id,
         changes=body.model_dump(exclude_unset=True),
+        if_match=if_match,
     )
+    response.headers["etag"] = service.post_etag(
+        post["id"], post["updated_at"], post["likes_count"]
+    )
+    return post
 
 
 @router.delete(
@@ -132,34 +184,51 @@ async def update_post(
     response_class=Response,
     responses=error_responses(401, 403, 404, 422),
 )
-async def delete_post(post_id: PostIdPath, user_id: CurrentUserId, session: WriteSession) -> None:
+async def delete_post(
+    post_id: PostIdPath, user_id: CurrentUserId, session: WriteSession, cache: CacheDep
+) -> None:
     """Delete a post (its author only)."""
-    await service.delete_post(session=session, user_id=user_id, post_id=post_id)
+    await service.delete_post(session=session, cache=cache, user_id=user_id, post_id=post_id)
 
 
 @router.post("/{post_id}/like", responses=error_responses(401, 404, 422))
-async def like_post(post_id: PostIdPath, user_id: CurrentUserId, session: WriteSession) -> LikeOut:
+async def like_post(
+    post_id: PostIdPath, user_id: CurrentUserId, session: WriteSession, cache: CacheDep
+) -> LikeOut:
     """Like a post. Idempotent: liking twice counts once."""
-    return LikeOut(**await service.like_post(session=session, user_id=user_id, post_id=post_id))
+    result = await service.like_post(session=session, cache=cache, user_id=user_id, post_id=post_id)
+    return LikeOut(**result)
 
 
 @router.delete("/{post_id}/like", responses=error_responses(401, 404, 422))
 async def unlike_post(
-    post_id: PostIdPath, user_id: CurrentUserId, session: WriteSession
+    post_id: PostIdPath, user_id: CurrentUserId, session: WriteSession, cache: CacheDep
 ) -> LikeOut:
     """Take back a like. Idempotent."""
-    return LikeOut(**await service.unlike_post(session=session, user_id=user_id, post_id=post_id))
+    result = await service.unlike_post(
+        session=session, cache=cache, user_id=user_id, post_id=post_id
+    )
+    return LikeOut(**result)
 
 
 @user_posts_router.get(
     "/{user_id}/posts", response_model=PostPage, responses=error_responses(401, 422)
 )
 async def list_user_posts(
-    user_id: UserIdPath, db: DatabaseDep, viewer_id: OptionalUserId, params: PageQuery
+    request: Request,
+    user_id: UserIdPath,
+    db: DatabaseDep,
+    cache: CacheDep,
+    viewer_id: OptionalUserId,
+    params: PageQuery,
 ) -> Response:
     """A user's published posts, newest first."""
-    return json_response(
-        await service.list_posts(
-            db=db, viewer_id=viewer_id, page=params.to_page(), author_id=user_id
+    page = params.to_page()
+    if viewer_id is None and page.cursor is None and not page.offset:
+        entry = await service.cached_first_page(
+            db=db, cache=cache, limit=page.limit, author_id=user_id
         )
+        return cached_response(request.headers, entry)
+    return json_response(
+        await service.list_posts(db=db, viewer_id=viewer_id, page=page, author_id=user_id)
     )

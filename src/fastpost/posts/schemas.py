@@ -14,17 +14,20 @@ from fastpost.users.schemas import UserSummary
 
 Title = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Content = Annotated[str, StringConstraints(min_length=1, max_length=50_000)]
+Description = Annotated[str, StringConstraints(max_length=500)]
 
 
 class PostCreate(RequestModel):
     title: Title
     content: Content
+    description: Description = ""
     status: PostStatus = PostStatus.published
 
 
 class PostUpdate(RequestModel):
     title: Title | None = None
     content: Content | None = None
+    description: Description | None = None
     status: PostStatus | None = None
 
     @model_validator(mode="after")
@@ -39,7 +42,10 @@ class PostUpdate(RequestModel):
 
 class PostOut(BaseModel):
     id: int
+    # Made from the title when the post is created, and kept when it is edited.
+    slug: str
     title: str
+    description: str
     content: str
     status: PostStatus
     likes_count: int

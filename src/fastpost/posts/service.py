@@ -10,6 +10,7 @@ compiles it once too (see fastpost.db). Writes run in the caller's transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -31,11 +32,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fastpost.db import Database, Row, insert_ignoring_conflicts, table_of
-from fastpost.errors import Forbidden, NotFound, Unauthorized
+from fastpost.cache import Cache, Entry, cache_key
+from fastpost.db import Database, Row, after_commit, insert_ignoring_conflicts, table_of
+from fastpost.errors import Forbidden, NotFound, PreconditionFailed, Unauthorized
+from fastpost.http_caching import etag_matches, http_date
 from fastpost.pagination import Cursor, Page, cut_page, keyset_page
 from fastpost.posts.models import Like, Post, PostStatus
-from fastpost.timeutil import utcnow
+from fastpost.responses import dump_json
+from fastpost.timeutil import as_utc, unix_micros, utcnow
 from fastpost.users.models import User
 
 posts = table_of(Post)
@@ -46,7 +50,9 @@ posts_fts = table("posts_fts", column("rowid"), column("rank"))
 
 _POST_COLUMNS = (
     posts.c.id,
+    posts.c.slug,
     posts.c.title,
+    posts.c.description,
     posts.c.content,
     posts.c.status,
     posts.c.likes_count,
@@ -95,7 +101,9 @@ def _cursor_of(row: Row) -> Cursor:
 def post_dict(row: Row, viewer_id: int | None) -> PostDict:
     return {
         "id": row["id"],
+        "slug": row["slug"],
         "title": row["title"],
+        "description": row["description"],
         "content": row["content"],
         "status": row["status"],
         "likes_count": row["likes_count"],
@@ -208,6 +216,85 @@ async def search_posts(
     return [post_dict(r, viewer_id) for r in await db.fetch_all(stmt, params)]
 
 
+# Cached representations, for anonymous callers (what a logged-in caller sees depends on
+# them, liked_by_me, and is read from the database). Tags name what an entry shows, so that
+# a write drops every entry it makes stale: see invalidate_post and users.service.
+POST_TTL = 300.0  # Redis lifetime; invalidation normally ends an entry long before
+LIST_TTL = 30.0
+
+
+def post_key(post_id: int) -> str:
+    return cache_key("post", post_id)
+
+
+def post_etag(post_id: int, updated_at: datetime, likes_count: int) -> str:
+    """A version, not a hash: every worker computes it from the row alone, and a PATCH can
+    check If-Match against the locked row without rendering anything."""
+    return f'"p{post_id}-{unix_micros(updated_at)}-{likes_count}"'
+
+
+def _post_entry(row: Row) -> Entry:
+    return Entry.of(
+        dump_json(post_dict(row, None)),
+        etag=post_etag(row["id"], row["updated_at"], row["likes_count"]),
+        last_modified=http_date(as_utc(row["updated_at"])),
+        tags=[f"user:{row['author_id']}"],
+    )
+
+
+def _authors_of(items: list[PostDict]) -> list[str]:
+    return sorted({f"user:{item['author']['id']}" for item in items})
+
+
+async def cached_post(*, db: Database, cache: Cache, post_id: int) -> Entry:
+    """A published post as an anonymous caller sees it."""
+
+    async def load() -> Entry:
+        row = await db.fetch_one(_detail_statement(False), {"post_id": post_id})
+        if row is None:
+            raise NotFound("Post not found", code="post_not_found")
+        return _post_entry(row)
+
+    return await cache.get_or_load(post_key(post_id), load, ttl=POST_TTL)
+
+
+async def cached_first_page(
+    *, db: Database, cache: Cache, limit: int, author_id: int | None = None
+) -> Entry:
+    """The first page of the newest published posts (of one author, or of everyone)."""
+
+    async def load() -> Entry:
+        page = await list_posts(
+            db=db, viewer_id=None, page=Page(limit, None, 0), author_id=author_id
+        )
+        return Entry.of(dump_json(page), tags=_authors_of(page["items"]))
+
+    tag = "posts:first" if author_id is None else f"author:{author_id}:posts"
+    key = cache_key("posts", "first", "all" if author_id is None else author_id, limit)
+    return await cache.get_or_load(key, load, ttl=LIST_TTL, tags=[tag])
+
+
+async def cached_popular(*, db: Database, cache: Cache, limit: int) -> Entry:
+    """The most liked published posts."""
+
+    async def load() -> Entry:
+        items = await list_popular_posts(db=db, viewer_id=None, limit=limit)
+        return Entry.of(dump_json(items), tags=_authors_of(items))
+
+    key = cache_key("posts", "popular", limit)
+    return await cache.get_or_load(key, load, ttl=LIST_TTL, tags=["posts:popular"])
+
+
+def invalidate_post(
+    session: AsyncSession, cache: Cache, *, post_id: int | None, author_id: int
+) -> None:
+    """After the commit, drop what showed the post: itself, the lists it may be on, its
+    author's overview."""
+    keys = [] if post_id is None else [post_key(post_id)]
+    tags = ["posts:first", "posts:popular", f"author:{author_id}:posts", f"overview:{author_id}"]
+    after_commit(session, lambda: cache.invalidate(keys=keys, tags=tags))
+
+
 async def _read_back(session: AsyncSession, post_id: int, viewer_id: int) -> PostDict:
     # Inside the write transaction, so the caller sees what it just wrote.
     result = await session.execute(
@@ -217,13 +304,21 @@ async def _read_back(session: AsyncSession, post_id: int, viewer_id: int) -> Pos
 
 
 async def create_post(
-    *, session: AsyncSession, author_id: int, title: str, content: str, status: PostStatus
+    *,
+    session: AsyncSession,
+    cache: Cache,
+    author_id: int,
+    title: str,
+    content: str,
+    status: PostStatus,
+    description: str = "",
 ) -> PostDict:
     """Create a post by the caller and return it as the API shows it."""
     now = utcnow()
     post = Post(
         author_id=author_id,
         title=title,
+        description=description,
         content=content,
         status=status,
         created_at=now,
@@ -235,6 +330,7 @@ async def create_post(
     except IntegrityError:
         # The token outlived its account: the author row is gone.
         raise Unauthorized("Account no longer exists", code="account_gone") from None
+    invalidate_post(session, cache, post_id=None, author_id=author_id)
     return await _read_back(session, post.id, author_id)
 
 
@@ -250,10 +346,25 @@ async def _post_for_write(session: AsyncSession, post_id: int, user_id: int) -> 
 
 
 async def update_post(
-    *, session: AsyncSession, user_id: int, post_id: int, changes: dict[str, Any]
+    *,
+    session: AsyncSession,
+    cache: Cache,
+    user_id: int,
+    post_id: int,
+    changes: dict[str, Any],
+    if_match: str | None = None,
 ) -> PostDict:
-    """Apply the author's changes to a post."""
+    """Apply the author's changes to a post; with `if_match`, only if nobody changed it since
+    the client read it (412 otherwise: no lost update)."""
     post = await _post_for_write(session, post_id, user_id)
+    # Checked under the row lock taken by _post_for_write, so no write can slip in between.
+    if if_match is not None and not etag_matches(
+        if_match, post_etag(post.id, post.updated_at, post.likes_count), weak=False
+    ):
+        raise PreconditionFailed(
+            "The post changed since you read it: fetch it again and reapply your change"
+        )
+    invalidate_post(session, cache, post_id=post_id, author_id=post.author_id)
     for name, value in changes.items():
         setattr(post, name, value)
     post.updated_at = utcnow()
@@ -261,18 +372,19 @@ async def update_post(
     return await _read_back(session, post.id, user_id)
 
 
-async def delete_post(*, session: AsyncSession, user_id: int, post_id: int) -> None:
+async def delete_post(*, session: AsyncSession, cache: Cache, user_id: int, post_id: int) -> None:
     """Delete the author's post, with its likes."""
     post = await _post_for_write(session, post_id, user_id)
+    invalidate_post(session, cache, post_id=post_id, author_id=post.author_id)
     await session.delete(post)
     await session.flush()
 
 
 _LIKEABLE = select(
-    select(posts.c.id)
+    select(posts.c.author_id)
     .where(posts.c.id == bindparam("post_id", type_=BigInteger), _visible(with_viewer=True))
-    .exists()
-    .label("post"),
+    .scalar_subquery()
+    .label("author_id"),
     select(users.c.id)
     .where(users.c.id == bindparam("viewer_id", type_=BigInteger))
     .exists()
@@ -280,21 +392,25 @@ _LIKEABLE = select(
 )
 
 
-async def _likeable(session: AsyncSession, post_id: int, user_id: int) -> None:
-    # One round trip asks both: may this user see the post, and is the user still there?
-    # A token can outlive its account, and the like would then fail on the foreign key and
-    # be reported as a missing post.
+async def _likeable(session: AsyncSession, post_id: int, user_id: int) -> int:
+    """Return the post's author, checking in one round trip that the user may see the post
+    and that the user still exists (a token can outlive its account, and the like would then
+    fail on the foreign key and be reported as a missing post)."""
     result = await session.execute(_LIKEABLE, {"post_id": post_id, "viewer_id": user_id})
     row = result.one()
     if not row.account:
         raise Unauthorized("Account no longer exists", code="account_gone")
-    if not row.post:
+    if row.author_id is None:
         raise NotFound("Post not found", code="post_not_found")
+    author_id: int = row.author_id
+    return author_id
 
 
-async def like_post(*, session: AsyncSession, user_id: int, post_id: int) -> dict[str, Any]:
+async def like_post(
+    *, session: AsyncSession, cache: Cache, user_id: int, post_id: int
+) -> dict[str, Any]:
     """Like a post; liking it again changes nothing."""
-    await _likeable(session, post_id, user_id)
+    author_id = await _likeable(session, post_id, user_id)
     inserted = insert_ignoring_conflicts(session, likes).values(
         user_id=user_id, post_id=post_id, created_at=utcnow()
     )
@@ -306,13 +422,15 @@ async def like_post(*, session: AsyncSession, user_id: int, post_id: int) -> dic
     return {
         "post_id": post_id,
         "liked": True,
-        "likes_count": await _count_change(session, post_id, +1 if added else 0),
+        "likes_count": await _count_change(session, cache, post_id, author_id, +1 if added else 0),
     }
 
 
-async def unlike_post(*, session: AsyncSession, user_id: int, post_id: int) -> dict[str, Any]:
+async def unlike_post(
+    *, session: AsyncSession, cache: Cache, user_id: int, post_id: int
+) -> dict[str, Any]:
     """Take a like back; taking back a like that is not there changes nothing."""
-    await _likeable(session, post_id, user_id)
+    author_id = await _likeable(session, post_id, user_id)
     removed = (
         await session.execute(
             likes.delete()
@@ -323,16 +441,21 @@ async def unlike_post(*, session: AsyncSession, user_id: int, post_id: int) -> d
     return {
         "post_id": post_id,
         "liked": False,
-        "likes_count": await _count_change(session, post_id, -1 if removed else 0),
+        "likes_count": await _count_change(
+            session, cache, post_id, author_id, -1 if removed else 0
+        ),
     }
 
 
-async def _count_change(session: AsyncSession, post_id: int, delta: int) -> int:
+async def _count_change(
+    session: AsyncSession, cache: Cache, post_id: int, author_id: int, delta: int
+) -> int:
     # `likes_count = likes_count + 1` is evaluated by the database under the row lock, so
     # concurrent likes never overwrite each other's increments (no read-modify-write here).
     if delta == 0:
         count = await session.scalar(select(posts.c.likes_count).where(posts.c.id == post_id))
     else:
+        invalidate_post(session, cache, post_id=post_id, author_id=author_id)
         count = await session.scalar(
             posts.update()
             .where(posts.c.id == post_id)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
 
+from fastpost.cache import CacheDep
 from fastpost.db import DatabaseDep, WriteSession
 from fastpost.errors import error_responses
+from fastpost.http_caching import cached_response, private_response
 from fastpost.pagination import PageQuery
 from fastpost.posts.schemas import PostPage
-from fastpost.responses import json_response
+from fastpost.responses import dump_json, json_response
 from fastpost.security import CurrentUserId, OptionalUserId
 from fastpost.social import service
 from fastpost.social.schemas import FollowOut, OverviewOut, UserPage
@@ -22,16 +24,20 @@ UserIdPath = Annotated[int, Path(ge=1, le=2**53 - 1, description="User id")]
 
 
 @router.post("/{user_id}/follow", responses=error_responses(401, 404, 422))
-async def follow(user_id: UserIdPath, me: CurrentUserId, session: WriteSession) -> FollowOut:
+async def follow(
+    user_id: UserIdPath, me: CurrentUserId, session: WriteSession, cache: CacheDep
+) -> FollowOut:
     """Follow a user. Idempotent."""
-    await service.follow(session=session, follower_id=me, followee_id=user_id)
+    await service.follow(session=session, cache=cache, follower_id=me, followee_id=user_id)
     return FollowOut(user_id=user_id, following=True)
 
 
 @router.delete("/{user_id}/follow", responses=error_responses(401, 404, 422))
-async def unfollow(user_id: UserIdPath, me: CurrentUserId, session: WriteSession) -> FollowOut:
+async def unfollow(
+    user_id: UserIdPath, me: CurrentUserId, session: WriteSession, cache: CacheDep
+) -> FollowOut:
     """Stop following a user. Idempotent."""
-    await service.unfollow(session=session, follower_id=me, followee_id=user_id)
+    await service.unfollow(session=session, cache=cache, follower_id=me, followee_id=user_id)
     return FollowOut(user_id=user_id, following=False)
 
 
@@ -60,9 +66,19 @@ async def friends(user_id: UserIdPath, db: DatabaseDep, params: PageQuery) -> Re
 @router.get(
     "/{user_id}/overview", response_model=OverviewOut, responses=error_responses(401, 404, 422)
 )
-async def overview(user_id: UserIdPath, db: DatabaseDep, viewer_id: OptionalUserId) -> Response:
+async def overview(
+    request: Request,
+    user_id: UserIdPath,
+    db: DatabaseDep,
+    cache: CacheDep,
+    viewer_id: OptionalUserId,
+) -> Response:
     """The user, their latest posts and their friends, in one response."""
-    return json_response(await service.overview(db=db, user_id=user_id, viewer_id=viewer_id))
+    if viewer_id is None:
+        entry = await service.cached_overview(db=db, cache=cache, user_id=user_id)
+        return cached_response(request.headers, entry)
+    result = await service.overview(db=db, user_id=user_id, viewer_id=viewer_id)
+    return private_response(dump_json(result))
 
 
 @feed_router.get("/feed", response_model=PostPage, responses=error_responses(401, 422))

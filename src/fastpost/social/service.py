@@ -11,11 +11,13 @@ from sqlalchemy import BigInteger, ColumnElement, Select, bindparam, exists, sel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fastpost.db import Database, Row, insert_ignoring_conflicts, table_of
+from fastpost.cache import Cache, Entry, cache_key
+from fastpost.db import Database, Row, after_commit, insert_ignoring_conflicts, table_of
 from fastpost.errors import InvalidInput, NotFound, Unauthorized
 from fastpost.pagination import Cursor, Page, cut_page, keyset_page
 from fastpost.posts import service as posts_service
 from fastpost.posts.models import PostStatus
+from fastpost.responses import dump_json
 from fastpost.social.models import Follow
 from fastpost.timeutil import utcnow
 from fastpost.users import service as users_service
@@ -46,7 +48,17 @@ async def _ensure_user(
         raise NotFound("User not found", code="user_not_found")
 
 
-async def follow(*, session: AsyncSession, follower_id: int, followee_id: int) -> None:
+def _invalidate_friends(
+    session: AsyncSession, cache: Cache, follower_id: int, followee_id: int
+) -> None:
+    # Friends are mutual follows: both users' overviews may change.
+    tags = [f"overview:{follower_id}", f"overview:{followee_id}"]
+    after_commit(session, lambda: cache.invalidate(tags=tags))
+
+
+async def follow(
+    *, session: AsyncSession, cache: Cache, follower_id: int, followee_id: int
+) -> None:
     """Follow a user; following again changes nothing."""
     if follower_id == followee_id:
         raise InvalidInput("You cannot follow yourself", code="follow_self", field="user_id")
@@ -69,12 +81,16 @@ async def follow(*, session: AsyncSession, follower_id: int, followee_id: int) -
     except IntegrityError:
         # One of the two accounts was deleted since the check above.
         raise NotFound("User not found", code="user_not_found") from None
+    _invalidate_friends(session, cache, follower_id, followee_id)
 
 
-async def unfollow(*, session: AsyncSession, follower_id: int, followee_id: int) -> None:
+async def unfollow(
+    *, session: AsyncSession, cache: Cache, follower_id: int, followee_id: int
+) -> None:
     """Stop following a user; a follow that is not there changes nothing."""
     # A deactivated account can still be unfollowed: its follow rows are still there.
     await _ensure_user(session, followee_id, active=False)
+    _invalidate_friends(session, cache, follower_id, followee_id)
     await session.execute(
         follows.delete().where(
             follows.c.follower_id == follower_id, follows.c.followee_id == followee_id
@@ -193,3 +209,19 @@ async def overview(*, db: Database, user_id: int, viewer_id: int | None) -> dict
             raise result
     user, latest, friend_list = results
     return {"user": user, "latest_posts": latest, "friends": friend_list}
+
+
+async def cached_overview(*, db: Database, cache: Cache, user_id: int) -> Entry:
+    """The overview as an anonymous caller sees it."""
+
+    async def load() -> Entry:
+        result = await overview(db=db, user_id=user_id, viewer_id=None)
+        shown = {user_id, *(friend["id"] for friend in result["friends"])}
+        return Entry.of(dump_json(result), tags=[f"user:{u}" for u in sorted(shown)])
+
+    return await cache.get_or_load(
+        cache_key("overview", user_id),
+        load,
+        ttl=posts_service.LIST_TTL,
+        tags=[f"overview:{user_id}", f"author:{user_id}:posts"],
+    )

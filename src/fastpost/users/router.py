@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, status
+from fastapi import APIRouter, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from fastpost.cache import CacheDep
 from fastpost.db import DatabaseDep, WriteSession
 from fastpost.errors import InvalidInput, error_responses
+from fastpost.http_caching import cached_response
 from fastpost.security import CurrentUserId, Passwords, Tokens
 from fastpost.users import service
 from fastpost.users.schemas import LoginIn, MeOut, MeUpdate, RegisterIn, TokenOut, UserOut
@@ -107,11 +109,16 @@ async def read_me(user_id: CurrentUserId, db: DatabaseDep) -> MeOut:
 
 @users_router.patch("/me", responses=error_responses(401, 409, 413, 422))
 async def update_me(
-    body: MeUpdate, user_id: CurrentUserId, session: WriteSession, request: Request
+    body: MeUpdate,
+    user_id: CurrentUserId,
+    session: WriteSession,
+    cache: CacheDep,
+    request: Request,
 ) -> MeOut:
     """Change the caller's username, email, password, bio or image."""
     user = await service.update_me(
         session=session,
+        cache=cache,
         passwords=_passwords(request),
         user_id=user_id,
         changes=body.model_dump(exclude_unset=True, mode="json"),
@@ -119,7 +126,10 @@ async def update_me(
     return MeOut.model_validate(user, from_attributes=True)
 
 
-@users_router.get("/{user_id}", responses=error_responses(404, 422))
-async def read_user(user_id: UserIdPath, db: DatabaseDep) -> UserOut:
-    """A user's public profile."""
-    return UserOut.model_validate(await service.get_profile(db=db, user_id=user_id))
+@users_router.get("/{user_id}", response_model=UserOut, responses=error_responses(404, 422))
+async def read_user(
+    request: Request, user_id: UserIdPath, db: DatabaseDep, cache: CacheDep
+) -> Response:
+    """A user's public profile (cached, with an ETag)."""
+    entry = await service.cached_profile(db=db, cache=cache, user_id=user_id)
+    return cached_response(request.headers, entry)

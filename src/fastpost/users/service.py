@@ -9,14 +9,17 @@ from sqlalchemy import BigInteger, bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fastpost.db import Database, table_of
+from fastpost.cache import Cache, Entry, cache_key
+from fastpost.db import Database, after_commit, table_of
 from fastpost.errors import Conflict, NotFound, Unauthorized
+from fastpost.responses import dump_json
 from fastpost.security import Passwords
 from fastpost.timeutil import utcnow
 from fastpost.users.models import User
 
 users = table_of(User)
 
+PROFILE_TTL = 300.0  # Redis lifetime; a profile edit invalidates it
 PROFILE_COLUMNS = (users.c.id, users.c.username, users.c.bio, users.c.image, users.c.created_at)
 _ACTIVE_BY_ID = (users.c.id == bindparam("user_id", type_=BigInteger), users.c.is_active)
 _PROFILE = select(*PROFILE_COLUMNS).where(*_ACTIVE_BY_ID)
@@ -97,6 +100,23 @@ async def get_profile(*, db: Database, user_id: int) -> Mapping[str, Any]:
     return dict(row)  # asyncpg's Record is not a dict, and pydantic validates dicts
 
 
+def profile_key(user_id: int) -> str:
+    return cache_key("user", user_id)
+
+
+async def cached_profile(*, db: Database, cache: Cache, user_id: int) -> Entry:
+    """A user's public profile, the same for every caller."""
+
+    async def load() -> Entry:
+        profile = await get_profile(db=db, user_id=user_id)
+        return Entry.of(dump_json(profile))
+
+    # Tagged with the user: a profile edit drops it with every post and list showing them.
+    return await cache.get_or_load(
+        profile_key(user_id), load, ttl=PROFILE_TTL, tags=[f"user:{user_id}"]
+    )
+
+
 async def get_me(*, db: Database, user_id: int) -> Mapping[str, Any]:
     """Return the caller's own profile, with email."""
     row = await db.fetch_one(_ME, {"user_id": user_id})
@@ -107,7 +127,12 @@ async def get_me(*, db: Database, user_id: int) -> Mapping[str, Any]:
 
 
 async def update_me(
-    *, session: AsyncSession, passwords: Passwords, user_id: int, changes: Mapping[str, Any]
+    *,
+    session: AsyncSession,
+    cache: Cache,
+    passwords: Passwords,
+    user_id: int,
+    changes: Mapping[str, Any],
 ) -> User:
     """Apply profile changes to the caller's account."""
     changes = dict(changes)
@@ -116,6 +141,8 @@ async def update_me(
     user = await session.get(User, user_id, with_for_update=True)
     if user is None or not user.is_active:
         raise Unauthorized("Account no longer exists", code="account_gone")
+    # Everything that shows this user: their profile, posts, lists and overviews.
+    after_commit(session, lambda: cache.invalidate(tags=[f"user:{user_id}"]))
     if "email" in changes:
         changes["email"] = normalise_email(changes["email"])
     await _ensure_unique(

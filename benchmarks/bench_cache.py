@@ -1,0 +1,193 @@
+"""GET /posts/{id} through each cache tier, against bare Starlette serving the same bytes.
+
+    .venv/bin/python -m benchmarks.bench_cache [--duration 10] [--repeats 3]
+
+One run on PostgreSQL (+ Redis for tier 2), each server one uvicorn worker pinned to core 0
+and wrk pinned to core 1 (the method of ../shared/anchors.md), every figure the median of
+the repeats and printed as a ratio to the baseline measured in the same run:
+- baseline: bare Starlette returning the post's exact bytes (benchmarks/baseline_apps.py);
+- cold: fastpost with the cache disabled (every request reads PostgreSQL);
+- warm: tier 1 (the in-process cache) answers;
+- tier 2: Redis answers (tier 1's TTL set to a microsecond, so it never holds the entry);
+- 304: warm, with `If-None-Match` matching: revalidation with no body.
+Targets: warm >= 0.5x and 304 >= 0.6x of the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import secrets
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import redis
+from rich.table import Table
+
+from benchmarks.bench_reads import (
+    WRK_CPU_LIMIT,
+    Server,
+    WrkRun,
+    _base_env,
+    _stop_on_signals,
+    console,
+    ensure_wrk,
+    fetch,
+    prepare_database,
+    run_wrk,
+)
+
+TARGETS = {"warm": 0.5, "304": 0.6}
+REDIS_URL = "redis://127.0.0.1:6379/14"
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--posts", type=int, default=20000)
+    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--db-name", default="fastpost_bench_cache")
+    parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument("--redis-url", default=REDIS_URL)
+    parser.add_argument("--json", type=Path)
+    return parser.parse_args(argv)
+
+
+def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    base = _base_env()
+    db_url = prepare_database(args, base)
+    redis.Redis.from_url(args.redis_url).flushdb()
+    fastpost_env = {
+        **base,
+        "FASTPOST_DB__URL": db_url.render_as_string(hide_password=False),
+        "FASTPOST_AUTH__SECRET_KEY": secrets.token_urlsafe(48),
+        "FASTPOST_OBSERVABILITY__LOG_LEVEL": "WARNING",
+        "FASTPOST_OBSERVABILITY__ACCESS_LOG": "false",
+        "FASTPOST_DATA_DIR": str(work / "data"),
+    }
+    variants = {
+        "cold": {**fastpost_env, "FASTPOST_CACHE__ENABLED": "false"},
+        "warm": fastpost_env,
+        "tier 2": {
+            **fastpost_env,
+            "FASTPOST_REDIS_URL": args.redis_url,
+            "FASTPOST_CACHE__LOCAL_TTL_SECONDS": "0.000001",
+        },
+    }
+    with contextlib.ExitStack() as stack:
+
+        def start(name: str, env: dict[str, str], app: str | None = None) -> Server:
+            server = Server(name, env, 0, work, app=app)
+            stack.callback(server.stop)
+            return server
+
+        servers = {name: start("fastpost", env) for name, env in variants.items()}
+        for server in servers.values():
+            server.wait_ready("/posts/?limit=1")
+        some = json.loads(fetch(servers["cold"].base_url + "/posts/?limit=1"))["items"][0]
+        path = f"/posts/{some['id']}"
+        body = fetch(servers["warm"].base_url + path)
+        (work / "post.json").write_bytes(body)
+        post_file = str(work / "post.json")
+        baseline = start(
+            "starlette", {**base, "BENCH_LIST_BODY": post_file, "BENCH_DETAIL_BODY": post_file}
+        )
+        baseline.wait_ready(path)
+        etag = _etag(servers["warm"].base_url + path)
+        plan: list[tuple[str, Server, tuple[str, ...]]] = [
+            ("baseline", baseline, ()),
+            ("cold", servers["cold"], ()),
+            ("warm", servers["warm"], ()),
+            ("tier 2", servers["tier 2"], ()),
+            ("304", servers["warm"], (f"If-None-Match: {etag}",)),
+        ]
+        runs: dict[str, list[WrkRun]] = {name: [] for name, _, _ in plan}
+        for _, server, headers in plan:
+            run_wrk(
+                server.base_url + path, seconds=args.warmup, connections=args.connections,
+                threads=1, cpu=1, server=server, headers=headers,
+            )  # fmt: skip
+        for repeat in range(args.repeats):
+            for name, server, headers in plan:
+                run = run_wrk(
+                    server.base_url + path, seconds=args.duration, connections=args.connections,
+                    threads=1, cpu=1, server=server, headers=headers,
+                )  # fmt: skip
+                runs[name].append(run)
+                console.print(
+                    f"[{repeat + 1}/{args.repeats}] {name:<8} {run.rps:>9,.0f} req/s  "
+                    f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:7.2f} ms  "
+                    f"wrk CPU {run.wrk_cpu:.0%}"
+                )
+    return _results(path, len(body), runs)
+
+
+def _etag(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url) as response:
+        return str(response.headers["etag"])
+
+
+def _results(path: str, size: int, runs: dict[str, list[WrkRun]]) -> dict[str, Any]:
+    def median(name: str, field: str) -> float:
+        return float(statistics.median(getattr(run, field) for run in runs[name]))
+
+    base_rps = median("baseline", "rps")
+    rows = {}
+    for name in runs:
+        rps = median(name, "rps")
+        rows[name] = {
+            "rps": rps,
+            "p50_ms": median(name, "p50_ms"),
+            "p99_ms": median(name, "p99_ms"),
+            "ratio": rps / base_rps if base_rps else None,
+            "errors": sum(r.socket_errors for r in runs[name]),
+            "wrk_over_limit": any(r.wrk_cpu > WRK_CPU_LIMIT for r in runs[name]),
+        }
+    return {"path": path, "body_bytes": size, "results": rows, "targets": TARGETS}
+
+
+def print_results(results: dict[str, Any]) -> None:
+    table = Table(title=f"GET {results['path']} ({results['body_bytes']} B), median of runs")
+    for column in ("variant", "req/s", "p50 ms", "p99 ms", "vs baseline", "target"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for name, row in results["results"].items():
+        target = results["targets"].get(name)
+        verdict = ""
+        if target is not None:
+            verdict = f">= {target}x " + ("met" if row["ratio"] >= target else "NOT MET")
+        note = " (wrk > 90% CPU: invalid)" if row["wrk_over_limit"] else ""
+        table.add_row(
+            name + note,
+            f"{row['rps']:,.0f}",
+            f"{row['p50_ms']:.2f}",
+            f"{row['p99_ms']:.2f}",
+            f"{row['ratio']:.2f}x",
+            verdict,
+        )
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    ensure_wrk()
+    with _stop_on_signals(), tempfile.TemporaryDirectory(prefix="bench_cache_") as tmp:
+        results = benchmark(args, Path(tmp))
+    print_results(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""What the observability middleware costs: `GET /health` with and without it, same run.
+
+`GET /health` does no I/O, so the middleware's share of each request is as large as it will
+ever be: this is the worst case. Both servers are the real app (create_app) in one uvicorn
+worker (uvloop, httptools) pinned to one core, with wrk pinned to another; the "with" server
+is configured as in production (JSON access log line per request, written to a file;
+prometheus_client in multiprocess mode, as `fastpost serve` runs it). The "without" server is
+the same app with the Observability middleware taken out; "no-log" keeps it but turns the
+access line off, to show what the line costs. Runs alternate, and the median of
+the repeats is kept. Target (issue 4): with/without >= 0.90 in requests per second.
+
+    .venv/bin/python -m benchmarks.bench_observability [--seconds 5] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from benchmarks.bench_reads import Server, WrkRun, ensure_wrk, run_wrk
+from fastpost.app import create_app
+from fastpost.middleware import Observability
+from fastpost.settings import ObservabilitySettings, Settings
+
+TARGET = 0.90
+
+
+def app_with_observability() -> FastAPI:
+    return create_app()
+
+
+def app_without_access_log() -> FastAPI:
+    return create_app(Settings(observability=ObservabilitySettings(access_log=False)))
+
+
+def app_without_observability() -> FastAPI:
+    app = create_app()
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not Observability]
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    ensure_wrk()
+    pinned = (os.cpu_count() or 1) >= 2
+    server_cpu, wrk_cpu = (0, 1) if pinned else (None, None)
+    with tempfile.TemporaryDirectory(prefix="bench-observability-") as scratch:
+        tmp = Path(scratch)
+        (tmp / "metrics").mkdir()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("FASTPOST_")},
+            "FASTPOST_DB__URL": f"sqlite+aiosqlite:///{tmp / 'fastpost.db'}",
+            "FASTPOST_DATA_DIR": str(tmp),
+            "FASTPOST_OBSERVABILITY__LOG_FORMAT": "json",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),
+        }
+        module = "benchmarks.bench_observability"
+        servers = {
+            "with": Server("with", env, server_cpu, tmp, app=f"{module}:app_with_observability"),
+            "no-log": Server(
+                "no-log", env, server_cpu, tmp, app=f"{module}:app_without_access_log"
+            ),
+            "without": Server(
+                "without", env, server_cpu, tmp, app=f"{module}:app_without_observability"
+            ),
+        }
+        runs: dict[str, list[WrkRun]] = {name: [] for name in servers}
+        try:
+            for server in servers.values():
+                server.wait_ready("/health")
+            for server in servers.values():  # warm-up
+                run_wrk(
+                    f"{server.base_url}/health", seconds=2, connections=args.connections,
+                    threads=1, cpu=wrk_cpu, server=server,
+                )  # fmt: skip
+            for _ in range(args.repeats):
+                for name, server in servers.items():
+                    run = run_wrk(
+                        f"{server.base_url}/health", seconds=args.seconds,
+                        connections=args.connections, threads=1, cpu=wrk_cpu, server=server,
+                    )  # fmt: skip
+                    runs[name].append(run)
+        finally:
+            for server in servers.values():
+                server.stop()
+        access_lines = sum(1 for _ in (tmp / "with.log").open())
+    print(f"GET /health, 1 worker{' pinned to core 0, wrk on core 1' if pinned else ''}, "
+          f"{args.repeats} x {args.seconds:g} s, {args.connections} connections")  # fmt: skip
+    median: dict[str, dict[str, float]] = {}
+    for name, results in runs.items():
+        median[name] = {
+            key: statistics.median(getattr(r, key) for r in results)
+            for key in ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_request", "wrk_cpu")
+        }
+        m = median[name]
+        print(
+            f"  {name:<8} {m['rps']:>9,.0f} req/s  p50 {m['p50_ms']:.2f} ms  "
+            f"p99 {m['p99_ms']:.2f} ms  server CPU {m['server_cpu_us_per_request']:.1f} us/req  "
+            f"wrk CPU {m['wrk_cpu']:.0%}"
+        )
+    ratio = median["with"]["rps"] / median["without"]["rps"]
+    cpu_ratio = (
+        median["without"]["server_cpu_us_per_request"] / median["with"]["server_cpu_us_per_request"]
+    )
+    print(f"  access log lines written by 'with': {access_lines:,}")
+    print(f"with/without: {ratio:.3f} in req/s, {cpu_ratio:.3f} in server CPU per request")
+    no_log = median["no-log"]["rps"] / median["without"]["rps"]
+    print(f"no-log/without (metrics, request id, Server-Timing; no access line): {no_log:.3f}")
+    verdict = "met" if ratio >= TARGET else "MISSED"
+    print(f"target: with/without >= {TARGET:.2f} (at most 10% cost): {verdict}")
+
+
+if __name__ == "__main__":
+    main()

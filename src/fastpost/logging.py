@@ -1,0 +1,150 @@
+"""structlog configuration: JSON lines in production, readable console lines in development.
+
+Everything logged while a request is served carries its `request_id` (bound in contextvars by
+the observability middleware), whether it is logged through structlog or the standard library
+(`logging.getLogger(...)`, which is rendered by the same processors). Keys that name a
+password, token, secret, authorization or cookie are masked, and so is anything in a value
+that looks like a bearer token or a JWT: no credential reaches a log.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import orjson
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED = "[redacted]"
+_SENSITIVE_WORDS = ("password", "passwd", "token", "secret", "authorization", "cookie", "jwt")
+_sensitive_key: dict[str, bool] = {}
+_CREDENTIAL = re.compile(
+    r"(?i:bearer\s+)[\w.~+/=-]+"
+    r"|eyJ[\w-]{5,}\.[\w-]{5,}\.[\w-]*"
+    r"|\$argon2\w*\$[\w$=,+/.-]+"
+    # "password=..." in free text: the rest of the field, spaces included.
+    r"|(?i:password|passwd|secret|token)\s*[=:]\s*[^&,;\"\n]+"
+)
+
+
+def _is_sensitive(key: str) -> bool:
+    sensitive = _sensitive_key.get(key)
+    if sensitive is None:
+        lowered = key.lower()
+        sensitive = any(word in lowered for word in _SENSITIVE_WORDS)
+        if len(_sensitive_key) < 1024:
+            _sensitive_key[key] = sensitive
+    return sensitive
+
+
+def redact(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Mask credentials by key name and by the look of the value."""
+    for key, value in event_dict.items():
+        if _is_sensitive(key):
+            event_dict[key] = REDACTED
+        elif isinstance(value, str) and _CREDENTIAL.search(value):
+            event_dict[key] = _CREDENTIAL.sub(REDACTED, value)
+        elif isinstance(value, MutableMapping):
+            redact(logger, method_name, value)
+    return event_dict
+
+
+def _orjson_dumps(event_dict: EventDict, **_: Any) -> str:
+    return orjson.dumps(event_dict, default=repr).decode()
+
+
+def configure_logging(
+    *, level: str = "INFO", json: bool = False, stream: TextIO | None = None
+) -> None:
+    """Set up structlog and the standard library's root logger to write to `stream`."""
+    stream = stream or sys.stdout
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
+    ]
+    renderer: Processor = (
+        structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer]
+        if json
+        else [*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level]),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        # Not cached: tests (and `configure_logging` again) may point the output elsewhere.
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_fastpost", False)]:
+        root.removeHandler(old)
+    handler._fastpost = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    access.configure(level, json, stream)
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)
+
+
+class _Access:
+    """The access line: once per request, so it has a path of its own.
+
+    Measured on this machine, a structlog `info()` with the full processor chain costs about
+    13 us, a fifth of a whole `GET /health`; most of it is the context merge (which walks
+    every context variable of the request), the redaction pass and the generic renderer.
+    The access line's fields are named by the middleware and safe by construction (the
+    route template and path, never a body or a header; the request id passed explicitly),
+    so in JSON mode it is serialised straight to the same shape as structlog's lines; in
+    console mode it goes through structlog as any other line.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.json = False
+        self.stream: TextIO = sys.stdout
+        self._second = -1
+        self._prefix = ""
+
+    def configure(self, level: str, json: bool, stream: TextIO) -> None:
+        self.enabled = logging.getLevelNamesMapping()[level] <= logging.INFO
+        self.json = json
+        self.stream = stream
+
+    def _timestamp(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+    def info(self, **fields: Any) -> None:
+        if not self.enabled:
+            return
+        if not self.json:
+            structlog.get_logger("fastpost.access").info("request", **fields)
+            return
+        fields["event"] = "request"
+        fields["level"] = "info"
+        fields["timestamp"] = self._timestamp()
+        self.stream.write(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE).decode())
+
+
+access = _Access()

@@ -1,0 +1,107 @@
+"""Profiling a request: `?profile=1` returns a pyinstrument profile instead of the body, and
+`fastpost profile METHOD PATH` runs one request in-process under cProfile.
+
+The middleware is only installed with `FASTPOST_PROFILING=1`, so it costs nothing otherwise.
+Even then a profile is served only to a caller on loopback, and never in production: fastpost
+has no admin role yet, and a profile shows code paths and timings an outsider should not see.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _asks_for_profile(query_string: bytes) -> bool:
+    return b"profile=1" in query_string.split(b"&")
+
+
+class ProfileRequests:
+    """Answer `?profile=1` with the pyinstrument HTML profile of the request."""
+
+    def __init__(self, app: ASGIApp, *, allow_remote: bool = False) -> None:
+        self.app = app
+        self.allow_remote = allow_remote
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _asks_for_profile(scope.get("query_string", b"")):
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        if not self.allow_remote and (client is None or client[0] not in _LOOPBACK):
+            await self.app(scope, receive, send)
+            return
+        from pyinstrument import Profiler
+
+        async def discard(message: Message) -> None:
+            pass
+
+        profiler = Profiler(interval=0.0001, async_mode="enabled")
+        profiler.start()
+        try:
+            await self.app(scope, receive, discard)
+        finally:
+            profiler.stop()
+        body = profiler.output_html().encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/html; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def profile_request(
+    app: Any,
+    method: str,
+    path: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    json_body: Any = None,
+    warmup: int = 1,
+    speedscope: bool = False,
+    top: int = 25,
+) -> tuple[int, str]:
+    """Run one request through the app in-process, after `warmup` unprofiled ones, and
+    return its status and a report: cProfile's top functions by cumulative time, or with
+    `speedscope` a pyinstrument profile in speedscope's JSON format."""
+    import httpx
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://profile") as client:
+
+            async def once() -> httpx.Response:
+                return await client.request(method, path, headers=headers, json=json_body)
+
+            for _ in range(warmup):
+                await once()
+            if speedscope:
+                from pyinstrument import Profiler
+                from pyinstrument.renderers import SpeedscopeRenderer
+
+                profiler = Profiler(interval=0.0001, async_mode="enabled")
+                profiler.start()
+                response = await once()
+                profiler.stop()
+                return response.status_code, profiler.output(SpeedscopeRenderer())
+            profile = cProfile.Profile()
+            profile.enable()
+            response = await once()
+            profile.disable()
+    out = io.StringIO()
+    pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(top)
+    return response.status_code, out.getvalue()

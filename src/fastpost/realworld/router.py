@@ -1,0 +1,498 @@
+"""HTTP routes of the RealWorld API, mounted at /api: parse, authorise, call the services,
+shape the response in the API's envelopes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi.security import APIKeyHeader
+
+from fastpost.cache import CacheDep
+from fastpost.comments import service as comments_service
+from fastpost.db import DatabaseDep, WriteSession
+from fastpost.errors import Unauthorized
+from fastpost.pagination import MAX_LIMIT, MAX_OFFSET
+from fastpost.posts import service as posts_service
+from fastpost.posts import tags as tags_service
+from fastpost.posts.models import PostStatus
+from fastpost.realworld import service
+from fastpost.realworld.schemas import (
+    ArticleEnvelope,
+    ArticlesEnvelope,
+    CommentEnvelope,
+    CommentsEnvelope,
+    LoginUserIn,
+    NewArticleIn,
+    NewCommentIn,
+    NewUserIn,
+    ProfileEnvelope,
+    TagsEnvelope,
+    UpdateArticleIn,
+    UpdateUserIn,
+    UserEnvelope,
+    realworld_errors,
+)
+from fastpost.responses import json_response
+from fastpost.schemas import SafeText
+from fastpost.security import Passwords, Tokens
+from fastpost.social import service as social_service
+from fastpost.users import service as users_service
+
+PREFIX = "/api"
+router = APIRouter(prefix=PREFIX, tags=["realworld"])
+
+
+class Caller:
+    """The caller from `Authorization: Token <jwt>` (the API's scheme; `Bearer` works too),
+    with the token itself, which the user endpoints echo back."""
+
+    def __init__(self, user_id: int, token: str) -> None:
+        self.user_id = user_id
+        self.token = token
+
+
+def _caller(request: Request, *, required: bool) -> Caller | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() not in ("token", "bearer") or not token:
+        if required:
+            raise Unauthorized("is missing", field="token")
+        return None
+    tokens: Tokens = request.app.state.tokens
+    try:
+        return Caller(tokens.user_id(token), token)
+    except Unauthorized as exc:
+        raise Unauthorized("is invalid", code=exc.code, field="token") from None
+
+
+class _TokenHeader(APIKeyHeader):
+    """The caller, as one dependency; an APIKeyHeader so that OpenAPI shows the scheme."""
+
+    def __init__(self, *, required: bool) -> None:
+        super().__init__(
+            name="Authorization",
+            scheme_name="Token",
+            description="`Token <jwt>` from /api/users or /api/users/login",
+            auto_error=False,
+        )
+        self.required = required
+
+    async def __call__(self, request: Request) -> Caller | None:  # type: ignore[override]
+        return _caller(request, required=self.required)
+
+
+CurrentCaller = Annotated[Caller, Depends(_TokenHeader(required=True))]
+OptionalCaller = Annotated[Caller | None, Depends(_TokenHeader(required=False))]
+Slug = Annotated[str, Path(min_length=1, max_length=100)]
+Username = Annotated[str, Path(min_length=1, max_length=64)]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+Filter = Annotated[SafeText | None, Query(min_length=1, max_length=64)]
+
+
+def _viewer(caller: Caller | None) -> int | None:
+    return caller.user_id if caller is not None else None
+
+
+def _passwords(request: Request) -> Passwords:
+    passwords: Passwords = request.app.state.passwords
+    return passwords
+
+
+def _user_out(user: Any, token: str) -> dict[str, Any]:
+    def field(name: str) -> Any:
+        return user[name] if isinstance(user, dict) else getattr(user, name)
+
+    return {
+        "user": {
+            "email": field("email"),
+            "token": token,
+            "username": field("username"),
+            "bio": field("bio"),
+            "image": field("image"),
+        }
+    }
+
+
+# Users and authentication
+
+
+@router.post(
+    "/users",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserEnvelope,
+    responses=realworld_errors(409, 422),
+)
+async def register(body: NewUserIn, session: WriteSession, request: Request) -> Response:
+    """Register a new user."""
+    user = await users_service.register_user(
+        session=session,
+        passwords=_passwords(request),
+        username=body.user.username,
+        email=str(body.user.email),
+        password=body.user.password,
+    )
+    tokens: Tokens = request.app.state.tokens
+    return json_response(_user_out(user, tokens.issue(user.id).access_token), 201)
+
+
+@router.post(
+    "/users/login",
+    response_model=UserEnvelope,
+    responses=realworld_errors(401, 422),
+)
+async def login(body: LoginUserIn, db: DatabaseDep, request: Request) -> Response:
+    """Log in with email and password."""
+    email = users_service.normalise_email(body.user.email)
+    row = await service.credentials_by_email(db=db, email=email)
+    # verify() runs even for an unknown email, against a decoy hash: equal timing.
+    verified = await _passwords(request).verify(
+        row["password_hash"] if row else None, body.user.password
+    )
+    if not verified or row is None:
+        raise Unauthorized("email or password is invalid", field="credentials")
+    tokens: Tokens = request.app.state.tokens
+    me = await users_service.get_me(db=db, user_id=row["id"])
+    return json_response(_user_out(dict(me), tokens.issue(row["id"]).access_token))
+
+
+@router.get(
+    "/user",
+    response_model=UserEnvelope,
+    responses=realworld_errors(401),
+)
+async def current_user(caller: CurrentCaller, db: DatabaseDep) -> Response:
+    """The logged-in user."""
+    me = await users_service.get_me(db=db, user_id=caller.user_id)
+    return json_response(_user_out(dict(me), caller.token))
+
+
+@router.put(
+    "/user",
+    response_model=UserEnvelope,
+    responses=realworld_errors(401, 409, 422),
+)
+async def update_user(
+    body: UpdateUserIn,
+    caller: CurrentCaller,
+    session: WriteSession,
+    cache: CacheDep,
+    request: Request,
+) -> Response:
+    """Update the logged-in user; a null or empty bio or image clears it."""
+    changes = body.user.model_dump(exclude_unset=True, mode="json")
+    for name in ("email", "username", "password"):
+        if name in changes and changes[name] is None:
+            del changes[name]  # null means "unchanged" for what cannot be empty
+    for name in ("bio", "image"):
+        if name in changes and not changes[name]:
+            changes[name] = None
+    if not changes:
+        me = await users_service.get_me(db=request.app.state.db, user_id=caller.user_id)
+        return json_response(_user_out(dict(me), caller.token))
+    user = await users_service.update_me(
+        session=session,
+        cache=cache,
+        passwords=_passwords(request),
+        user_id=caller.user_id,
+        changes=changes,
+    )
+    return json_response(_user_out(user, caller.token))
+
+
+# Profiles
+
+
+@router.get(
+    "/profiles/{username}",
+    response_model=ProfileEnvelope,
+    responses=realworld_errors(401, 404, 422),
+)
+async def get_profile(username: Username, caller: OptionalCaller, db: DatabaseDep) -> Response:
+    """A user's profile."""
+    profile = await service.get_profile(db=db, viewer_id=_viewer(caller), username=username)
+    return json_response({"profile": profile})
+
+
+async def _change_follow(
+    session: Any, cache: Any, caller: Caller, username: str, *, follow: bool
+) -> dict[str, Any]:
+    target = await service.profile_in_session(
+        session=session, viewer_id=caller.user_id, username=username
+    )
+    if follow:
+        await social_service.follow(
+            session=session, cache=cache, follower_id=caller.user_id, followee_id=target["id"]
+        )
+    else:
+        await social_service.unfollow(
+            session=session, cache=cache, follower_id=caller.user_id, followee_id=target["id"]
+        )
+    return {"profile": {**service.profile_dict(target), "following": follow}}
+
+
+@router.post(
+    "/profiles/{username}/follow",
+    response_model=ProfileEnvelope,
+    responses=realworld_errors(401, 404, 422),
+)
+async def follow(
+    username: Username, caller: CurrentCaller, session: WriteSession, cache: CacheDep
+) -> Response:
+    """Follow a user."""
+    return json_response(await _change_follow(session, cache, caller, username, follow=True))
+
+
+@router.delete(
+    "/profiles/{username}/follow",
+    response_model=ProfileEnvelope,
+    responses=realworld_errors(401, 404, 422),
+)
+async def unfollow(
+    username: Username, caller: CurrentCaller, session: WriteSession, cache: CacheDep
+) -> Response:
+    """Stop following a user."""
+    return json_response(await _change_follow(session, cache, caller, username, follow=False))
+
+
+# Articles
+
+
+@router.get(
+    "/articles/feed",
+    response_model=ArticlesEnvelope,
+    responses=realworld_errors(401, 422),
+)
+async def feed(
+    caller: CurrentCaller, db: DatabaseDep, limit: Limit = 20, offset: Offset = 0
+) -> Response:
+    """Articles by the authors the caller follows, newest first."""
+    return json_response(
+        await service.feed(db=db, viewer_id=caller.user_id, limit=limit, offset=offset)
+    )
+
+
+@router.get(
+    "/articles",
+    response_model=ArticlesEnvelope,
+    responses=realworld_errors(401, 422),
+)
+async def list_articles(
+    caller: OptionalCaller,
+    db: DatabaseDep,
+    tag: Filter = None,
+    author: Filter = None,
+    favorited: Filter = None,
+    limit: Limit = 20,
+    offset: Offset = 0,
+) -> Response:
+    """Published articles, newest first, filtered by tag, author or favoriting user."""
+    return json_response(
+        await service.list_articles(
+            db=db,
+            viewer_id=_viewer(caller),
+            tag=tag,
+            author=author,
+            favorited=favorited,
+            limit=limit,
+            offset=offset,
+        )
+    )
+
+
+@router.post(
+    "/articles",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ArticleEnvelope,
+    responses=realworld_errors(401, 422),
+)
+async def create_article(
+    body: NewArticleIn, caller: CurrentCaller, session: WriteSession, cache: CacheDep
+) -> Response:
+    """Publish an article."""
+    article = body.article
+    created = await posts_service.create_post(
+        session=session,
+        cache=cache,
+        author_id=caller.user_id,
+        title=article.title,
+        content=article.body,
+        description=article.description,
+        status=PostStatus.published,
+    )
+    if article.tagList:
+        await tags_service.set_post_tags(
+            session=session, post_id=created["id"], names=article.tagList
+        )
+    result = await service.read_article_back(
+        session=session, viewer_id=caller.user_id, slug=created["slug"]
+    )
+    return json_response({"article": result}, 201)
+
+
+@router.get(
+    "/articles/{slug}",
+    response_model=ArticleEnvelope,
+    responses=realworld_errors(401, 404, 422),
+)
+async def get_article(slug: Slug, caller: OptionalCaller, db: DatabaseDep) -> Response:
+    """One article, with its body."""
+    return json_response(
+        {"article": await service.get_article(db=db, viewer_id=_viewer(caller), slug=slug)}
+    )
+
+
+@router.put(
+    "/articles/{slug}",
+    response_model=ArticleEnvelope,
+    responses=realworld_errors(401, 403, 404, 422),
+)
+async def update_article(
+    slug: Slug,
+    body: UpdateArticleIn,
+    caller: CurrentCaller,
+    session: WriteSession,
+    cache: CacheDep,
+) -> Response:
+    """Change an article (its author only). The slug stays, so links keep working."""
+    post_id = await service.post_by_slug(
+        session=session, slug=slug, user_id=caller.user_id, must_own=True
+    )
+    fields = body.article.model_dump(exclude_unset=True, exclude={"tagList"})
+    changes = {
+        {"body": "content"}.get(name, name): value
+        for name, value in fields.items()
+        if value is not None
+    }
+    if changes:
+        await posts_service.update_post(
+            session=session, cache=cache, user_id=caller.user_id, post_id=post_id, changes=changes
+        )
+    if body.article.tagList is not None:
+        await tags_service.set_post_tags(
+            session=session, post_id=post_id, names=body.article.tagList
+        )
+    result = await service.read_article_back(session=session, viewer_id=caller.user_id, slug=slug)
+    return json_response({"article": result})
+
+
+@router.delete(
+    "/articles/{slug}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=realworld_errors(401, 403, 404, 422),
+)
+async def delete_article(
+    slug: Slug, caller: CurrentCaller, session: WriteSession, cache: CacheDep
+) -> None:
+    """Delete an article (its author only), with its comments, tags and favorites."""
+    post_id = await service.post_by_slug(
+        session=session, slug=slug, user_id=caller.user_id, must_own=True
+    )
+    await posts_service.delete_post(
+        session=session, cache=cache, user_id=caller.user_id, post_id=post_id
+    )
+
+
+# Favorites
+
+
+async def _change_favorite(
+    session: Any, cache: Any, caller: Caller, slug: str, *, favorite: bool
+) -> dict[str, Any]:
+    post_id = await service.post_by_slug(session=session, slug=slug, user_id=caller.user_id)
+    change = posts_service.like_post if favorite else posts_service.unlike_post
+    await change(session=session, cache=cache, user_id=caller.user_id, post_id=post_id)
+    return {
+        "article": await service.read_article_back(
+            session=session, viewer_id=caller.user_id, slug=slug
+        )
+    }
+
+
+@router.post(
+    "/articles/{slug}/favorite",
+    response_model=ArticleEnvelope,
+    responses=realworld_errors(401, 404, 422),
+)
+async def favorite(
+    slug: Slug, caller: CurrentCaller, session: WriteSession, cache: CacheDep
+) -> Response:
+    """Favorite an article (a like: favoritesCount is its exact likes_count)."""
+    return json_response(await _change_favorite(session, cache, caller, slug, favorite=True))
+
+
+@router.delete(
+    "/articles/{slug}/favorite",
+    response_model=ArticleEnvelope,
+    responses=realworld_errors(401, 404, 422),
+)
+async def unfavorite(
+    slug: Slug, caller: CurrentCaller, session: WriteSession, cache: CacheDep
+) -> Response:
+    """Take back a favorite."""
+    return json_response(await _change_favorite(session, cache, caller, slug, favorite=False))
+
+
+# Comments
+
+
+@router.get(
+    "/articles/{slug}/comments",
+    response_model=CommentsEnvelope,
+    responses=realworld_errors(401, 404, 422),
+)
+async def list_comments(slug: Slug, caller: OptionalCaller, db: DatabaseDep) -> Response:
+    """An article's comments, oldest first."""
+    post_id = await service.published_post_id(db=db, slug=slug)
+    rows = await comments_service.list_comments(db=db, post_id=post_id, viewer_id=_viewer(caller))
+    return json_response({"comments": [service.comment_dict(row) for row in rows]})
+
+
+@router.post(
+    "/articles/{slug}/comments",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CommentEnvelope,
+    responses=realworld_errors(401, 404, 422),
+)
+async def add_comment(
+    slug: Slug, body: NewCommentIn, caller: CurrentCaller, session: WriteSession
+) -> Response:
+    """Comment on an article."""
+    post_id = await service.post_by_slug(session=session, slug=slug, user_id=caller.user_id)
+    comment = await comments_service.add_comment(
+        session=session, post_id=post_id, author_id=caller.user_id, body=body.comment.body
+    )
+    return json_response({"comment": service.comment_dict(comment)}, 201)
+
+
+@router.delete(
+    "/articles/{slug}/comments/{comment_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=realworld_errors(401, 403, 404, 422),
+)
+async def delete_comment(
+    slug: Slug,
+    comment_id: Annotated[int, Path(ge=1, le=2**53 - 1)],
+    caller: CurrentCaller,
+    session: WriteSession,
+) -> None:
+    """Delete a comment (its author only)."""
+    post_id = await service.post_by_slug(session=session, slug=slug, user_id=caller.user_id)
+    await comments_service.delete_comment(
+        session=session, post_id=post_id, comment_id=comment_id, user_id=caller.user_id
+    )
+
+
+# Tags
+
+
+@router.get(
+    "/tags",
+    response_model=TagsEnvelope,
+    responses=realworld_errors(422),
+)
+async def list_tags(db: DatabaseDep) -> Response:
+    """Tags on published articles, the most used first."""
+    return json_response({"tags": await tags_service.list_tags(db=db)})

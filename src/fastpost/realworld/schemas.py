@@ -1,0 +1,196 @@
+"""Request bodies of the RealWorld API: each wrapped in its envelope ({"user": ...})."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, EmailStr, StringConstraints, field_validator
+
+from fastpost.posts.schemas import Content, Title
+from fastpost.schemas import refuse_nul
+from fastpost.users.schemas import Bio, Password, Username
+
+Description = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+TagName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")]
+CommentBody = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+Email = Annotated[EmailStr, StringConstraints(max_length=254)]
+# Front ends send "" to clear an image; any other value must be a web address.
+Image = Annotated[str, StringConstraints(max_length=2048, pattern=r"^(https?://\S+)?$")]
+
+
+class RealWorldBody(BaseModel):
+    """Clients of this API send whole objects back (a user with its token, say): unknown
+    fields are ignored here, unlike the native API's bodies."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        return refuse_nul(value) if isinstance(value, str) else value
+
+
+class NewUser(RealWorldBody):
+    username: Username
+    email: Email
+    password: Password
+
+
+class NewUserIn(RealWorldBody):
+    user: NewUser
+
+
+class LoginUser(RealWorldBody):
+    email: Annotated[str, StringConstraints(min_length=1, max_length=254)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class LoginUserIn(RealWorldBody):
+    user: LoginUser
+
+
+class UpdateUser(RealWorldBody):
+    email: Email | None = None
+    username: Username | None = None
+    password: Password | None = None
+    bio: Bio | None = None
+    image: Image | None = None
+
+
+class UpdateUserIn(RealWorldBody):
+    user: UpdateUser
+
+
+def _tag_list(value: list[str] | None) -> list[str] | None:
+    if value is not None and len(value) > 20:
+        raise ValueError("at most 20 tags")
+    return value
+
+
+class NewArticle(RealWorldBody):
+    title: Title
+    description: Description
+    body: Content
+    tagList: list[TagName] | None = None  # noqa: N815 (the API's name)
+
+    _tags = field_validator("tagList")(_tag_list)
+
+
+class NewArticleIn(RealWorldBody):
+    article: NewArticle
+
+
+class UpdateArticle(RealWorldBody):
+    title: Title | None = None
+    description: Description | None = None
+    body: Content | None = None
+    # Omitted or null: the tags stay as they are; []: the article loses them all.
+    tagList: list[TagName] | None = None  # noqa: N815
+
+    _tags = field_validator("tagList")(_tag_list)
+
+
+class UpdateArticleIn(RealWorldBody):
+    article: UpdateArticle
+
+
+class NewComment(RealWorldBody):
+    body: CommentBody
+
+
+class NewCommentIn(RealWorldBody):
+    comment: NewComment
+
+
+# Response bodies: they document the routes in OpenAPI; the routes build the same shapes
+# from rows and serialise them once (see fastpost.responses).
+
+
+class UserOut(BaseModel):
+    email: str
+    token: str
+    username: str
+    bio: str | None
+    image: str | None
+
+
+class UserEnvelope(BaseModel):
+    user: UserOut
+
+
+class ProfileOut(BaseModel):
+    username: str
+    bio: str | None
+    image: str | None
+    following: bool
+
+
+class ProfileEnvelope(BaseModel):
+    profile: ProfileOut
+
+
+class ArticleSummary(BaseModel):
+    """An article in a list: everything but the body."""
+
+    slug: str
+    title: str
+    description: str
+    tagList: list[str]  # noqa: N815
+    createdAt: str  # noqa: N815
+    updatedAt: str  # noqa: N815
+    favorited: bool
+    favoritesCount: int  # noqa: N815
+    author: ProfileOut
+
+
+class ArticleOut(ArticleSummary):
+    body: str
+
+
+class ArticleEnvelope(BaseModel):
+    article: ArticleOut
+
+
+class ArticlesEnvelope(BaseModel):
+    articles: list[ArticleSummary]
+    articlesCount: int  # noqa: N815
+
+
+class CommentOut(BaseModel):
+    id: int
+    createdAt: str  # noqa: N815
+    updatedAt: str  # noqa: N815
+    body: str
+    author: ProfileOut
+
+
+class CommentEnvelope(BaseModel):
+    comment: CommentOut
+
+
+class CommentsEnvelope(BaseModel):
+    comments: list[CommentOut]
+
+
+class TagsEnvelope(BaseModel):
+    tags: list[str]
+
+
+class ErrorsOut(BaseModel):
+    """The API's error body: each field with its messages."""
+
+    errors: dict[str, list[str]]
+
+
+_ERROR_DESCRIPTIONS = {
+    401: "Missing or invalid token",
+    403: "Not the author",
+    404: "No such resource",
+    409: "Already taken",
+    422: "Invalid input, by field",
+}
+
+
+def realworld_errors(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """For OpenAPI: what a route may answer besides its success, in the API's error shape."""
+    return {s: {"model": ErrorsOut, "description": _ERROR_DESCRIPTIONS[s]} for s in statuses}

@@ -1,0 +1,85 @@
+"""OpenTelemetry tracing, from the optional extra: `pip install fastpost[otel]`.
+
+Without the extra nothing here is imported and requests pay nothing. With it, and with
+somewhere to send spans (`OTEL_EXPORTER_OTLP_ENDPOINT`), `FASTPOST_OBSERVABILITY__TRACING=auto`
+(the default) turns on the following; `on` turns it on with the host's tracer provider (or
+OTLP's defaults), `off` keeps it off:
+- a server span per request (the FastAPI instrumentation, pure ASGI);
+- a client span per SQL statement, made from the timings `querylog.record` already takes,
+  so that both ways to the database are covered: SQLAlchemy and the lean asyncpg reads;
+- spans for Redis commands and outgoing httpx calls, when those instrumentations are
+  installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import time
+from typing import Any
+
+from fastpost import querylog
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def tracing_wanted(mode: str) -> bool:
+    """Whether to trace: `on`, `off`, or `auto` (the extra installed and an exporter set)."""
+    if mode == "off" or not _installed("opentelemetry.instrumentation.fastapi"):
+        return False
+    return mode == "on" or bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+def _provider() -> Any:
+    """The host's tracer provider, or one exporting by OTLP over HTTP."""
+    from opentelemetry import trace
+
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, trace.ProxyTracerProvider):
+        return provider
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "fastpost"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def install_tracing(app: Any, dialect: str) -> None:
+    """Instrument the app, its SQL statements, Redis and httpx."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.trace import SpanKind
+
+    provider = _provider()
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="/metrics")
+    tracer = provider.get_tracer("fastpost.db")
+
+    def statement_span(statement: str, seconds: float) -> None:
+        end = time.time_ns()
+        operation = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+        span = tracer.start_span(
+            f"{operation} {dialect}",
+            kind=SpanKind.CLIENT,
+            start_time=end - int(seconds * 1e9),
+            attributes={"db.system": dialect, "db.statement": statement},
+        )
+        span.end(end_time=end)
+
+    querylog.statement_hooks.append(statement_span)
+    for module, name in (
+        ("opentelemetry.instrumentation.redis", "RedisInstrumentor"),
+        ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),
+    ):
+        if _installed(module):
+            instrumentor = getattr(importlib.import_module(module), name)()
+            if not instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.instrument(tracer_provider=provider)

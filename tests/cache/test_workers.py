@@ -1,0 +1,132 @@
+"""The cache across real worker processes sharing one Redis and one database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.cache.conftest import PrivateRedis, _free_port
+from tests.cache.counting_app import COUNTER
+from tests.test_cli import environment, fastpost
+
+ROOT = Path(__file__).resolve().parents[2]
+# Other workers drop an entry on the pub/sub message, at the latest when their tier-1 TTL
+# (FASTPOST_CACHE__LOCAL_TTL_SECONDS, 5 s by default) runs out.
+STALENESS_BOUND_SECONDS = 5.0
+
+
+class Server:
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.port = _free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", *args, "--port", str(self.port), "--no-access-log"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("server did not start")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+
+
+@pytest.fixture
+def seeded_env(tmp_path: Path, private_redis: PrivateRedis) -> dict[str, str]:
+    env = {
+        **environment(tmp_path),
+        "FASTPOST_REDIS_URL": private_redis.url,
+        "FASTPOST_AUTH__SECRET_KEY": "k" * 48,
+        "PYTHONPATH": str(ROOT),
+    }
+    assert fastpost("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+    seeded = fastpost(
+        "seed", "--users", "10", "--posts", "20", "--follows", "5", "--likes", "5",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert seeded.returncode == 0, seeded.stderr
+    return env
+
+
+def _login(base: str) -> dict[str, str]:
+    token = httpx.post(
+        f"{base}/auth/login", json={"username": "testuser", "password": "testpass"}
+    ).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_an_edit_through_one_process_is_seen_through_another(
+    seeded_env: dict[str, str],
+) -> None:
+    a = Server(seeded_env, "fastpost.app:create_app", "--factory")
+    b = Server(seeded_env, "fastpost.app:create_app", "--factory")
+    try:
+        headers = _login(a.url)
+        created = httpx.post(
+            f"{a.url}/posts/", headers=headers, json={"title": "Version 1", "content": "c"}
+        ).json()
+        path = f"/posts/{created['id']}"
+        assert httpx.get(b.url + path).json()["title"] == "Version 1"  # now cached in B
+        assert httpx.get(b.url + path).json()["title"] == "Version 1"
+        edited = httpx.patch(a.url + path, headers=headers, json={"title": "Version 2"})
+        assert edited.status_code == 200
+        started = time.monotonic()
+        while httpx.get(b.url + path).json()["title"] != "Version 2":
+            assert time.monotonic() - started < STALENESS_BOUND_SECONDS
+            time.sleep(0.02)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_burst_on_a_cold_post_loads_it_once_across_two_workers(
+    seeded_env: dict[str, str], private_redis: PrivateRedis
+) -> None:
+    server = Server(
+        seeded_env, "tests.cache.counting_app:create_app", "--factory", "--workers", "2"
+    )
+    try:
+        counter = redis.Redis.from_url(private_redis.url)
+        post_id = httpx.get(f"{server.url}/posts/?limit=1").json()["items"][0]["id"]
+        counter.delete(COUNTER)
+
+        async def burst() -> list[int]:
+            limits = httpx.Limits(max_connections=100)
+            async with httpx.AsyncClient(base_url=server.url, limits=limits) as client:
+                responses = await asyncio.gather(
+                    *(client.get(f"/posts/{post_id}") for _ in range(100))
+                )
+                return [r.status_code for r in responses]
+
+        assert asyncio.run(burst()) == [200] * 100
+        assert int(counter.get(COUNTER) or 0) <= 1
+    finally:
+        server.stop()

@@ -1,0 +1,111 @@
+"""The access log: one structured line per request, tied to its request id, with no
+credential anywhere in the output."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+from fastapi import FastAPI
+
+from tests.conftest import PASSWORD, Factory
+from tests.observability.conftest import LogLines
+
+
+async def test_each_request_logs_one_access_line_with_route_status_timing_and_queries(
+    client: httpx.AsyncClient, factory: Factory, logs: LogLines
+) -> None:
+    author = await factory.user()
+    post_id = await factory.post(author)
+    response = await client.get(f"/posts/{post_id}", headers=author.headers)
+    assert response.status_code == 200
+    [line] = logs.access()
+    assert line["method"] == "GET"
+    assert line["route"] == "/posts/{post_id}"
+    assert line["path"] == f"/posts/{post_id}"
+    assert line["status"] == 200
+    assert line["duration_ms"] > 0
+    assert line["db_queries"] >= 1
+    assert line["db_ms"] > 0
+    assert line["user_id"] == author.id
+    assert line["request_id"] == response.headers["x-request-id"]
+    assert line["level"] == "info"
+    assert "timestamp" in line
+
+
+async def test_a_sane_incoming_request_id_is_kept_and_returned(
+    client: httpx.AsyncClient, logs: LogLines
+) -> None:
+    response = await client.get("/health", headers={"X-Request-ID": "edge-7f3a.42"})
+    assert response.headers["x-request-id"] == "edge-7f3a.42"
+    assert logs.access()[0]["request_id"] == "edge-7f3a.42"
+
+
+async def test_an_insane_incoming_request_id_is_replaced(
+    client: httpx.AsyncClient, logs: LogLines
+) -> None:
+    forged = 'x" level=error msg="forged'
+    response = await client.get("/health", headers={"X-Request-ID": forged})
+    returned = response.headers["x-request-id"]
+    assert returned != forged
+    assert len(returned) == 16
+    assert forged not in logs.text
+
+
+async def test_requests_get_distinct_generated_ids(client: httpx.AsyncClient) -> None:
+    ids = {(await client.get("/health")).headers["x-request-id"] for _ in range(20)}
+    assert len(ids) == 20
+
+
+async def test_everything_logged_during_a_request_carries_its_request_id(
+    app: FastAPI, client: httpx.AsyncClient, logs: LogLines
+) -> None:
+    async def noisy() -> dict[str, str]:
+        logging.getLogger("fastpost.test").warning("from the standard library")
+        return {}
+
+    app.add_api_route("/noisy", noisy)
+    await client.get("/noisy", headers={"X-Request-ID": "trace-me"})
+    [stdlib_line] = [r for r in logs.records() if r["event"] == "from the standard library"]
+    assert stdlib_line["request_id"] == "trace-me"
+    assert stdlib_line["level"] == "warning"
+    # And nothing leaks to lines logged after the request.
+    logging.getLogger("fastpost.test").warning("after")
+    [after] = [r for r in logs.records() if r["event"] == "after"]
+    assert "request_id" not in after
+
+
+async def test_no_password_token_or_secret_ever_reaches_the_log(
+    app: FastAPI, client: httpx.AsyncClient, factory: Factory, logs: LogLines
+) -> None:
+    user = await factory.user("alice")
+    registered = await client.post(
+        "/auth/register",
+        json={"username": "bob", "email": "bob@example.com", "password": "hunter2-hunter2"},
+    )
+    assert registered.status_code == 201
+    login = await client.post("/auth/login", json={"username": "alice", "password": PASSWORD})
+    token = login.json()["access_token"]
+    await client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+    await client.get("/users/me", headers={"Authorization": "Bearer not-a-valid-token"})
+    # Code that logs carelessly is caught too: by key name and by the look of the value.
+    log = logging.getLogger("fastpost.careless")
+    log.warning("login attempt password=%s", PASSWORD)
+    log.warning("header was Bearer %s", token)
+    import structlog
+
+    structlog.get_logger("careless").info("user", password=PASSWORD, api_token=token)
+    structlog.get_logger("careless").info("key", secret_key=app.state.settings.secret_key)
+
+    text = logs.text
+    assert "request" in text
+    for secret in (
+        PASSWORD,
+        "hunter2-hunter2",
+        token,
+        token.split(".")[1],
+        app.state.settings.secret_key,
+        "not-a-valid-token",
+    ):
+        assert secret not in text
+    assert user.headers["Authorization"].split()[1] not in text

@@ -1,0 +1,115 @@
+"""Metrics labels, Server-Timing and the request id, in-process."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
+
+from fastpost import metrics
+from tests.conftest import Factory
+
+
+def requests_total(**labels: str) -> float:
+    metrics.flush()
+    return REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
+
+
+async def test_requests_are_counted_by_route_template_method_and_status(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    author = await factory.user()
+    labels = {"method": "GET", "route": "/users/{user_id}", "status": "200"}
+    missing = {"method": "GET", "route": "/users/{user_id}", "status": "404"}
+    before, before_missing = requests_total(**labels), requests_total(**missing)
+    await client.get(f"/users/{author.id}")
+    await client.get(f"/users/{author.id}")
+    await client.get("/users/999999999")
+    assert requests_total(**labels) == before + 2
+    assert requests_total(**missing) == before_missing + 1
+
+
+async def test_unknown_paths_and_methods_do_not_make_new_series(client: httpx.AsyncClient) -> None:
+    before = requests_total(method="other", route="unmatched", status="404")
+    await client.request("PROPFIND", "/no/such/path/12345")
+    assert requests_total(method="other", route="unmatched", status="404") == before + 1
+
+
+async def test_server_timing_splits_database_and_application_time(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/posts/")
+    timing = dict(
+        re.fullmatch(r"\s*(\w+);dur=([\d.-]+)\s*", part).groups()  # type: ignore[union-attr]
+        for part in response.headers["server-timing"].split(",")
+    )
+    assert set(timing) == {"db", "cache", "app", "total"}
+    assert float(timing["db"]) > 0
+    assert float(timing["total"]) >= float(timing["db"])
+
+
+async def test_metrics_endpoint_exposes_the_fixed_metric_names(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.get("/health")
+    text = (await client.get("/metrics")).text
+    for name in (
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "db_queries_total",
+        "fastpost_worker_cpu_seconds_total",
+        "fastpost_worker_resident_memory_bytes",
+        "db_pool_connections",
+    ):
+        assert name in text
+    assert 'le="0.001"' in text
+    assert 'le="10.0"' in text
+
+
+async def test_cache_events_are_counted_and_reach_the_access_line(app: FastAPI) -> None:
+    from fastpost.metrics import cache_event
+    from fastpost.request_stats import RequestStats, current_request
+
+    stats = RequestStats()
+    token = current_request.set(stats)
+    try:
+        metrics.flush()
+        before = REGISTRY.get_sample_value("cache_hits_total", {"cache": "t", "tier": "local"})
+        cache_event("t", "local", "hit")
+        cache_event("t", "redis", "miss")
+        cache_event("t", "", "load")
+        cache_event("t", "local", "invalidation")
+    finally:
+        current_request.reset(token)
+    metrics.flush()
+    assert (stats.cache_hits, stats.cache_misses) == (1, 1)
+    after = REGISTRY.get_sample_value("cache_hits_total", {"cache": "t", "tier": "local"})
+    assert after == (before or 0) + 1
+    assert REGISTRY.get_sample_value("cache_loads_total", {"cache": "t"})
+    assert REGISTRY.get_sample_value("cache_invalidations_total", {"cache": "t", "tier": "local"})
+
+
+async def test_requests_in_progress_are_counted_by_route_while_they_run(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    import asyncio
+
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(item_id: int) -> dict[str, int]:
+        started.set()
+        await release.wait()
+        return {"item_id": item_id}
+
+    app.add_api_route("/slow/{item_id}", slow)
+    labels = {"method": "GET", "route": "/slow/{item_id}"}
+    request = asyncio.create_task(client.get("/slow/1"))
+    await started.wait()
+    metrics.flush()
+    assert REGISTRY.get_sample_value("http_requests_in_progress", labels) == 1
+    release.set()
+    await request
+    metrics.flush()
+    assert REGISTRY.get_sample_value("http_requests_in_progress", labels) == 0
