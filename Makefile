@@ -24,8 +24,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
 
+# The otel extra too: the tracing tests (and mypy) exercise it.
 $(VENV)/.dev-installed: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,otel]'
 	@touch $@
 
 run: $(VENV)/.installed ## Set up, migrate, load demo data if empty, serve on http://127.0.0.1:8000
