@@ -38,7 +38,8 @@ JSON = "application/json"
 # fastpost's posts.service.select_posts for an anonymous caller, with the page applied by
 # pagination.keyset_page (LIMIT page size + 1: the extra row tells whether more follow).
 LIST_SQL = """
-SELECT posts.id, posts.title, posts.content, posts.status, posts.likes_count,
+SELECT posts.id, posts.slug, posts.title, posts.description, posts.content, posts.status,
+       posts.likes_count,
        posts.created_at, posts.updated_at, posts.author_id,
        users.username AS author_username, users.image AS author_image
 FROM posts JOIN users ON users.id = posts.author_id
@@ -49,7 +50,8 @@ LIMIT $2
 
 # posts.service.get_post for an anonymous caller: published posts only.
 DETAIL_SQL = """
-SELECT posts.id, posts.title, posts.content, posts.status, posts.likes_count,
+SELECT posts.id, posts.slug, posts.title, posts.description, posts.content, posts.status,
+       posts.likes_count,
        posts.created_at, posts.updated_at, posts.author_id,
        users.username AS author_username, users.image AS author_image
 FROM posts JOIN users ON users.id = posts.author_id
@@ -90,7 +92,9 @@ def _cursor(created_at: datetime, post_id: int) -> str:
 def _post(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": row["id"],
+        "slug": row["slug"],
         "title": row["title"],
+        "description": row["description"],
         "content": row["content"],
         "status": row["status"],
         "likes_count": row["likes_count"],

@@ -537,6 +537,10 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     **base_env,
                     "FASTPOST_DB__URL": db_url.render_as_string(hide_password=False),
                     "FASTPOST_DB__POOL_SIZE": str(args.pool_size),
+                    # Uncached reads, no access log: the cache and the logging have their own
+                    # benchmarks (bench_cache.py, bench_observability.py).
+                    "FASTPOST_CACHE__ENABLED": "false",
+                    "FASTPOST_OBSERVABILITY__ACCESS_LOG": "false",
                     "FASTPOST_AUTH__SECRET_KEY": secrets.token_urlsafe(48),
                     "FASTPOST_OBSERVABILITY__LOG_LEVEL": "WARNING",
                     "FASTPOST_DATA_DIR": str(work / "data"),
