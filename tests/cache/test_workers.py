@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +14,7 @@ import redis
 
 from tests.cache.conftest import PrivateRedis, _free_port
 from tests.cache.counting_app import COUNTER
+from tests.servers import stop_group, wait_until_ready
 from tests.test_cli import environment, fastpost
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,25 +35,19 @@ class Server:
             start_new_session=True,
         )
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError("server did not start")
-            time.sleep(0.1)
+        try:
+            wait_until_ready(
+                f"{self.url}/health",
+                self.process,
+                # Not its stderr: reading a live process's pipe would block.
+                lambda: f"exit code {self.process.poll()}",
+            )
+        except AssertionError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_group(self.process)
         if self.process.stderr:
             self.process.stderr.close()
 
