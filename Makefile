@@ -24,9 +24,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
 
-# The otel extra too: the tracing tests (and mypy) exercise it.
+# The otel and bench extras too: the tracing, bench, lab and Locust tests (and mypy) use them.
 $(VENV)/.dev-installed: $(VENV)/.installed pyproject.toml Makefile
-	$(BIN)/python -m pip install --quiet -e '.[dev,otel]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,otel,bench]'
 	@touch $@
 
 run: $(VENV)/.installed ## Set up, migrate, load demo data if empty, serve on http://127.0.0.1:8000
