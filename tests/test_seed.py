@@ -42,7 +42,7 @@ async def empty_again(settings: Settings) -> None:
         async with engine.begin() as conn:
             if settings.db.is_sqlite:
                 # Without AUTOINCREMENT a rowid table numbers from max(id) + 1 again.
-                for table in ("likes", "follows", "posts", "users"):
+                for table in ("post_tags", "tags", "likes", "follows", "posts", "users"):
                     await conn.execute(text(f"DELETE FROM {table}"))
             else:
                 await conn.execute(
@@ -82,10 +82,14 @@ async def test_seed_loads_the_planned_rows_and_reports_progress_for_each(
     report = await seed(settings, PLAN, progress)
 
     planned = {"users": 40, "posts": 300, "likes": 900, "follows": 200}
-    assert report.counts == planned
+    assert {table: report.counts[table] for table in TABLES} == planned
     assert await counts(settings) == planned
     assert {table: seen[table] for table in TABLES} == planned
-    assert report.rows == 1440
+    # Each post draws 0 to 3 tags: about 1.5 a post.
+    tagged = (await fetch(settings, "SELECT count(*) FROM post_tags"))[0][0]
+    assert report.counts["post_tags"] == seen["post_tags"] == tagged
+    assert 300 < tagged < 600
+    assert report.rows == 1440 + tagged
     assert report.rows_per_second > 0
 
 
@@ -128,6 +132,8 @@ async def test_same_seed_gives_same_data_in_fresh_databases(settings: Settings) 
         "SELECT id, author_id, title, content, status, likes_count FROM posts ORDER BY id",
         "SELECT user_id, post_id FROM likes ORDER BY user_id, post_id",
         "SELECT follower_id, followee_id FROM follows ORDER BY follower_id, followee_id",
+        "SELECT p.id, t.name FROM post_tags AS pt JOIN posts AS p ON p.id = pt.post_id "
+        "JOIN tags AS t ON t.id = pt.tag_id ORDER BY p.id, t.name",
     )
     await run(settings)
     first = [await fetch(settings, sql) for sql in queries]
@@ -197,6 +203,7 @@ async def test_failure_mid_seed_leaves_no_rows_and_the_schema_intact(
         await run(settings)
 
     assert await counts(settings) == dict.fromkeys(TABLES, 0)
+    assert (await fetch(settings, "SELECT count(*) FROM post_tags"))[0][0] == 0
     if not settings.db.is_sqlite:
         # The indexes taken off for the load came back with the rollback.
         assert await schema_objects(settings) == before
@@ -226,6 +233,39 @@ async def test_impossible_targets_stop_at_one_like_per_user_and_post(settings: S
     # 3 users can like each of 2 posts once: 6 likes at most, and 3 x 2 follows.
     report = await run(settings, SeedPlan(users=3, posts=2, follows=50, likes=50, seed=1))
 
-    assert report.counts == {"users": 3, "posts": 2, "likes": 6, "follows": 6}
+    planned = {"users": 3, "posts": 2, "likes": 6, "follows": 6}
+    assert {table: report.counts[table] for table in TABLES} == planned
     likes = await fetch(settings, "SELECT user_id, post_id FROM likes")
     assert len(set(likes)) == 6
+
+
+async def test_posts_carry_up_to_three_tags_from_the_plan_and_tag_counters_add_up(
+    settings: Settings,
+) -> None:
+    await run(settings, SeedPlan(users=40, posts=300, follows=200, likes=900, tags=8, seed=7))
+
+    names = {row[0] for row in await fetch(settings, "SELECT name FROM tags")}
+    assert names == set(seed_module.tag_names(SeedPlan(tags=8)))
+    per_post = await fetch(
+        settings,
+        "SELECT count(pt.tag_id) FROM posts AS p "
+        "LEFT JOIN post_tags AS pt ON pt.post_id = p.id GROUP BY p.id",
+    )
+    assert {row[0] for row in per_post} == {0, 1, 2, 3}
+    # The counters behind GET /api/tags and articlesCount by tag match a recount.
+    mismatched = await fetch(
+        settings,
+        "SELECT t.id FROM tags AS t "
+        "LEFT JOIN post_counts AS c ON c.kind = 't' AND c.ref_id = t.id "
+        "GROUP BY t.id, c.n HAVING coalesce(c.n, 0) <> ("
+        "  SELECT count(*) FROM post_tags AS pt JOIN posts AS p ON p.id = pt.post_id "
+        "  WHERE pt.tag_id = t.id AND p.status = 'published')",
+    )
+    assert mismatched == []
+
+
+async def test_seeding_again_reuses_the_tags_already_there(settings: Settings) -> None:
+    await run(settings)
+    await run(settings)
+
+    assert (await fetch(settings, "SELECT count(*) FROM tags"))[0][0] == PLAN.tags

@@ -168,6 +168,9 @@ def seed(
     posts: Annotated[int, typer.Option(min=0, help="Posts to create.")] = 3000,
     follows: Annotated[int, typer.Option(min=0, help="Follows to create.")] = 3000,
     likes: Annotated[int, typer.Option(min=0, help="Likes to create.")] = 10000,
+    tags: Annotated[
+        int, typer.Option(min=0, help="Distinct tags; each post gets 0 to 3 of them.")
+    ] = 20,
     random_seed: Annotated[
         int, typer.Option("--seed", help="Random seed: the same seed gives the same data.")
     ] = 42,
@@ -186,7 +189,9 @@ def seed(
     if if_empty and not asyncio.run(database_is_empty(settings)):
         console.print("database already has data; not seeding")
         return
-    plan = SeedPlan(users=users, posts=posts, follows=follows, likes=likes, seed=random_seed)
+    plan = SeedPlan(
+        users=users, posts=posts, follows=follows, likes=likes, tags=tags, seed=random_seed
+    )
     # likes and follows land on these unless they can't: no more than one like per user
     # and post, one follow per ordered pair of users.
     totals = {"users": users, "posts": posts, "likes": likes, "follows": follows}
@@ -202,6 +207,8 @@ def seed(
             name: bar.add_task(name, total=total, of=f"/{total:,}")
             for name, total in totals.items()
         }
+        # Each post draws 0 to 3 tags: no exact total in advance.
+        tasks["post_tags"] = bar.add_task("tags", total=None, of="")
         # PostgreSQL rebuilds indexes after a large load: counted as they finish, with no
         # total known in advance (the bar pulses meanwhile).
         tasks["indexes"] = bar.add_task("indexes", total=None, of="", visible=False)
@@ -213,6 +220,7 @@ def seed(
 
         report = asyncio.run(run_seed(settings, plan, progress))
         bar.update(tasks["indexes"], total=done["indexes"])
+        bar.update(tasks["post_tags"], total=done["post_tags"])
     table = Table(title=f"seeded in {report.seconds:.1f} s")
     table.add_column("table")
     table.add_column("rows", justify="right")

@@ -50,6 +50,7 @@ DEMO_PASSWORD = "testpass"
 GENERATED_PASSWORD = "password"
 
 DRAFT_SHARE = 0.05
+MAX_TAGS_PER_POST = 3
 HISTORY = timedelta(days=365)
 
 # Timestamps are generated as integer microseconds since the Unix epoch (UTC) and put in
@@ -210,6 +211,8 @@ class SeedPlan:
     posts: int = 3000
     follows: int = 3000
     likes: int = 10000
+    # Distinct tag names (at most len(_WORDS)); each post carries 0 to MAX_TAGS_PER_POST.
+    tags: int = 20
     seed: int = 42
 
 
@@ -234,7 +237,7 @@ Progress = Callable[[str, int], None]
 Row = tuple[Any, ...]
 
 # Tables in load order: referenced tables first.
-TABLES = ("users", "posts", "likes", "follows")
+TABLES = ("users", "posts", "post_tags", "likes", "follows")
 _COLUMNS = {
     "users": (
         "id",
@@ -258,6 +261,7 @@ _COLUMNS = {
         "created_at",
         "updated_at",
     ),
+    "post_tags": ("post_id", "tag_id"),
     "likes": ("user_id", "post_id", "created_at"),
     "follows": ("follower_id", "followee_id", "created_at"),
 }
@@ -317,9 +321,16 @@ class _Generator:
     """
 
     def __init__(
-        self, plan: SeedPlan, first_user_id: int, first_post_id: int, *, with_demo_user: bool
+        self,
+        plan: SeedPlan,
+        first_user_id: int,
+        first_post_id: int,
+        *,
+        with_demo_user: bool,
+        tag_ids: list[int],
     ) -> None:
         self.plan = plan
+        self.tag_ids = tag_ids
         self.with_demo_user = with_demo_user
         self.first_user_id = first_user_id
         self.first_post_id = first_post_id
@@ -403,6 +414,18 @@ class _Generator:
                 post_id += 1
                 created += step
 
+    def post_tags(self) -> Iterator[Row]:
+        tag_ids = self.tag_ids
+        if not tag_ids:
+            return
+        rng = random.Random(self.plan.seed + 5)
+        random_ = rng.random
+        most = min(MAX_TAGS_PER_POST, len(tag_ids))
+        for post_id in range(self.first_post_id, self.first_post_id + self.plan.posts):
+            k = int(random_() * (most + 1))
+            for offset in _distinct(rng, k, len(tag_ids)) if k else ():
+                yield (post_id, tag_ids[offset])
+
     def likes(self) -> Iterator[Row]:
         plan = self.plan
         rng = random.Random(plan.seed + 3)
@@ -452,9 +475,16 @@ def _rows(gen: _Generator, table: str, hashes: tuple[str, str]) -> Iterator[Row]
         return gen.users(*hashes)
     if table == "posts":
         return gen.posts()
+    if table == "post_tags":
+        return gen.post_tags()
     if table == "likes":
         return gen.likes()
     return gen.follows()
+
+
+def tag_names(plan: SeedPlan) -> list[str]:
+    """The plan's tag vocabulary: the first `plan.tags` distinct words, sorted."""
+    return sorted(dict.fromkeys(_WORDS))[: plan.tags]
 
 
 def _hashes(settings: Settings) -> tuple[str, str]:
@@ -537,9 +567,22 @@ async def _seed_postgres(
             )
             # Dropping an index locks its table against readers until commit: the price
             # of a large load, paid only when the load outnumbers what is there.
+            # Tags already there (an earlier seed, or the API) are reused by name.
+            names = tag_names(plan)
+            await conn.executemany(
+                "INSERT INTO tags (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+                [(name,) for name in names],
+            )
+            tag_ids = [
+                row["id"]
+                for row in await conn.fetch(
+                    "SELECT id FROM tags WHERE name = any($1::text[]) ORDER BY name", names
+                )
+            ]
             planned = {
                 "users": plan.users,
                 "posts": plan.posts,
+                "post_tags": plan.posts * min(MAX_TAGS_PER_POST, len(tag_ids)) // 2,
                 "likes": plan.likes,
                 "follows": plan.follows,
             }
@@ -554,7 +597,9 @@ async def _seed_postgres(
             # index drops, undone by a rollback.
             for table, trigger in PG_TRIGGERS:
                 await conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
-            gen = _Generator(plan, first_user, first_post, with_demo_user=demo_missing)
+            gen = _Generator(
+                plan, first_user, first_post, with_demo_user=demo_missing, tag_ids=tag_ids
+            )
             for table in TABLES:
                 started = time.perf_counter()
                 rows = _counting(_rows(gen, table, hashes), table, progress)
@@ -575,7 +620,7 @@ async def _seed_postgres(
                 await conn.execute(statement)
             for table, trigger in PG_TRIGGERS:
                 await conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
-        await conn.execute("ANALYZE users, posts, likes, follows")
+        await conn.execute("ANALYZE users, posts, tags, post_tags, likes, follows, post_counts")
     finally:
         await conn.close()
 
@@ -616,7 +661,24 @@ def _seed_sqlite(
             demo_missing = not conn.execute(
                 "SELECT 1 FROM users WHERE username = ?", (DEMO_USERNAME,)
             ).fetchone()
-            gen = _Generator(plan, first_user, first_post, with_demo_user=demo_missing)
+            names = tag_names(plan)
+            conn.executemany(
+                "INSERT OR IGNORE INTO tags (name) VALUES (?)", [(name,) for name in names]
+            )
+            placeholders = ", ".join("?" * len(names))
+            tag_ids = (
+                [
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT id FROM tags WHERE name IN ({placeholders}) ORDER BY name", names
+                    )
+                ]
+                if names
+                else []
+            )
+            gen = _Generator(
+                plan, first_user, first_post, with_demo_user=demo_missing, tag_ids=tag_ids
+            )
             for table in TABLES:
                 started = time.perf_counter()
                 columns = _COLUMNS[table]
