@@ -1,0 +1,150 @@
+"""The Locust scenarios in loadtests/, run headless for a few seconds against a real
+`fastpost serve` on the demo data of `make run`.
+
+Locust runs on gevent, which patches the standard library when imported: it only ever runs
+here as a subprocess, never inside pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import stop_group, wait_until_ready
+from tests.test_cli import environment, fastpost, free_port
+
+LOADTESTS = Path(__file__).resolve().parent.parent / "loadtests"
+
+# Waits of 1-3 s times this: each simulated user makes dozens of requests in a few seconds,
+# enough for the rarest task to come up.
+WAIT_SCALE = "0.02"
+
+# Each scenario's requests, by (method, name): every one must have been made, and no other
+# name may appear (a raw path such as /posts/123 would mean a request was not named by its
+# route template).
+COURSE = {
+    ("POST", "/auth/login"),
+    ("GET", "/posts/"),
+    ("GET", "/users/me"),
+    ("POST", "/posts/"),
+}
+BROWSING = {
+    ("GET", "/posts/"),
+    ("GET", "/posts/?cursor={cursor}"),
+    ("GET", "/posts/{post_id}"),
+    ("GET", "/posts/{post_id} (If-None-Match)"),
+    ("GET", "/posts/popular"),
+    ("GET", "/posts/search?q={q}"),
+    ("GET", "/users/{user_id}"),
+    ("GET", "/users/{user_id}/posts"),
+    ("GET", "/users/{user_id}/overview"),
+    ("GET", "/users/{user_id}/followers"),
+}
+SOCIAL = {
+    ("POST", "/auth/register"),
+    ("POST", "/auth/login"),
+    ("GET", "/users/me"),
+    ("GET", "/feed"),
+    ("GET", "/feed?cursor={cursor}"),
+    ("GET", "/posts/"),
+    ("POST", "/posts/"),
+    ("GET", "/posts/{post_id}"),
+    ("POST", "/posts/{post_id}/like"),
+    ("DELETE", "/posts/{post_id}/like"),
+    ("POST", "/users/{user_id}/follow"),
+    ("DELETE", "/users/{user_id}/follow"),
+    ("GET", "/users/{user_id}/friends"),
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """What `make run` serves: migrated SQLite, the default demo seed, one worker."""
+    tmp_path = tmp_path_factory.mktemp("loadtests")
+    env = environment(tmp_path)
+    assert fastpost("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+    seeded = fastpost("seed", "--if-empty", env=env, cwd=tmp_path)
+    assert seeded.returncode == 0, seeded.stderr
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fastpost.cli", "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(f"{base}/health/ready", process, log_path.read_text)
+        yield base
+    finally:
+        stop_group(process)
+
+
+def locust(
+    locustfile: str, host: str, tmp_path: Path, *, seconds: int = 8, wait_scale: str = WAIT_SCALE
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, object]]]:
+    """Run a scenario headless with 4 users; return the process and Locust's final stats."""
+    stats_base = tmp_path / "stats"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FASTPOST_")},
+        "FASTPOST_LOCUST_WAIT_SCALE": wait_scale,
+    }
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "locust", "-f", str(LOADTESTS / locustfile), "--host", host,
+            "--headless", "-u", "4", "-r", "4", "-t", f"{seconds}s", "--only-summary",
+            "--json-file", str(stats_base),
+        ],
+        env=env,
+        # Away from the repository, so that no locust.conf or pyproject setting is picked up.
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=False,
+    )  # fmt: skip
+    stats_file = stats_base.with_suffix(".json")
+    stats = json.loads(stats_file.read_text()) if stats_file.exists() else []
+    return result, stats
+
+
+@pytest.mark.parametrize(
+    ("locustfile", "requests"),
+    [("locustfile.py", COURSE), ("browsing.py", BROWSING), ("social.py", SOCIAL)],
+    ids=["course", "browsing", "social"],
+)
+def test_scenario_runs_on_the_demo_data_without_failures_and_exercises_every_task(
+    server: str, tmp_path: Path, locustfile: str, requests: set[tuple[str, str]]
+) -> None:
+    result, stats = locust(locustfile, server, tmp_path)
+    # Locust's error report (on stderr) says which request failed and why.
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert stats, result.stderr[-4000:]
+    assert sum(int(str(entry["num_failures"])) for entry in stats) == 0, result.stderr[-4000:]
+    made = {
+        (str(entry["method"]), str(entry["name"]))
+        for entry in stats
+        if int(str(entry["num_requests"])) > 0
+    }
+    assert made == requests
+
+
+def test_a_wait_scale_that_is_not_a_number_stops_locust_with_a_clear_message(
+    tmp_path: Path,
+) -> None:
+    # Locust stops while loading the scenario, before it would connect to anything.
+    unused = f"http://127.0.0.1:{free_port()}"
+    result, stats = locust("browsing.py", unused, tmp_path, seconds=1, wait_scale="fast")
+    assert result.returncode != 0
+    assert "FASTPOST_LOCUST_WAIT_SCALE must be a number, not 'fast'" in result.stderr
+    assert stats == []
