@@ -1,0 +1,68 @@
+"""What an experiment reports: one measurement per variant and size, and a verdict."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Measurement:
+    """One variant of an experiment at one size, as measured."""
+
+    variant: str
+    size: str
+    time_ms: float | None
+    queries: int | None = None
+    memory_bytes: int | None = None
+    # This measurement's key figure divided by the fix's at the same size (see
+    # ExperimentResult.ratio_of); 1.0 for the fix itself.
+    ratio: float | None = None
+    is_fix: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass
+class ExperimentResult:
+    """An experiment's measurements, what its ratio compares, and what it shows."""
+
+    key: str
+    title: str
+    why: str
+    ratio_of: str = "time"
+    measurements: list[Measurement] = field(default_factory=list)
+    verdict: str = ""
+    notes: list[str] = field(default_factory=list)
+    # Anything else worth keeping in the JSON (query plans, say).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, measurement: Measurement) -> Measurement:
+        self.measurements.append(measurement)
+        return measurement
+
+    def variant(self, name: str, size: str | None = None) -> Measurement:
+        """The measurement of a variant (at a size, when there are several)."""
+        for m in self.measurements:
+            if m.variant == name and (size is None or m.size == size):
+                return m
+        raise KeyError((name, size))
+
+    def set_ratios(self, figure: str = "time_ms") -> None:
+        """Divide each measurement's `figure` by the fix's at the same size."""
+        fixes = {m.size: getattr(m, figure) for m in self.measurements if m.is_fix}
+        for m in self.measurements:
+            value, fix = getattr(m, figure), fixes.get(m.size)
+            if value is not None and fix:
+                m.ratio = value / fix
+
+
+@dataclass
+class LabReport:
+    """Everything one `fastpost lab` run measured, with the set-up it ran on."""
+
+    environment: dict[str, Any]
+    experiments: list[ExperimentResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
