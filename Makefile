@@ -12,7 +12,7 @@ PORT ?= 8000
 WORKERS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help run test check lint format typecheck migrate seed clean
+.PHONY: help run test check lint format typecheck migrate seed bench lab clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,11 @@ $(VENV)/.dev-installed: $(VENV)/.installed pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[dev,otel,bench]'
 	@touch $@
 
+# psutil, matplotlib, Locust, httpx, requests: for `fastpost bench`, `fastpost lab`, loadtests/.
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml Makefile
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	@touch $@
+
 run: $(VENV)/.installed ## Set up, migrate, load demo data if empty, serve on http://127.0.0.1:8000
 	$(BIN)/fastpost db upgrade
 	$(BIN)/fastpost seed --if-empty
@@ -36,6 +41,12 @@ run: $(VENV)/.installed ## Set up, migrate, load demo data if empty, serve on ht
 
 test: $(VENV)/.dev-installed ## Install dev dependencies and run the whole test suite
 	$(BIN)/pytest
+
+bench: $(VENV)/.bench-installed ## Load-test a fastpost it starts itself, SLO report (BENCH_ARGS="--scenario read ...")
+	$(BIN)/fastpost bench $(or $(BENCH_ARGS),--scenario mixed)
+
+lab: $(VENV)/.bench-installed ## Each anti-pattern beside its fix, measured (LAB_ARGS="--only 1,4 ...")
+	$(BIN)/fastpost lab $(LAB_ARGS)
 
 check: lint typecheck ## Lint and type-check
 

@@ -26,23 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from rich.console import Console
 from rich.table import Table
 
-from benchmarks.bench_reads import (
-    WRK_CPU_LIMIT,
-    Server,
-    WrkRun,
-    _base_env,
-    _stop_on_signals,
-    console,
-    ensure_wrk,
-    fetch,
-    prepare_database,
-    run_wrk,
-)
+from fastpost.bench.database import prepare_database
+from fastpost.bench.servers import Server, base_env, fetch, stop_on_signals
+from fastpost.bench.wrk import GENERATOR_CPU_LIMIT, WrkRun, ensure_wrk, run_wrk
 
 TARGETS = {"warm": 0.5, "304": 0.6}
 REDIS_URL = "redis://127.0.0.1:6379/14"
+APPS = {"fastpost": "fastpost.app:create_app", "starlette": "fastpost.bench.baseline:constant_app"}
+console = Console()
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,8 +56,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    base = _base_env()
-    db_url = prepare_database(args, base)
+    base = base_env()
+    db_url = prepare_database(args, base, console)
     redis.Redis.from_url(args.redis_url).flushdb()
     fastpost_env = {
         **base,
@@ -85,7 +79,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
 
         def start(name: str, env: dict[str, str], app: str | None = None) -> Server:
-            server = Server(name, env, 0, work, app=app)
+            server = Server(name, env, 0, work, app=app or APPS[name])
             stack.callback(server.stop)
             return server
 
@@ -151,7 +145,7 @@ def _results(path: str, size: int, runs: dict[str, list[WrkRun]]) -> dict[str, A
             "p99_ms": median(name, "p99_ms"),
             "ratio": rps / base_rps if base_rps else None,
             "errors": sum(r.socket_errors for r in runs[name]),
-            "wrk_over_limit": any(r.wrk_cpu > WRK_CPU_LIMIT for r in runs[name]),
+            "wrk_over_limit": any(r.wrk_cpu > GENERATOR_CPU_LIMIT for r in runs[name]),
         }
     return {"path": path, "body_bytes": size, "results": rows, "targets": TARGETS}
 
@@ -179,8 +173,8 @@ def print_results(results: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    ensure_wrk()
-    with _stop_on_signals(), tempfile.TemporaryDirectory(prefix="bench_cache_") as tmp:
+    ensure_wrk(console)
+    with stop_on_signals(), tempfile.TemporaryDirectory(prefix="bench_cache_") as tmp:
         results = benchmark(args, Path(tmp))
     print_results(results)
     if args.json:

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from benchmarks.bench_reads import Server, WrkRun, ensure_wrk, run_wrk
 from fastpost.app import create_app
+from fastpost.bench.servers import Server
+from fastpost.bench.wrk import WrkRun, ensure_wrk, run_wrk
 from fastpost.middleware import Observability
 from fastpost.settings import ObservabilitySettings, Settings
 

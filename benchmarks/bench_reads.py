@@ -26,44 +26,38 @@ on the way out, also on Ctrl-C or an error.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import platform
-import re
-import resource
 import secrets
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.engine import URL, make_url
 
+from fastpost.bench.database import (
+    asyncpg_dsn,
+    drop_postgres,
+    prepare_database,
+)
+from fastpost.bench.machine import cpu_model, git_revision
+from fastpost.bench.servers import Server, base_env, fetch, stop_on_signals
+from fastpost.bench.wrk import GENERATOR_CPU_LIMIT, WrkRun, ensure_wrk, run_wrk
 from fastpost.settings import DatabaseSettings
 
-ROOT = Path(__file__).resolve().parent.parent
 # Rich assumes 80 columns when output goes to a file or a pipe: too narrow for the table.
 console = Console() if sys.stdout.isatty() else Console(width=110)
 
 APPS = {
-    "starlette": "benchmarks.baseline_apps:constant_app",
+    "starlette": "fastpost.bench.baseline:constant_app",
     "asyncpg": "benchmarks.baseline_apps:asyncpg_app",
     "fastpost": "fastpost.app:create_app",
 }
@@ -78,311 +72,10 @@ APP_LABELS = {
 LIST_TARGET_VS_ASYNCPG = 0.6
 DETAIL_TARGET_VS_STARLETTE = 0.5
 # Past this the load generator, not the server, sets the pace (locust docs and our pitfalls).
-WRK_CPU_LIMIT = 0.9
+WRK_CPU_LIMIT = GENERATOR_CPU_LIMIT
 # A single worker under 64 connections should keep its core busy; below this it was most
 # likely sharing the core with something else, and its figure is low by about as much.
 SERVER_CPU_FLOOR = 0.8
-# Importing fastpost takes a few seconds on a busy machine.
-READY_TIMEOUT_SECONDS = 60.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-# --- wrk -------------------------------------------------------------------------------
-
-
-@dataclass
-class WrkRun:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    non_2xx: int
-    socket_errors: int
-    wrk_cpu: float  # share of one core the generator used
-    server_cpu: float  # share of one core the server used
-    # Server CPU time per request: unlike req/s it barely moves when another process takes
-    # part of the server's core, so it still compares the apps on a busy machine.
-    server_cpu_us_per_request: float
-
-
-_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
-
-
-def _duration_ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
-    if match is None:
-        raise ValueError(f"unexpected wrk duration {text!r}")
-    return float(match[1]) * _UNITS_MS[match[2]]
-
-
-def parse_wrk(output: str) -> dict[str, Any]:
-    """Read requests/s, p50, p99, request count and errors from `wrk --latency` output."""
-    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
-    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
-    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
-    total = re.search(r"^\s+(\d+) requests in", output, re.M)
-    if not (rps and p50 and p99 and total):
-        raise ValueError(f"could not read wrk output:\n{output}")
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    sockets = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    )
-    return {
-        "rps": float(rps[1]),
-        "p50_ms": _duration_ms(p50[1]),
-        "p99_ms": _duration_ms(p99[1]),
-        "requests": int(total[1]),
-        "non_2xx": int(non_2xx[1]) if non_2xx else 0,
-        "socket_errors": sum(int(n) for n in sockets.groups()) if sockets else 0,
-    }
-
-
-def ensure_wrk() -> str:
-    """Return wrk's path, installing it with apt-get when we may; exit with advice if not."""
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        console.print("wrk is missing: installing it with apt-get")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-q", "wrk"]
-        if subprocess.run(install, env=env, check=False).returncode != 0:
-            # A fresh machine may have no package lists yet.
-            subprocess.run(["apt-get", "update", "-q"], env=env, check=False)
-            subprocess.run(install, env=env, check=False)
-        found = shutil.which("wrk")
-        if found:
-            return found
-    console.print(
-        "[red]wrk is not installed.[/red] Install it with `sudo apt-get install -y wrk` "
-        "(Debian/Ubuntu), `brew install wrk` (macOS), or build it from "
-        "https://github.com/wg/wrk, then run this again."
-    )
-    raise SystemExit(2)
-
-
-def _pin(cpu: int | None) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if cpu is not None else []
-
-
-def _children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_wrk(
-    url: str,
-    *,
-    seconds: float,
-    connections: int,
-    threads: int,
-    cpu: int | None,
-    server: Server,
-    headers: tuple[str, ...] = (),
-) -> WrkRun:
-    """Load `url` for `seconds` and return what wrk measured, with both sides' CPU use."""
-    command = [
-        *_pin(cpu),
-        "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{seconds:g}s",
-        "--latency",
-        *(arg for header in headers for arg in ("-H", header)),
-        url,
-    ]
-    wrk_before, server_before, started = _children_cpu_seconds(), server.cpu_seconds(), time.time()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    elapsed = time.time() - started
-    wrk_seconds = _children_cpu_seconds() - wrk_before
-    server_seconds = server.cpu_seconds() - server_before
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    figures = parse_wrk(done.stdout)
-    return WrkRun(
-        **figures,
-        wrk_cpu=wrk_seconds / elapsed,
-        server_cpu=server_seconds / elapsed,
-        server_cpu_us_per_request=server_seconds * 1e6 / max(figures["requests"], 1),
-    )
-
-
-# --- servers ---------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    # Linux only: if this script is killed outright (SIGKILL, no finally), the kernel still
-    # stops the servers. PR_SET_PDEATHSIG = 1 survives the exec of taskset and python.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
-    """One uvicorn worker serving an app factory, pinned to a core."""
-
-    def __init__(
-        self,
-        name: str,
-        env: dict[str, str],
-        cpu: int | None,
-        log_dir: Path,
-        app: str | None = None,
-    ) -> None:
-        self.name = name
-        self.port = _free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"{name}.log"
-        command = [
-            *_pin(cpu),
-            sys.executable,
-            "-m",
-            "uvicorn",
-            app or APPS[name],
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
-        with self.log_path.open("wb") as log:
-            # Own session: a Ctrl-C in the terminal reaches only this script, which then
-            # stops the servers itself, in order.
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )
-
-    def wait_ready(self, path: str) -> None:
-        """Wait until `path` answers 200; fail with the server's log if it never does."""
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        last_error = ""
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(self.base_url + path, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-                last_error = str(exc)
-            time.sleep(0.1)
-        log = self.log_path.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{self.name} did not become ready ({last_error}). Its log:\n{log}")
-
-    def cpu_seconds(self) -> float:
-        """CPU time the server process has used so far (Linux /proc; 0 elsewhere)."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        # utime and stime are fields 14 and 15 of stat(5); index 0 here is field 3.
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            # Signal the process we started, by its id (its group is its own session).
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
-def fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body: bytes = response.read()
-        return body
-
-
-# --- database --------------------------------------------------------------------------
-
-
-def _asyncpg_dsn(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _db_counts(dsn: str) -> tuple[int, int] | None:
-    try:
-        conn = await asyncpg.connect(dsn)
-    except asyncpg.InvalidCatalogNameError:
-        return None
-    try:
-        users = await conn.fetchval("SELECT count(*) FROM users")
-        posts = await conn.fetchval("SELECT count(*) FROM posts")
-    except asyncpg.UndefinedTableError:
-        return None
-    finally:
-        await conn.close()
-    return users, posts
-
-
-async def _recreate_db(admin_dsn: str, name: str, *, drop_only: bool = False) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        quoted = '"' + name.replace('"', '""') + '"'
-        await conn.execute(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
-        if not drop_only:
-            await conn.execute(f"CREATE DATABASE {quoted}")
-    finally:
-        await conn.close()
-
-
-def _fastpost(env: dict[str, str], *args: str) -> None:
-    command = [sys.executable, "-m", "fastpost.cli", *args]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"`fastpost {' '.join(args)}` failed:\n{done.stdout}{done.stderr}")
-
-
-def prepare_database(args: argparse.Namespace, env: dict[str, str]) -> URL:
-    """Create, migrate and seed the scratch database (or reuse it); return its URL."""
-    admin = make_url(args.database_url)
-    if not admin.drivername.startswith("postgresql"):
-        raise SystemExit("--database-url must be a PostgreSQL URL")
-    bench = admin.set(drivername="postgresql+asyncpg", database=args.db_name)
-    if args.keep_db:
-        counts = asyncio.run(_db_counts(_asyncpg_dsn(bench)))
-        if counts == (args.users, args.posts):
-            console.print(
-                f"reusing database {args.db_name} ({counts[0]:,} users, {counts[1]:,} posts)"
-            )
-            return bench
-    console.print(f"creating database {args.db_name}")
-    asyncio.run(_recreate_db(_asyncpg_dsn(admin), args.db_name))
-    env = {**env, "FASTPOST_DB__URL": bench.render_as_string(hide_password=False)}
-    _fastpost(env, "db", "upgrade")
-    started = time.monotonic()
-    _fastpost(env, "seed", "--users", str(args.users), "--posts", str(args.posts))
-    console.print(
-        f"seeded {args.users:,} users and {args.posts:,} posts "
-        f"in {time.monotonic() - started:.1f} s"
-    )
-    return bench
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -463,52 +156,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _base_env() -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("FASTPOST_", "BENCH_"))
-    }
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(ROOT), str(ROOT / "src"), os.environ.get("PYTHONPATH")])
-    )
-    return env
-
-
-def _git_revision() -> str | None:
-    done = subprocess.run(
-        ["git", "describe", "--always", "--dirty"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.strip() or None
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    # SIGTERM and SIGHUP unwind like Ctrl-C, so every `finally` (stopping servers,
-    # dropping the database) runs.
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
@@ -518,14 +165,14 @@ def _fmt_ratio(value: float | None) -> str:
 
 
 def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    base_env = _base_env()
+    env = base_env()
     servers: dict[str, Server] = {}
     try:
-        db_url = prepare_database(args, base_env)
+        db_url = prepare_database(args, env, console)
         with contextlib.ExitStack() as stack:
 
-            def start(name: str, env: dict[str, str]) -> Server:
-                server = Server(name, env, args.server_cpu, work)
+            def start(name: str, server_env: dict[str, str]) -> Server:
+                server = Server(name, server_env, args.server_cpu, work, APPS[name])
                 stack.callback(server.stop)
                 servers[name] = server
                 return server
@@ -534,7 +181,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             fastpost = start(
                 "fastpost",
                 {
-                    **base_env,
+                    **env,
                     "FASTPOST_DB__URL": db_url.render_as_string(hide_password=False),
                     "FASTPOST_DB__POOL_SIZE": str(args.pool_size),
                     # Uncached reads, no access log: the cache and the logging have their own
@@ -561,7 +208,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             start(
                 "starlette",
                 {
-                    **base_env,
+                    **env,
                     "BENCH_LIST_BODY": str(work / "list.json"),
                     "BENCH_DETAIL_BODY": str(work / "detail.json"),
                 },
@@ -569,8 +216,8 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             start(
                 "asyncpg",
                 {
-                    **base_env,
-                    "BENCH_PG_DSN": _asyncpg_dsn(db_url),
+                    **env,
+                    "BENCH_PG_DSN": asyncpg_dsn(db_url),
                     "BENCH_PG_POOL_MIN": "1",
                     "BENCH_PG_POOL_MAX": str(args.pool_size),
                 },
@@ -625,11 +272,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     )
     finally:
         if not args.keep_db:
-            admin_dsn = _asyncpg_dsn(make_url(args.database_url))
-            try:
-                asyncio.run(_recreate_db(admin_dsn, args.db_name, drop_only=True))
-            except (OSError, asyncpg.PostgresError) as exc:
-                console.print(f"[yellow]could not drop database {args.db_name}: {exc}[/yellow]")
+            drop_postgres(args.database_url, args.db_name, console)
     return _results(args, measures, paths, bodies, same_bytes)
 
 
@@ -672,9 +315,9 @@ def _results(
     return {
         "benchmark": "bench_reads",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "revision": _git_revision(),
+        "revision": git_revision(),
         "machine": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "load_average": os.getloadavg(),
@@ -772,9 +415,9 @@ def print_results(results: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    ensure_wrk()
+    ensure_wrk(console)
     try:
-        with _stop_on_signals(), tempfile.TemporaryDirectory(prefix="bench_reads_") as tmp:
+        with stop_on_signals(), tempfile.TemporaryDirectory(prefix="bench_reads_") as tmp:
             results = benchmark(args, Path(tmp))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: servers stopped[/yellow]")

@@ -277,6 +277,15 @@ def profile(
         print(report)
 
 
+from fastpost.lab.command import lab  # noqa: E402
+
+app.command()(lab)
+
+from fastpost.bench.command import bench  # noqa: E402
+
+app.command()(bench)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,207 @@
+"""wrk: install it, run it pinned, read its output, and measure both sides' CPU."""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+from rich.console import Console
+
+from fastpost.bench.servers import pin
+
+# Past this the load generator, not the server, sets the pace (locust docs, our pitfalls).
+GENERATOR_CPU_LIMIT = 0.9
+LUA_DIR = Path(__file__).parent / "lua"
+# Reads the request list written by scenarios.write_requests_file (tokens included).
+REQUESTS_SCRIPT = LUA_DIR / "requests.lua"
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+class CpuMeasured(Protocol):
+    def cpu_seconds(self) -> float: ...
+
+
+@dataclass
+class WrkRun:
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float | None  # printed by requests.lua only; wrk itself stops at 50/75/90/99
+    p99_ms: float
+    max_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+    wrk_cpu: float  # share of one core the generator used
+    server_cpu: float  # share of one core the server used (all workers together)
+    # Server CPU time per request: unlike req/s it barely moves when another process takes
+    # part of the server's core, so it still compares the apps on a busy machine.
+    server_cpu_us_per_request: float
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx + self.socket_errors
+
+
+def duration_ms(text: str) -> float:
+    """Convert a wrk duration such as `1.86ms` or `2.01s` to milliseconds."""
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk duration {text!r}")
+    return float(match[1]) * _UNITS_MS[match[2]]
+
+
+@dataclass
+class WrkOutput:
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float | None
+    p99_ms: float
+    max_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+
+
+def parse_wrk(output: str) -> WrkOutput:
+    """Read requests/s, latency percentiles, request count and errors from `wrk --latency`."""
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
+    percentiles = {
+        int(p): duration_ms(value)
+        for p, value in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", output, re.M)
+    }
+    latency = re.search(r"^\s+Latency\s+(\S+)\s+(\S+)\s+(\S+)", output, re.M)
+    total = re.search(r"^\s+(\d+) requests in", output, re.M)
+    if not (rps and latency and total and {50, 90, 99} <= percentiles.keys()):
+        raise ValueError(f"could not read wrk output:\n{output}")
+    # requests.lua's done() prints "percentile 95: <microseconds>".
+    extra = {
+        float(p): float(us) / 1000
+        for p, us in re.findall(r"^percentile ([\d.]+): (\d+)", output, re.M)
+    }
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    return WrkOutput(
+        rps=float(rps[1]),
+        p50_ms=percentiles[50],
+        p90_ms=percentiles[90],
+        p95_ms=extra.get(95.0),
+        p99_ms=percentiles[99],
+        max_ms=duration_ms(latency[3]),
+        requests=int(total[1]),
+        non_2xx=int(non_2xx[1]) if non_2xx else 0,
+        socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
+    )
+
+
+def ensure_wrk(console: Console | None = None) -> str:
+    """Return wrk's path, installing it with apt-get when we may; exit with advice if not."""
+    console = console or Console()
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        console.print("wrk is missing: installing it with apt-get")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "wrk"]
+        if subprocess.run(install, env=env, check=False).returncode != 0:
+            # A fresh machine may have no package lists yet.
+            subprocess.run(["apt-get", "update", "-q"], env=env, check=False)
+            subprocess.run(install, env=env, check=False)
+        found = shutil.which("wrk")
+        if found:
+            return found
+    console.print(
+        "[red]wrk is not installed.[/red] Install it with `sudo apt-get install -y wrk` "
+        "(Debian/Ubuntu), `brew install wrk` (macOS), or build it from "
+        "https://github.com/wg/wrk, then run this again."
+    )
+    raise SystemExit(2)
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wrk_command(
+    url: str,
+    *,
+    seconds: float,
+    connections: int,
+    threads: int,
+    cpu: Sequence[int] | int | None = None,
+    headers: Sequence[str] = (),
+    script: Path | None = None,
+    script_args: Sequence[str] = (),
+    timeout_s: float | None = None,
+) -> list[str]:
+    """Return the wrk command line (pinned when `cpu` is given)."""
+    cpus = [cpu] if isinstance(cpu, int) else cpu
+    return [
+        *pin(cpus),
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        # wrk reads whole seconds only ("0.5s" is a usage error).
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        *([f"--timeout={timeout_s:g}s"] if timeout_s else []),
+        *(arg for header in headers for arg in ("-H", header)),
+        *(["-s", str(script)] if script else []),
+        url,
+        *(["--", *script_args] if script_args else []),
+    ]
+
+
+def run_wrk(
+    url: str,
+    *,
+    seconds: float,
+    connections: int,
+    threads: int,
+    cpu: Sequence[int] | int | None,
+    server: CpuMeasured,
+    headers: Sequence[str] = (),
+    script: Path | None = None,
+    script_args: Sequence[str] = (),
+    timeout_s: float | None = None,
+) -> WrkRun:
+    """Load `url` for `seconds` and return what wrk measured, with both sides' CPU use."""
+    command = wrk_command(
+        url,
+        seconds=seconds,
+        connections=connections,
+        threads=threads,
+        cpu=cpu,
+        headers=headers,
+        script=script,
+        script_args=script_args,
+        timeout_s=timeout_s,
+    )
+    wrk_before, server_before, started = _children_cpu_seconds(), server.cpu_seconds(), time.time()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    elapsed = time.time() - started
+    wrk_seconds = _children_cpu_seconds() - wrk_before
+    server_seconds = server.cpu_seconds() - server_before
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    figures = parse_wrk(done.stdout)
+    return WrkRun(
+        **asdict(figures),
+        wrk_cpu=wrk_seconds / elapsed,
+        server_cpu=server_seconds / elapsed,
+        server_cpu_us_per_request=server_seconds * 1e6 / max(figures.requests, 1),
+    )

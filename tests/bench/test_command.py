@@ -1,0 +1,62 @@
+"""`fastpost bench` end to end: a short real run on SQLite, and the report it writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from fastpost.bench.servers import base_env
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_health_on_sqlite_writes_report_verdicts_and_plots(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    command = [
+        sys.executable, "-m", "fastpost.cli", "bench", "--scenario", "health",
+        "--database", "sqlite", "--users", "5", "--posts", "10", "--follows", "0",
+        "--likes", "0", "--duration", "1", "--warmup", "0", "--fixed-duration", "1",
+        "--rate", "20", "--target", "p99_ms=1000", "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, env=base_env(), capture_output=True, text=True, timeout=240, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["scenario"] == "health"
+    fastpost, baseline = report["throughput"]["fastpost"], report["throughput"]["baseline"]
+    for run in (fastpost, baseline):
+        assert run["requests"] > 0
+        assert run["rps"] > 0
+        assert run["p50_ms"] <= run["p95_ms"] <= run["p99_ms"] <= run["max_ms"]
+        assert run["wrk_cpu"] >= 0
+    assert fastpost["errors"] == 0
+    assert fastpost["vs_baseline"] == fastpost["rps"] / baseline["rps"]
+    fixed = report["fixed_rate"]
+    assert fixed["latency"]["count"] == 20
+    assert fixed["latency"]["errors"] == 0
+    assert fixed["generator_cpu"] >= 0
+    assert fixed["server_cpu"] >= 0
+    assert report["server"]["workers"]
+    assert all(w["rss_mb"] > 0 for w in report["server"]["workers"])
+    assert report["metrics"]["http_requests"] >= fastpost["requests"]
+    assert report["scenario"]["median_body_bytes"] > 0
+
+    verdict = report["verdict"]
+    assert [v["name"] for v in verdict["course"]] == ["p95_ms", "rps", "server_cpu", "error_rate"]
+    assert {"p99_ms": 1000.0}.items() <= {v["name"]: v["limit"] for v in verdict["ours"]}.items()
+    for item in verdict["course"] + verdict["ours"]:
+        assert set(item) == {"name", "what", "limit", "comparison", "measured", "passed"}
+        assert isinstance(item["passed"], bool)
+    assert verdict["course_passed"] == all(v["passed"] for v in verdict["course"])
+    assert isinstance(report["valid"], bool)
+
+    assert set(report["plots"]) == {"latency_over_time", "latency_histogram"}
+    for name in report["plots"].values():
+        assert (out / name).read_bytes().startswith(PNG_SIGNATURE)
+    markdown = (out / "report.md").read_text()
+    assert "![latency over time](latency_over_time.png)" in markdown
+    assert "Course targets" in markdown
