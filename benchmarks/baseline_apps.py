@@ -1,8 +1,9 @@
 """The baselines fastpost's read path is measured against, as uvicorn factories.
 
-- `constant_app`: bare Starlette answering `/posts/` and `/posts/{id}` with fixed bytes (the
-  exact bodies fastpost returned, fetched once by the benchmark): the ceiling of the server
-  and framework, with no database and no serialisation.
+- `constant_app` (re-exported from fastpost.bench.baseline, where `fastpost bench` finds it):
+  bare Starlette answering `/posts/` and `/posts/{id}` with fixed bytes (the exact bodies
+  fastpost returned, fetched once by the benchmark): the ceiling of the server and
+  framework, with no database and no serialisation.
 - `asyncpg_app`: Starlette + an asyncpg pool, no SQLAlchemy and no FastAPI, running by hand
   the statements fastpost runs and serialising the same JSON shape with orjson:
   what the read path could cost if every layer between HTTP and the driver were free.
@@ -23,7 +24,6 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -33,6 +33,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fastpost.bench.baseline import constant_app
+
+__all__ = ["asyncpg_app", "constant_app"]
+
 JSON = "application/json"
 
 # fastpost's posts.service.select_posts for an anonymous caller, with the page applied by
@@ -41,7 +45,9 @@ LIST_SQL = """
 SELECT posts.id, posts.slug, posts.title, posts.description, posts.content, posts.status,
        posts.likes_count,
        posts.created_at, posts.updated_at, posts.author_id,
-       users.username AS author_username, users.image AS author_image
+       users.username AS author_username, users.image AS author_image,
+       (SELECT array_agg(tags.name) FROM post_tags JOIN tags ON tags.id = post_tags.tag_id
+        WHERE post_tags.post_id = posts.id) AS tag_names
 FROM posts JOIN users ON users.id = posts.author_id
 WHERE posts.status = $1
 ORDER BY posts.created_at DESC, posts.id DESC
@@ -53,7 +59,9 @@ DETAIL_SQL = """
 SELECT posts.id, posts.slug, posts.title, posts.description, posts.content, posts.status,
        posts.likes_count,
        posts.created_at, posts.updated_at, posts.author_id,
-       users.username AS author_username, users.image AS author_image
+       users.username AS author_username, users.image AS author_image,
+       (SELECT array_agg(tags.name) FROM post_tags JOIN tags ON tags.id = post_tags.tag_id
+        WHERE post_tags.post_id = posts.id) AS tag_names
 FROM posts JOIN users ON users.id = posts.author_id
 WHERE posts.id = $1 AND posts.status = $2
 """
@@ -62,25 +70,6 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-
-
-def constant_app() -> Starlette:
-    """Serve the bodies in BENCH_LIST_BODY and BENCH_DETAIL_BODY, whatever the query."""
-    list_body = Path(os.environ["BENCH_LIST_BODY"]).read_bytes()
-    detail_body = Path(os.environ["BENCH_DETAIL_BODY"]).read_bytes()
-
-    async def list_posts(request: Request) -> Response:
-        return Response(list_body, media_type=JSON)
-
-    async def read_post(request: Request) -> Response:
-        return Response(detail_body, media_type=JSON)
-
-    return Starlette(
-        routes=[
-            Route("/posts/", list_posts),
-            Route("/posts/{post_id:int}", read_post),
-        ]
-    )
 
 
 def _cursor(created_at: datetime, post_id: int) -> str:
@@ -98,6 +87,8 @@ def _post(row: asyncpg.Record) -> dict[str, Any]:
         "content": row["content"],
         "status": row["status"],
         "likes_count": row["likes_count"],
+        # Sorted by code point, as fastpost does (a collation would order mixed case otherwise).
+        "tags": sorted(name for name in row["tag_names"] or () if name is not None),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
         "author": {

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from starlette.middleware.cors import CORSMiddleware
 
 from fastpost import health, querylog
 from fastpost.cache import build_cache
+from fastpost.comments.router import router as comments_router
 from fastpost.db import Database
 from fastpost.errors import install_error_handlers
 from fastpost.http_caching import CachedPostReads
@@ -19,7 +21,7 @@ from fastpost.logging import configure_logging
 from fastpost.metrics import cache_event, flush_and_sample_forever, metrics_endpoint
 from fastpost.middleware import BodySizeLimit, Observability
 from fastpost.posts.router import router as posts_router
-from fastpost.posts.router import user_posts_router
+from fastpost.posts.router import tags_router, user_posts_router
 from fastpost.realworld.errors import install_realworld_errors
 from fastpost.realworld.router import PREFIX as REALWORLD_PREFIX
 from fastpost.realworld.router import router as realworld_router
@@ -30,6 +32,14 @@ from fastpost.social.router import router as social_router
 from fastpost.users.router import auth_router, users_router
 
 __version__ = "0.1.0"
+
+
+_NO_NATIVE_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -78,6 +88,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="A blog and social REST API built for speed, with the tools that prove it.",
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry (0.165+) asks the global providers whether tracing
+        # is configured on every request, reading environment variables each time: 15% of a
+        # `GET /health` (cProfile, this machine). Tracing is fastpost.tracing's job, opt-in.
+        telemetry=_NO_NATIVE_TELEMETRY,
     )
     app.state.settings = settings
     # Built here, not per request: the hasher's parameters and the signing key are fixed.
@@ -115,6 +129,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Routes are matched in order, one regular expression each: the hottest reads first.
     app.include_router(posts_router)
+    app.include_router(comments_router)
+    app.include_router(tags_router)
     app.include_router(feed_router)
     app.include_router(users_router)
     app.include_router(user_posts_router)

@@ -47,7 +47,7 @@ from fastpost.settings import Settings
 log = logging.getLogger("fastpost.cache")
 
 # Bump when the shape of any cached body changes: old entries then simply stop matching.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: posts carry their tags
 PREFIX = "fastpost"
 INVALIDATION_CHANNEL = f"{PREFIX}:invalidate"
 # However slow the lease holder, a waiting process loads by itself after this long.

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
 
 from fastpost.db import Database
+from fastpost.routing import PrefixRouter
 
-router = APIRouter(prefix="/health", tags=["health"])
+router = PrefixRouter(prefix="/health", tags=["health"])
 
 # A readiness probe that hangs is worse than one that fails: a load balancer waits on it.
 READY_TIMEOUT_SECONDS = 2.0

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fastpost.cache import Cache, Entry, cache_key
+from fastpost.cache import SCHEMA_VERSION, Cache, Entry, cache_key
 from tests.cache.conftest import PrivateRedis
 
 
@@ -34,7 +34,7 @@ def test_keys_are_the_same_in_every_process() -> None:
         for _ in range(2)
     }
     assert outputs == {cache_key("post", 42, "x")}
-    assert cache_key("post", 42, "x") == "fastpost:v1:post:42:x"
+    assert cache_key("post", 42, "x") == f"fastpost:v{SCHEMA_VERSION}:post:42:x"
 
 
 def test_an_entry_round_trips_through_its_redis_form() -> None:

@@ -33,6 +33,18 @@ async def test_each_request_logs_one_access_line_with_route_status_timing_and_qu
     assert "timestamp" in line
 
 
+async def test_a_realworld_caller_is_named_in_the_access_line(
+    client: httpx.AsyncClient, factory: Factory, logs: LogLines
+) -> None:
+    user = await factory.user()
+    token = user.headers["Authorization"].split(" ", 1)[1]
+    response = await client.get("/api/user", headers={"Authorization": f"Token {token}"})
+    assert response.status_code == 200
+    [line] = logs.access()
+    assert line["route"] == "/api/user"
+    assert line["user_id"] == user.id
+
+
 async def test_a_sane_incoming_request_id_is_kept_and_returned(
     client: httpx.AsyncClient, logs: LogLines
 ) -> None:

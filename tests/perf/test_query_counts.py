@@ -14,8 +14,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from fastpost.comments.models import Comment
 from fastpost.db import Database
-from fastpost.posts.models import Like, Post
+from fastpost.posts.models import Like, Post, PostTag, Tag
 from fastpost.social.models import Follow
 from fastpost.users.models import User
 from tests.conftest import PASSWORD_HASH, Factory, TestUser, select_count
@@ -43,7 +44,7 @@ async def test_the_statement_log_records_each_statement_once(
 class World:
     hub: TestUser  # follows and is followed by ROWS users, and wrote ROWS posts
     others: list[int]  # their ids
-    post_id: int  # one of hub's posts, liked by hub itself
+    post_id: int  # one of hub's posts, liked by hub itself, with ROWS comments
 
 
 @pytest.fixture
@@ -87,7 +88,19 @@ async def world(factory: Factory, db: Database) -> World:
         # Some likes by the viewer, so that "liked_by_me" has both answers on every page.
         for post in posts[::3]:
             session.add(Like(user_id=hub.id, post_id=post.id, created_at=T0))
+        # Every post is tagged "bench", and one of "even" and "odd": two tags per post.
+        tags = {name: Tag(name=name) for name in ("bench", "even", "odd")}
+        session.add_all(tags.values())
+        await session.flush()
+        for i, post in enumerate(posts):
+            session.add(PostTag(post_id=post.id, tag_id=tags["bench"].id))
+            session.add(PostTag(post_id=post.id, tag_id=tags["odd" if i % 2 else "even"].id))
         liked = posts[0].id
+        for i, other in enumerate(others):
+            stamp = T0 + timedelta(seconds=i)
+            session.add(
+                Comment(post_id=liked, author_id=other, body=f"Comment {i}", created_at=stamp)
+            )
     return World(hub=hub, others=others, post_id=liked)
 
 
@@ -117,6 +130,7 @@ def _with(url: str, **params: object) -> str:
 # is a single top-N list).
 POST_LISTS = {
     "posts": ("/posts/", "cursor"),
+    "tagged": ("/posts/?tag=bench", "cursor"),
     "user_posts": ("/users/{hub}/posts", "cursor"),
     "feed": ("/feed", "cursor"),
     "popular": ("/posts/popular", None),
@@ -156,6 +170,8 @@ async def test_post_lists_run_one_select_for_any_page_size(
             assert flags <= {True, False}
             if size > 1:
                 assert flags == {True, False}
+        # Each post's tags come in the same statement.
+        assert {tuple(item["tags"]) for item in items} <= {("bench", "even"), ("bench", "odd")}
         counts[f"limit={size}"] = len(sent)
         assert select_count(sent) == 1, sent
         if next_page is not None:
@@ -204,8 +220,44 @@ async def test_read_post_is_exactly_one_statement(
     for headers, liked in (({}, None), (world.hub.headers, True)):
         sent, response = await measure(client, statements, url, headers)
         assert response.json()["liked_by_me"] is liked
+        assert response.json()["tags"] == ["bench", "even"]
         assert len(sent) == 1, sent
         assert select_count(sent) == 1
+
+
+@pytest.mark.parametrize("viewer", ["anonymous", "logged_in"])
+async def test_comment_pages_run_one_select_for_any_page_size(
+    client: httpx.AsyncClient, world: World, statements: list[str], viewer: str
+) -> None:
+    url = f"/posts/{world.post_id}/comments"
+    headers = world.hub.headers if viewer == "logged_in" else {}
+    counts: dict[str, int] = {}
+    for size in PAGE_SIZES:
+        sent, response = await measure(client, statements, _with(url, limit=size), headers)
+        first = items_of(response)
+        assert len(first) == size
+        counts[f"limit={size}"] = len(sent)
+        cursor = response.json()["next_cursor"]
+        sent, response = await measure(
+            client, statements, _with(url, limit=size, cursor=cursor), headers
+        )
+        second = items_of(response)
+        assert len(second) == size
+        assert not {item["id"] for item in second} & {item["id"] for item in first}
+        counts[f"limit={size}&cursor"] = len(sent)
+        assert select_count(sent) == len(sent)
+    assert set(counts.values()) == {1}, counts
+
+
+async def test_tags_are_one_statement_then_none_from_the_cache(
+    client: httpx.AsyncClient, world: World, statements: list[str]
+) -> None:
+    sent, response = await measure(client, statements, "/tags/", {})
+    assert response.json() == ["bench", "even", "odd"]
+    assert select_count(sent) == len(sent) == 1, sent
+    sent, response = await measure(client, statements, "/tags/", {})
+    assert response.json() == ["bench", "even", "odd"]
+    assert sent == []
 
 
 async def test_user_overview_is_exactly_three_statements(

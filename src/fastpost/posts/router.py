@@ -1,10 +1,10 @@
-"""HTTP routes: /posts and /users/{id}/posts."""
+"""HTTP routes: /posts, /users/{id}/posts and /tags."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import Header, Path, Query, Request, Response, status
 
 from fastpost.cache import CacheDep
 from fastpost.db import DatabaseDep, WriteSession
@@ -12,6 +12,7 @@ from fastpost.errors import Forbidden, Unauthorized, error_responses
 from fastpost.http_caching import cached_response, private_response
 from fastpost.pagination import MAX_LIMIT, MAX_OFFSET, PageQuery
 from fastpost.posts import service
+from fastpost.posts import tags as tags_service
 from fastpost.posts.models import PostStatus
 from fastpost.posts.schemas import (
     LikeOut,
@@ -22,11 +23,13 @@ from fastpost.posts.schemas import (
     PostUpdate,
 )
 from fastpost.responses import dump_json, json_response
+from fastpost.routing import PrefixRouter
 from fastpost.schemas import SafeText
 from fastpost.security import CurrentUserId, OptionalUserId
 
-router = APIRouter(prefix="/posts", tags=["posts"])
-user_posts_router = APIRouter(prefix="/users", tags=["posts"])
+router = PrefixRouter(prefix="/posts", tags=["posts"])
+user_posts_router = PrefixRouter(prefix="/users", tags=["posts"])
+tags_router = PrefixRouter(prefix="/tags", tags=["posts"])
 
 PostIdPath = Annotated[int, Path(ge=1, le=2**53 - 1, description="Post id")]
 UserIdPath = Annotated[int, Path(ge=1, le=2**53 - 1, description="User id")]
@@ -56,18 +59,24 @@ async def list_posts(
     viewer_id: OptionalUserId,
     params: Annotated[PostListParams, Query()],
 ) -> Response:
-    """Posts, newest first, with their authors; keyset-paginated by `next_cursor`."""
+    """Posts, newest first, with their authors and tags; keyset-paginated by `next_cursor`;
+    filtered by author, by tag, or both."""
     author_id = _check_drafts_access(params.status, params.author_id, viewer_id)
     page = params.to_page()
     if viewer_id is None and page.cursor is None and not page.offset:
         # The first page is what most anonymous visitors load: served from the cache.
         entry = await service.cached_first_page(
-            db=db, cache=cache, limit=page.limit, author_id=author_id
+            db=db, cache=cache, limit=page.limit, author_id=author_id, tag=params.tag
         )
         return cached_response(request.headers, entry)
     return json_response(
         await service.list_posts(
-            db=db, viewer_id=viewer_id, page=page, author_id=author_id, status=params.status
+            db=db,
+            viewer_id=viewer_id,
+            page=page,
+            author_id=author_id,
+            tag=params.tag,
+            status=params.status,
         )
     )
 
@@ -87,7 +96,7 @@ async def list_posts(
 async def create_post(
     body: PostCreate, user_id: CurrentUserId, session: WriteSession, cache: CacheDep
 ) -> Any:
-    """Publish a post (or save a draft) as the caller."""
+    """Publish a post (or save a draft) as the caller, with its tags."""
     return await service.create_post(
         session=session,
         cache=cache,
@@ -96,6 +105,7 @@ async def create_post(
         content=body.content,
         status=body.status,
         description=body.description,
+        tags=body.tags,
     )
 
 
@@ -163,13 +173,16 @@ async def update_post(
         Header(description="The post's ETag as last read: 412 if it changed since"),
     ] = None,
 ) -> Any:
-    """Change a post's title, content or status (its author only)."""
+    """Change a post's title, content, description, status or tags (its author only)."""
+    changes = body.model_dump(exclude_unset=True)
+    tags = changes.pop("tags", None)
     post = await service.update_post(
         session=session,
         cache=cache,
         user_id=user_id,
         post_id=post_id,
-        changes=body.model_dump(exclude_unset=True),
+        changes=changes,
+        tags=tags,
         if_match=if_match,
     )
     response.headers["etag"] = service.post_etag(
@@ -232,3 +245,11 @@ async def list_user_posts(
     return json_response(
         await service.list_posts(db=db, viewer_id=viewer_id, page=page, author_id=user_id)
     )
+
+
+@tags_router.get("", include_in_schema=False, response_model=list[str])
+@tags_router.get("/", response_model=list[str])
+async def list_tags(request: Request, db: DatabaseDep, cache: CacheDep) -> Response:
+    """Tags on published posts, the most used first (ties by name)."""
+    # The list is the same for every caller, so every caller is served from the cache.
+    return cached_response(request.headers, await tags_service.cached_tags(db=db, cache=cache))

@@ -9,12 +9,15 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 from fastpost.ids import MAX_ID
 from fastpost.pagination import PageParams
 from fastpost.posts.models import PostStatus
-from fastpost.schemas import RequestModel, UTCDateTime
+from fastpost.posts.tags import MAX_TAG_LENGTH, MAX_TAGS, TagName
+from fastpost.schemas import RequestModel, SafeText, UTCDateTime
 from fastpost.users.schemas import UserSummary
 
 Title = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Content = Annotated[str, StringConstraints(min_length=1, max_length=50_000)]
 Description = Annotated[str, StringConstraints(max_length=500)]
+# Duplicates and surrounding spaces are dropped, and the names sorted (posts.tags).
+Tags = Annotated[list[TagName], Field(max_length=MAX_TAGS, description="Tag names")]
 
 
 class PostCreate(RequestModel):
@@ -22,6 +25,7 @@ class PostCreate(RequestModel):
     content: Content
     description: Description = ""
     status: PostStatus = PostStatus.published
+    tags: Tags = Field(default_factory=list)
 
 
 class PostUpdate(RequestModel):
@@ -29,6 +33,8 @@ class PostUpdate(RequestModel):
     content: Content | None = None
     description: Description | None = None
     status: PostStatus | None = None
+    # Omitted: the tags stay as they are; []: the post loses them all.
+    tags: Tags | None = None
 
     @model_validator(mode="after")
     def _not_empty(self) -> PostUpdate:
@@ -49,6 +55,8 @@ class PostOut(BaseModel):
     content: str
     status: PostStatus
     likes_count: int
+    # Sorted by code point, the same on every backend.
+    tags: list[str]
     created_at: UTCDateTime
     updated_at: UTCDateTime
     author: UserSummary
@@ -73,4 +81,7 @@ class PostListParams(PageParams):
     author_id: int | None = Field(None, ge=1, le=MAX_ID, description="Only this author's posts")
     status: PostStatus = Field(
         PostStatus.published, description="`draft` lists the caller's own drafts"
+    )
+    tag: SafeText | None = Field(
+        None, min_length=1, max_length=MAX_TAG_LENGTH, description="Only posts with this tag"
     )

@@ -1,7 +1,8 @@
-"""What the posts domain does: list, read, search, write and like posts.
+"""What the posts domain does: list, read, search, write, tag and like posts.
 
-Reads are one statement per request: the page, each post's author and, for a logged-in
-caller, whether they liked it come back in one round trip whatever the page size (no N+1).
+Reads are one statement per request: the page, each post's author, its tags and, for a
+logged-in caller, whether they liked it come back in one round trip whatever the page size
+(no N+1).
 Each read statement is built once per shape (anonymous or not, filtered by author or not,
 after a cursor or not) and cached; values travel as bound parameters, so the database layer
 compiles it once too (see fastpost.db). Writes run in the caller's transaction.
@@ -37,6 +38,7 @@ from fastpost.db import Database, Row, after_commit, insert_ignoring_conflicts, 
 from fastpost.errors import Forbidden, NotFound, PreconditionFailed, Unauthorized
 from fastpost.http_caching import etag_matches, http_date
 from fastpost.pagination import Cursor, Page, cut_page, keyset_page
+from fastpost.posts import tags as post_tags
 from fastpost.posts.models import Like, Post, PostStatus
 from fastpost.responses import dump_json
 from fastpost.timeutil import as_utc, unix_micros, utcnow
@@ -61,6 +63,7 @@ _POST_COLUMNS = (
     posts.c.author_id,
     users.c.username.label("author_username"),
     users.c.image.label("author_image"),
+    post_tags.tag_names_of_post().label("tag_names"),
 )
 _PUBLISHED: ColumnElement[str] = literal_column(f"'{PostStatus.published.value}'")
 
@@ -68,7 +71,8 @@ PostDict = dict[str, Any]
 
 
 def select_posts(*, with_viewer: bool) -> Select[Any]:
-    """SELECT posts with their author and, given a :viewer_id, whether they liked each."""
+    """SELECT posts with their author, their tags and, given a :viewer_id, whether they
+    liked each."""
     stmt = select(*_POST_COLUMNS).select_from(posts.join(users, users.c.id == posts.c.author_id))
     if with_viewer:
         # A correlated EXISTS probes the likes primary key once per row of the page: the
@@ -81,7 +85,7 @@ def select_posts(*, with_viewer: bool) -> Select[Any]:
     return stmt
 
 
-def _visible(*, with_viewer: bool) -> ColumnElement[bool]:
+def visible_posts(*, with_viewer: bool) -> ColumnElement[bool]:
     """Published posts, plus the :viewer_id's own drafts."""
     published = posts.c.status == _PUBLISHED
     if not with_viewer:
@@ -107,6 +111,7 @@ def post_dict(row: Row, viewer_id: int | None) -> PostDict:
         "content": row["content"],
         "status": row["status"],
         "likes_count": row["likes_count"],
+        "tags": post_tags.tag_list(row["tag_names"]),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
         "author": {
@@ -124,10 +129,14 @@ def post_page(rows: Sequence[Row], page: Page, viewer_id: int | None) -> PostDic
 
 
 @cache
-def _list_statement(with_viewer: bool, by_author: bool, shape: tuple[bool, bool]) -> Select[Any]:
+def _list_statement(
+    with_viewer: bool, by_author: bool, by_tag: bool, shape: tuple[bool, bool]
+) -> Select[Any]:
     stmt = select_posts(with_viewer=with_viewer).where(posts.c.status == bindparam("status"))
     if by_author:
         stmt = stmt.where(posts.c.author_id == bindparam("author_id", type_=BigInteger))
+    if by_tag:
+        stmt = stmt.where(post_tags.has_tag())
     return newest_first(stmt, shape)
 
 
@@ -137,18 +146,27 @@ async def list_posts(
     viewer_id: int | None,
     page: Page,
     author_id: int | None = None,
+    tag: str | None = None,
     status: PostStatus = PostStatus.published,
 ) -> PostDict:
-    """Return a page of posts, newest first."""
-    stmt = _list_statement(viewer_id is not None, author_id is not None, page.shape)
-    params = {**page.params, "viewer_id": viewer_id, "author_id": author_id, "status": status.value}
+    """Return a page of posts, newest first, optionally of one author or with one tag."""
+    stmt = _list_statement(
+        viewer_id is not None, author_id is not None, tag is not None, page.shape
+    )
+    params = {
+        **page.params,
+        "viewer_id": viewer_id,
+        "author_id": author_id,
+        "tag": tag,
+        "status": status.value,
+    }
     return post_page(await db.fetch_all(stmt, params), page, viewer_id)
 
 
 @cache
 def _detail_statement(with_viewer: bool) -> Select[Any]:
     return select_posts(with_viewer=with_viewer).where(
-        posts.c.id == bindparam("post_id", type_=BigInteger), _visible(with_viewer=with_viewer)
+        posts.c.id == bindparam("post_id", type_=BigInteger), visible_posts(with_viewer=with_viewer)
     )
 
 
@@ -216,6 +234,20 @@ async def search_posts(
     return [post_dict(r, viewer_id) for r in await db.fetch_all(stmt, params)]
 
 
+@cache
+def _exists_statement(with_viewer: bool) -> Select[Any]:
+    return select(posts.c.id).where(
+        posts.c.id == bindparam("post_id", type_=BigInteger), visible_posts(with_viewer=with_viewer)
+    )
+
+
+async def ensure_post_visible(*, db: Database, viewer_id: int | None, post_id: int) -> None:
+    """Raise 404 unless the post exists and the viewer may see it."""
+    stmt = _exists_statement(viewer_id is not None)
+    if await db.fetch_one(stmt, {"post_id": post_id, "viewer_id": viewer_id}) is None:
+        raise NotFound("Post not found", code="post_not_found")
+
+
 # Cached representations, for anonymous callers (what a logged-in caller sees depends on
 # them, liked_by_me, and is read from the database). Tags name what an entry shows, so that
 # a write drops every entry it makes stale: see invalidate_post and users.service.
@@ -259,19 +291,36 @@ async def cached_post(*, db: Database, cache: Cache, post_id: int) -> Entry:
 
 
 async def cached_first_page(
-    *, db: Database, cache: Cache, limit: int, author_id: int | None = None
+    *,
+    db: Database,
+    cache: Cache,
+    limit: int,
+    author_id: int | None = None,
+    tag: str | None = None,
 ) -> Entry:
-    """The first page of the newest published posts (of one author, or of everyone)."""
+    """The first page of the newest published posts (of one author, or of everyone; with a
+    tag, or not)."""
 
     async def load() -> Entry:
         page = await list_posts(
-            db=db, viewer_id=None, page=Page(limit, None, 0), author_id=author_id
+            db=db, viewer_id=None, page=Page(limit, None, 0), author_id=author_id, tag=tag
         )
         return Entry.of(dump_json(page), tags=_authors_of(page["items"]))
 
-    tag = "posts:first" if author_id is None else f"author:{author_id}:posts"
-    key = cache_key("posts", "first", "all" if author_id is None else author_id, limit)
-    return await cache.get_or_load(key, load, ttl=LIST_TTL, tags=[tag])
+    # Every post write drops "posts:first" and its author's tag (see invalidate_post), so
+    # the pages filtered by a tag need no tag of their own: a write that adds or removes a
+    # tag, or changes a post that carries one, is such a write.
+    name = "posts:first" if author_id is None else f"author:{author_id}:posts"
+    key = cache_key(
+        "posts", "first", "all" if author_id is None else author_id, limit, *_tag_part(tag)
+    )
+    return await cache.get_or_load(key, load, ttl=LIST_TTL, tags=[name])
+
+
+def _tag_part(tag: str | None) -> tuple[str, ...]:
+    # Keys are joined with ":", which a tag name may contain: the name goes last, after a
+    # marker, so that no tag can make the key of another filter.
+    return () if tag is None else ("tag", tag)
 
 
 async def cached_popular(*, db: Database, cache: Cache, limit: int) -> Entry:
@@ -286,12 +335,20 @@ async def cached_popular(*, db: Database, cache: Cache, limit: int) -> Entry:
 
 
 def invalidate_post(
-    session: AsyncSession, cache: Cache, *, post_id: int | None, author_id: int
+    session: AsyncSession,
+    cache: Cache,
+    *,
+    post_id: int | None,
+    author_id: int,
+    tags_in_use: bool = False,
 ) -> None:
     """After the commit, drop what showed the post: itself, the lists it may be on, its
-    author's overview."""
+    author's overview, and (tags_in_use) the list of tags, whose membership and order
+    follow how many published posts carry each tag."""
     keys = [] if post_id is None else [post_key(post_id)]
     tags = ["posts:first", "posts:popular", f"author:{author_id}:posts", f"overview:{author_id}"]
+    if tags_in_use:
+        tags.append(post_tags.TAGS_CACHE_TAG)
     after_commit(session, lambda: cache.invalidate(keys=keys, tags=tags))
 
 
@@ -312,8 +369,9 @@ async def create_post(
     content: str,
     status: PostStatus,
     description: str = "",
+    tags: Sequence[str] = (),
 ) -> PostDict:
-    """Create a post by the caller and return it as the API shows it."""
+    """Create a post by the caller, with its tags, and return it as the API shows it."""
     now = utcnow()
     post = Post(
         author_id=author_id,
@@ -330,7 +388,9 @@ async def create_post(
     except IntegrityError:
         # The token outlived its account: the author row is gone.
         raise Unauthorized("Account no longer exists", code="account_gone") from None
-    invalidate_post(session, cache, post_id=None, author_id=author_id)
+    if tags:
+        await post_tags.set_post_tags(session=session, post_id=post.id, names=tags)
+    invalidate_post(session, cache, post_id=None, author_id=author_id, tags_in_use=bool(tags))
     return await _read_back(session, post.id, author_id)
 
 
@@ -352,10 +412,12 @@ async def update_post(
     user_id: int,
     post_id: int,
     changes: dict[str, Any],
+    tags: Sequence[str] | None = None,
     if_match: str | None = None,
 ) -> PostDict:
-    """Apply the author's changes to a post; with `if_match`, only if nobody changed it since
-    the client read it (412 otherwise: no lost update)."""
+    """Apply the author's changes to a post and, unless `tags` is None, make it carry
+    exactly those tags; with `if_match`, only if nobody changed it since the client read it
+    (412 otherwise: no lost update)."""
     post = await _post_for_write(session, post_id, user_id)
     # Checked under the row lock taken by _post_for_write, so no write can slip in between.
     if if_match is not None and not etag_matches(
@@ -364,25 +426,35 @@ async def update_post(
         raise PreconditionFailed(
             "The post changed since you read it: fetch it again and reapply your change"
         )
-    invalidate_post(session, cache, post_id=post_id, author_id=post.author_id)
+    # A change of tags or of status changes how many published posts carry each tag.
+    invalidate_post(
+        session,
+        cache,
+        post_id=post_id,
+        author_id=post.author_id,
+        tags_in_use=tags is not None or "status" in changes,
+    )
     for name, value in changes.items():
         setattr(post, name, value)
+    # Bumped for a change of tags alone too: updated_at is the post's version, in its ETag.
     post.updated_at = utcnow()
     await session.flush()
+    if tags is not None:
+        await post_tags.set_post_tags(session=session, post_id=post.id, names=tags)
     return await _read_back(session, post.id, user_id)
 
 
 async def delete_post(*, session: AsyncSession, cache: Cache, user_id: int, post_id: int) -> None:
-    """Delete the author's post, with its likes."""
+    """Delete the author's post, with its likes, tags and comments."""
     post = await _post_for_write(session, post_id, user_id)
-    invalidate_post(session, cache, post_id=post_id, author_id=post.author_id)
+    invalidate_post(session, cache, post_id=post_id, author_id=post.author_id, tags_in_use=True)
     await session.delete(post)
     await session.flush()
 
 
 _LIKEABLE = select(
     select(posts.c.author_id)
-    .where(posts.c.id == bindparam("post_id", type_=BigInteger), _visible(with_viewer=True))
+    .where(posts.c.id == bindparam("post_id", type_=BigInteger), visible_posts(with_viewer=True))
     .scalar_subquery()
     .label("author_id"),
     select(users.c.id)
@@ -392,10 +464,10 @@ _LIKEABLE = select(
 )
 
 
-async def _likeable(session: AsyncSession, post_id: int, user_id: int) -> int:
+async def visible_post_author(*, session: AsyncSession, post_id: int, user_id: int) -> int:
     """Return the post's author, checking in one round trip that the user may see the post
-    and that the user still exists (a token can outlive its account, and the like would then
-    fail on the foreign key and be reported as a missing post)."""
+    and that the user still exists (a token can outlive its account, and a like or comment
+    would then fail on the foreign key and be reported as a missing post)."""
     result = await session.execute(_LIKEABLE, {"post_id": post_id, "viewer_id": user_id})
     row = result.one()
     if not row.account:
@@ -410,7 +482,7 @@ async def like_post(
     *, session: AsyncSession, cache: Cache, user_id: int, post_id: int
 ) -> dict[str, Any]:
     """Like a post; liking it again changes nothing."""
-    author_id = await _likeable(session, post_id, user_id)
+    author_id = await visible_post_author(session=session, post_id=post_id, user_id=user_id)
     inserted = insert_ignoring_conflicts(session, likes).values(
         user_id=user_id, post_id=post_id, created_at=utcnow()
     )
@@ -430,7 +502,7 @@ async def unlike_post(
     *, session: AsyncSession, cache: Cache, user_id: int, post_id: int
 ) -> dict[str, Any]:
     """Take a like back; taking back a like that is not there changes nothing."""
-    author_id = await _likeable(session, post_id, user_id)
+    author_id = await visible_post_author(session=session, post_id=post_id, user_id=user_id)
     removed = (
         await session.execute(
             likes.delete()

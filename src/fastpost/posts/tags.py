@@ -1,4 +1,4 @@
-"""Tags of posts: setting a post's tags, and the list of tags in use.
+"""Tags of posts: setting a post's tags, reading them with the post, and the tags in use.
 
 A tag row is shared by every post that carries it and made on first use; a post's tags are
 its post_tags rows. How many published posts carry each tag is kept in post_counts by the
@@ -8,17 +8,38 @@ database (see migration 0002), so listing tags never counts post_tags.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from sqlalchemy import BigInteger, bindparam, select
+import orjson
+from pydantic import StringConstraints
+from sqlalchemy import BigInteger, ColumnElement, String, bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import GenericFunction
 
+from fastpost.cache import Cache, Entry, cache_key
 from fastpost.db import Database, insert_ignoring_conflicts, table_of
-from fastpost.posts.models import PostCount, PostTag, Tag
+from fastpost.posts.models import Post, PostCount, PostTag, Tag
+from fastpost.responses import dump_json
 
 tags = table_of(Tag)
 post_tags = table_of(PostTag)
 post_counts = table_of(PostCount)
+posts = table_of(Post)
+
+# The column is String(64); a post carries few tags, and the bound keeps a post's row of
+# post_tags (and its tag list in every page) small.
+MAX_TAG_LENGTH = 64
+MAX_TAGS = 20
+# Control characters are refused: they are invisible in every client that shows tags.
+TagName = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_TAG_LENGTH, pattern=r"^[^\x00-\x1f]+$")
+]
+
+# Every anonymous GET /tags/ and GET /api/tags reads this entry; writes that change which
+# tags are in use, or how often, drop it (see posts.service.invalidate_post).
+TAGS_CACHE_TAG = "tags"
+TAGS_TTL = 30.0
 
 
 def normalise_tags(names: Sequence[str]) -> list[str]:
@@ -56,6 +77,60 @@ async def set_post_tags(*, session: AsyncSession, post_id: int, names: Sequence[
         )
 
 
+class tag_name_aggregate(GenericFunction[Any]):  # noqa: N801 (SQL functions are lower case)
+    """The names of a group of tags as one value: a PostgreSQL array, or SQLite JSON text.
+
+    One construct compiled per dialect, so that a statement using it is built once whatever
+    the backend (statements are cached per shape, not per dialect)."""
+
+    name = "tag_name_aggregate"
+    inherit_cache = True
+
+
+@compiles(tag_name_aggregate, "postgresql")
+def _array_agg(element: tag_name_aggregate, compiler: Any, **kw: Any) -> str:
+    return f"array_agg({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(tag_name_aggregate)
+def _json_group_array(element: tag_name_aggregate, compiler: Any, **kw: Any) -> str:
+    return f"json_group_array({compiler.process(element.clauses, **kw)})"
+
+
+def tag_names_of_post() -> ColumnElement[Any]:
+    """A correlated subquery: the current posts row's tag names, in one value (see tag_list).
+
+    Part of the post's own SELECT, so a page of any size reads its tags in that one
+    statement; the post_tags primary key (post_id, tag_id) serves each lookup."""
+    return (
+        select(tag_name_aggregate(tags.c.name))
+        .select_from(post_tags.join(tags, tags.c.id == post_tags.c.tag_id))
+        .where(post_tags.c.post_id == posts.c.id)
+        .scalar_subquery()
+    )
+
+
+def tag_list(value: Any) -> list[str]:
+    """The tag names tag_names_of_post() read, sorted by code point (not by the database's
+    collation, which differs between backends and locales)."""
+    if not value:
+        return []
+    names = value if isinstance(value, list) else orjson.loads(value)
+    return sorted(name for name in names if name is not None)
+
+
+def has_tag() -> ColumnElement[bool]:
+    """The current posts row carries the tag named :tag.
+
+    A semi-join on post_tags: the planner may walk ix_post_tags_tag (tag_id, post_id) for a
+    rare tag, or the posts index in list order probing the post_tags primary key for a
+    common one."""
+    tag_id = (
+        select(tags.c.id).where(tags.c.name == bindparam("tag", type_=String)).scalar_subquery()
+    )
+    return exists().where(post_tags.c.post_id == posts.c.id, post_tags.c.tag_id == tag_id)
+
+
 # Tags on at least one published post, the most used first (ties by name: a stable order).
 _TAGS_IN_USE = (
     select(tags.c.name)
@@ -72,3 +147,14 @@ _TAGS_IN_USE = (
 async def list_tags(*, db: Database, limit: int = 1000) -> list[Any]:
     """Return the names of tags on published posts, most used first."""
     return [row["name"] for row in await db.fetch_all(_TAGS_IN_USE, {"limit": limit})]
+
+
+async def cached_tags(*, db: Database, cache: Cache) -> Entry:
+    """The tags in use as an anonymous caller sees them (a JSON array of names)."""
+
+    async def load() -> Entry:
+        return Entry.of(dump_json(await list_tags(db=db)))
+
+    return await cache.get_or_load(
+        cache_key("tags", "in-use"), load, ttl=TAGS_TTL, tags=[TAGS_CACHE_TAG]
+    )

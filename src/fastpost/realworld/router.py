@@ -5,23 +5,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import Depends, Path, Query, Request, Response, status
 from fastapi.security import APIKeyHeader
 
 from fastpost.cache import CacheDep
 from fastpost.comments import service as comments_service
 from fastpost.db import DatabaseDep, WriteSession
 from fastpost.errors import Unauthorized
-from fastpost.pagination import MAX_LIMIT, MAX_OFFSET
+from fastpost.http_caching import cached_response
 from fastpost.posts import service as posts_service
 from fastpost.posts import tags as tags_service
 from fastpost.posts.models import PostStatus
 from fastpost.realworld import service
 from fastpost.realworld.schemas import (
     ArticleEnvelope,
+    ArticleListParams,
     ArticlesEnvelope,
     CommentEnvelope,
     CommentsEnvelope,
+    FeedParams,
     LoginUserIn,
     NewArticleIn,
     NewCommentIn,
@@ -33,14 +35,15 @@ from fastpost.realworld.schemas import (
     UserEnvelope,
     realworld_errors,
 )
+from fastpost.request_stats import set_current_user
 from fastpost.responses import json_response
-from fastpost.schemas import SafeText
+from fastpost.routing import PrefixRouter
 from fastpost.security import Passwords, Tokens
 from fastpost.social import service as social_service
 from fastpost.users import service as users_service
 
 PREFIX = "/api"
-router = APIRouter(prefix=PREFIX, tags=["realworld"])
+router = PrefixRouter(prefix=PREFIX, tags=["realworld"])
 
 
 class Caller:
@@ -60,9 +63,11 @@ def _caller(request: Request, *, required: bool) -> Caller | None:
         return None
     tokens: Tokens = request.app.state.tokens
     try:
-        return Caller(tokens.user_id(token), token)
+        user_id = tokens.user_id(token)
     except Unauthorized as exc:
         raise Unauthorized("is invalid", code=exc.code, field="token") from None
+    set_current_user(user_id)  # for the access log line
+    return Caller(user_id, token)
 
 
 class _TokenHeader(APIKeyHeader):
@@ -85,9 +90,6 @@ CurrentCaller = Annotated[Caller, Depends(_TokenHeader(required=True))]
 OptionalCaller = Annotated[Caller | None, Depends(_TokenHeader(required=False))]
 Slug = Annotated[str, Path(min_length=1, max_length=100)]
 Username = Annotated[str, Path(min_length=1, max_length=64)]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
-Filter = Annotated[SafeText | None, Query(min_length=1, max_length=64)]
 
 
 def _viewer(caller: Caller | None) -> int | None:
@@ -264,11 +266,11 @@ async def unfollow(
     responses=realworld_errors(401, 422),
 )
 async def feed(
-    caller: CurrentCaller, db: DatabaseDep, limit: Limit = 20, offset: Offset = 0
+    caller: CurrentCaller, db: DatabaseDep, query: Annotated[FeedParams, Query()]
 ) -> Response:
     """Articles by the authors the caller follows, newest first."""
     return json_response(
-        await service.feed(db=db, viewer_id=caller.user_id, limit=limit, offset=offset)
+        await service.feed(db=db, viewer_id=caller.user_id, limit=query.limit, offset=query.offset)
     )
 
 
@@ -278,24 +280,27 @@ async def feed(
     responses=realworld_errors(401, 422),
 )
 async def list_articles(
+    request: Request,
     caller: OptionalCaller,
     db: DatabaseDep,
-    tag: Filter = None,
-    author: Filter = None,
-    favorited: Filter = None,
-    limit: Limit = 20,
-    offset: Offset = 0,
+    cache: CacheDep,
+    query: Annotated[ArticleListParams, Query()],
 ) -> Response:
     """Published articles, newest first, filtered by tag, author or favoriting user."""
+    unfiltered = query.tag is None and query.author is None and query.favorited is None
+    if caller is None and query.offset == 0 and unfiltered:
+        # A front end's home page: served from the cache, revalidated by ETag.
+        entry = await service.cached_first_articles(db=db, cache=cache, limit=query.limit)
+        return cached_response(request.headers, entry)
     return json_response(
         await service.list_articles(
             db=db,
             viewer_id=_viewer(caller),
-            tag=tag,
-            author=author,
-            favorited=favorited,
-            limit=limit,
-            offset=offset,
+            tag=query.tag,
+            author=query.author,
+            favorited=query.favorited,
+            limit=query.limit,
+            offset=query.offset,
         )
     )
 
@@ -319,11 +324,8 @@ async def create_article(
         content=article.body,
         description=article.description,
         status=PostStatus.published,
+        tags=article.tagList or (),
     )
-    if article.tagList:
-        await tags_service.set_post_tags(
-            session=session, post_id=created["id"], names=article.tagList
-        )
     result = await service.read_article_back(
         session=session, viewer_id=caller.user_id, slug=created["slug"]
     )
@@ -364,13 +366,14 @@ async def update_article(
         for name, value in fields.items()
         if value is not None
     }
-    if changes:
+    if changes or body.article.tagList is not None:
         await posts_service.update_post(
-            session=session, cache=cache, user_id=caller.user_id, post_id=post_id, changes=changes
-        )
-    if body.article.tagList is not None:
-        await tags_service.set_post_tags(
-            session=session, post_id=post_id, names=body.article.tagList
+            session=session,
+            cache=cache,
+            user_id=caller.user_id,
+            post_id=post_id,
+            changes=changes,
+            tags=body.article.tagList,
         )
     result = await service.read_article_back(session=session, viewer_id=caller.user_id, slug=slug)
     return json_response({"article": result})

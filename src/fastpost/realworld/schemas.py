@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
+from fastpost.pagination import MAX_LIMIT, MAX_OFFSET
 from fastpost.posts.schemas import Content, Title
-from fastpost.schemas import refuse_nul
+from fastpost.schemas import SafeText, refuse_nul
 from fastpost.users.schemas import Bio, Password, Username
 
 Description = Annotated[str, StringConstraints(min_length=1, max_length=500)]
@@ -16,6 +17,27 @@ CommentBody = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
 Email = Annotated[EmailStr, StringConstraints(max_length=254)]
 # Front ends send "" to clear an image; any other value must be a web address.
 Image = Annotated[str, StringConstraints(max_length=2048, pattern=r"^(https?://\S+)?$")]
+
+
+FilterName = Annotated[SafeText, StringConstraints(min_length=1, max_length=64)]
+
+
+class ArticleListParams(BaseModel):
+    """The query of `GET /articles`. One model rather than five parameters: FastAPI
+    validates a query model in one pass (see fastpost.pagination.PageParams)."""
+
+    tag: FilterName | None = None
+    author: FilterName | None = None
+    favorited: FilterName | None = None
+    limit: int = Field(20, ge=1, le=MAX_LIMIT)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+
+
+class FeedParams(BaseModel):
+    """The query of `GET /articles/feed`."""
+
+    limit: int = Field(20, ge=1, le=MAX_LIMIT)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class RealWorldBody(BaseModel):

@@ -3,8 +3,15 @@
 Every read is one statement built once per shape (filters present, caller known or not,
 dialect) with bound parameters, like the native reads (see fastpost.db): an article comes
 with its author, whether the caller follows that author and favorited it, and its tags, in
-one round trip however many articles the page holds. A list is two statements, the page
-and its total, sent concurrently.
+one round trip however many articles the page holds. A list is one statement: the page,
+each row carrying the total as an uncorrelated subquery that the database computes once
+(an InitPlan on PostgreSQL). Only a page past the end, which has no row to carry it, asks
+for the total on its own.
+
+The first page of the unfiltered list, as an anonymous caller sees it, is what a front
+end's home page loads: it is cached as response bytes under the same tags as the native
+first page ("posts:first", and "user:{id}" of each author shown), so the writes that drop
+one drop the other.
 
 `articlesCount` is exact and cheap at any size: it is read from post_counts, which database
 triggers keep exact in the transaction of every write (migration 0002). A request filtering
@@ -14,13 +21,11 @@ and is counted over the filtered set; each filter there is an indexed lookup.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -35,12 +40,15 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fastpost.cache import Cache, Entry, cache_key
 from fastpost.db import Database, Row, table_of
 from fastpost.errors import Forbidden, NotFound
+from fastpost.posts import tags as post_tags_service
 from fastpost.posts.models import Like, Post, PostCount, PostStatus, PostTag, Tag
+from fastpost.posts.service import LIST_TTL
+from fastpost.responses import dump_json
 from fastpost.social.models import Follow
 from fastpost.timeutil import as_utc
 from fastpost.users.models import User
@@ -61,8 +69,11 @@ _PUBLISHED = PostStatus.published.value
 
 def iso_ms(moment: datetime) -> str:
     """2026-01-01T00:00:00.000Z: the API's timestamps, always with milliseconds and zone."""
-    moment = as_utc(moment)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    if moment.tzinfo is not UTC:  # asyncpg already hands back UTC; SQLite, naive values
+        moment = as_utc(moment)
+    # isoformat ends in "+00:00" for UTC; it takes a third less time than strftime, and a
+    # page of 20 articles formats 40 timestamps (timeit, this machine: 3.5 vs 4.8 us).
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _user_id_named(param: str) -> ColumnElement[Any]:
@@ -74,17 +85,8 @@ def _user_id_named(param: str) -> ColumnElement[Any]:
 
 
 def _tag_names(dialect: str) -> ColumnElement[Any]:
-    """The post's tag names as one value: a PostgreSQL array, or SQLite JSON text."""
-    if dialect == "postgresql":
-        aggregate: ColumnElement[Any] = func.array_agg(tags.c.name, type_=ARRAY(String))
-    else:
-        aggregate = func.json_group_array(tags.c.name, type_=String)
-    return (
-        select(aggregate)
-        .select_from(post_tags.join(tags, tags.c.id == post_tags.c.tag_id))
-        .where(post_tags.c.post_id == posts.c.id)
-        .scalar_subquery()
-    )
+    """The post's tag names as one value (the native API reads them the same way)."""
+    return post_tags_service.tag_names_of_post()
 
 
 def _following(author_id: ColumnElement[Any]) -> ColumnElement[bool]:
@@ -137,15 +139,7 @@ def _newest_first(stmt: Select[Any]) -> Select[Any]:
 def _filters(tag: bool, author: bool, favorited: bool) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [posts.c.status == _PUBLISHED]
     if tag:
-        conditions.append(
-            exists().where(
-                post_tags.c.post_id == posts.c.id,
-                post_tags.c.tag_id
-                == select(tags.c.id)
-                .where(tags.c.name == bindparam("tag", type_=String))
-                .scalar_subquery(),
-            )
-        )
+        conditions.append(post_tags_service.has_tag())
     if author:
         conditions.append(posts.c.author_id == _user_id_named("author"))
     if favorited:
@@ -157,11 +151,17 @@ def _filters(tag: bool, author: bool, favorited: bool) -> list[ColumnElement[boo
     return conditions
 
 
+def _with_total(stmt: Select[Any], count: Select[Any]) -> Select[Any]:
+    # correlate(None): the count's own posts/follows must not be taken for the outer ones.
+    return stmt.add_columns(count.correlate(None).scalar_subquery().label("total"))
+
+
 @cache
 def _list_statement(
     dialect: str, with_viewer: bool, tag: bool, author: bool, favorited: bool
 ) -> Select[Any]:
     stmt = _select_articles(dialect, with_viewer=with_viewer, with_body=False)
+    stmt = _with_total(stmt, _count_statement(tag, author, favorited))
     return _newest_first(stmt.where(*_filters(tag, author, favorited)))
 
 
@@ -193,7 +193,7 @@ def _count_statement(tag: bool, author: bool, favorited: bool) -> Select[Any]:
 
 @cache
 def _feed_statement(dialect: str) -> Select[Any]:
-    stmt = _select_articles(dialect, with_viewer=True, with_body=False)
+    stmt = _with_total(_select_articles(dialect, with_viewer=True, with_body=False), _FEED_COUNT)
     stmt = stmt.join(follows, follows.c.followee_id == posts.c.author_id).where(
         follows.c.follower_id == _VIEWER, posts.c.status == _PUBLISHED
     )
@@ -224,20 +224,13 @@ def _article_statement(dialect: str, with_viewer: bool) -> Select[Any]:
     )
 
 
-def _tag_list(value: Any) -> list[str]:
-    if not value:
-        return []
-    names = value if isinstance(value, list) else orjson.loads(value)
-    return sorted(name for name in names if name is not None)
-
-
 def article_dict(row: Row, *, with_body: bool) -> dict[str, Any]:
     """An article as the API shows it (lists leave the body out)."""
     article: dict[str, Any] = {
         "slug": row["slug"],
         "title": row["title"],
         "description": row["description"],
-        "tagList": _tag_list(row["tag_names"]),
+        "tagList": post_tags_service.tag_list(row["tag_names"]),
         "createdAt": iso_ms(row["created_at"]),
         "updatedAt": iso_ms(row["updated_at"]),
         "favorited": bool(row.get("favorited", False)),
@@ -254,15 +247,27 @@ def article_dict(row: Row, *, with_body: bool) -> dict[str, Any]:
     return article
 
 
+async def _rows_and_total(
+    db: Database, page: Select[Any], count: Select[Any], params: Mapping[str, Any]
+) -> tuple[Sequence[Row], int]:
+    rows = await db.fetch_all(page, params)
+    if rows:
+        return rows, int(rows[0]["total"])
+    totals = await db.fetch_all(count, params)
+    return rows, int(totals[0]["total"]) if totals else 0
+
+
+def _articles(rows: Sequence[Row], total: int) -> dict[str, Any]:
+    return {
+        "articles": [article_dict(row, with_body=False) for row in rows],
+        "articlesCount": total,
+    }
+
+
 async def _page(
     db: Database, page: Select[Any], count: Select[Any], params: Mapping[str, Any]
 ) -> dict[str, Any]:
-    # Two statements on two pooled connections at once: the page and its total.
-    rows, totals = await asyncio.gather(db.fetch_all(page, params), db.fetch_all(count, params))
-    return {
-        "articles": [article_dict(row, with_body=False) for row in rows],
-        "articlesCount": int(totals[0]["total"]) if totals else 0,
-    }
+    return _articles(*await _rows_and_total(db, page, count, params))
 
 
 async def list_articles(
@@ -287,6 +292,20 @@ async def list_articles(
     }
     page = _list_statement(db.dialect, viewer_id is not None, *shape)
     return await _page(db, page, _count_statement(*shape), params)
+
+
+async def cached_first_articles(*, db: Database, cache: Cache, limit: int) -> Entry:
+    """The newest published articles, unfiltered, as an anonymous caller sees them."""
+
+    async def load() -> Entry:
+        params = {"viewer_id": None, "limit": limit, "offset": 0}
+        page = _list_statement(db.dialect, False, False, False, False)
+        rows, total = await _rows_and_total(db, page, _count_statement(False, False, False), params)
+        authors = sorted({f"user:{row['author_id']}" for row in rows})
+        return Entry.of(dump_json(_articles(rows, total)), tags=authors)
+
+    key = cache_key("realworld", "articles", "first", limit)
+    return await cache.get_or_load(key, load, ttl=LIST_TTL, tags=["posts:first"])
 
 
 async def feed(*, db: Database, viewer_id: int, limit: int, offset: int) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import Path, Request, Response
 
 from fastpost.cache import CacheDep
 from fastpost.db import DatabaseDep, WriteSession
@@ -13,12 +13,13 @@ from fastpost.http_caching import cached_response, private_response
 from fastpost.pagination import PageQuery
 from fastpost.posts.schemas import PostPage
 from fastpost.responses import dump_json, json_response
+from fastpost.routing import PrefixRouter
 from fastpost.security import CurrentUserId, OptionalUserId
 from fastpost.social import service
 from fastpost.social.schemas import FollowOut, OverviewOut, UserPage
 
-router = APIRouter(prefix="/users", tags=["social"])
-feed_router = APIRouter(tags=["social"])
+router = PrefixRouter(prefix="/users", tags=["social"])
+feed_router = PrefixRouter(tags=["social"])
 
 UserIdPath = Annotated[int, Path(ge=1, le=2**53 - 1, description="User id")]
 

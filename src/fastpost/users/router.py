@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -13,12 +13,13 @@ from fastpost.cache import CacheDep
 from fastpost.db import DatabaseDep, WriteSession
 from fastpost.errors import InvalidInput, error_responses
 from fastpost.http_caching import cached_response
+from fastpost.routing import PrefixRouter
 from fastpost.security import CurrentUserId, Passwords, Tokens
 from fastpost.users import service
 from fastpost.users.schemas import LoginIn, MeOut, MeUpdate, RegisterIn, TokenOut, UserOut
 
-auth_router = APIRouter(prefix="/auth", tags=["auth"])
-users_router = APIRouter(prefix="/users", tags=["users"])
+auth_router = PrefixRouter(prefix="/auth", tags=["auth"])
+users_router = PrefixRouter(prefix="/users", tags=["users"])
 
 UserIdPath = Annotated[int, Path(ge=1, le=2**53 - 1, description="User id")]
 
