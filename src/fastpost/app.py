@@ -17,7 +17,7 @@ from fastpost.comments.router import router as comments_router
 from fastpost.db import Database
 from fastpost.errors import install_error_handlers
 from fastpost.http_caching import CachedPostReads
-from fastpost.logging import configure_logging
+from fastpost.logging import access, configure_logging
 from fastpost.metrics import cache_event, flush_and_sample_forever, metrics_endpoint
 from fastpost.middleware import BodySizeLimit, Observability
 from fastpost.posts.router import router as posts_router
@@ -71,12 +71,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cache = build_cache(settings, on_event=cache_event)
         await cache.start()
         app.state.cache = cache
+        access_log_flusher = access.start_batching()
         try:
             yield
         finally:
             sampler.cancel()
+            access_log_flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
+            with contextlib.suppress(asyncio.CancelledError):
+                await access_log_flusher
+            access.stop_batching()
             await querylog.wait_for_explains()
             if observability.slow_query_ms is not None:
                 querylog.slow_query_log = None

@@ -1,14 +1,15 @@
 """structlog configuration: JSON lines in production, readable console lines in development.
 
-Everything logged while a request is served carries its `request_id` (bound in contextvars by
-the observability middleware), whether it is logged through structlog or the standard library
-(`logging.getLogger(...)`, which is rendered by the same processors). Keys that name a
-password, token, secret, authorization or cookie are masked, and so is anything in a value
-that looks like a bearer token or a JWT: no credential reaches a log.
+Everything logged while a request is served carries its `request_id` (set on the request's
+stats by the observability middleware), whether it is logged through structlog or the
+standard library (`logging.getLogger(...)`, which is rendered by the same processors).
+Keys that name a password, token, secret, authorization or cookie are masked, and so is
+anything in a value that looks like a bearer token or a JWT: no credential reaches a log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
@@ -19,6 +20,8 @@ from typing import Any, TextIO
 import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from fastpost.request_stats import current_request
 
 REDACTED = "[redacted]"
 _SENSITIVE_WORDS = ("password", "passwd", "token", "secret", "authorization", "cookie", "jwt")
@@ -54,6 +57,14 @@ def redact(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Ev
     return event_dict
 
 
+def add_request_id(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Name the request being served, if any, in every line logged while serving it."""
+    stats = current_request.get()
+    if stats is not None and stats.request_id:
+        event_dict.setdefault("request_id", stats.request_id)
+    return event_dict
+
+
 def _orjson_dumps(event_dict: EventDict, **_: Any) -> str:
     return orjson.dumps(event_dict, default=repr).decode()
 
@@ -65,6 +76,7 @@ def configure_logging(
     stream = stream or sys.stdout
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_request_id,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,
@@ -113,19 +125,57 @@ class _Access:
     route template and path, never a body or a header; the request id passed explicitly),
     so in JSON mode it is serialised straight to the same shape as structlog's lines; in
     console mode it goes through structlog as any other line.
+
+    While the app runs, JSON lines are written in batches (`batching`): containers commonly
+    set PYTHONUNBUFFERED, which makes every write to stdout a system call of its own, and a
+    write per request cost a quarter of the middleware's time on `GET /health` (py-spy,
+    this machine). A batch goes out when it holds BATCH_BYTES or when the app's flusher
+    runs (every FLUSH_SECONDS), and at shutdown; a crash loses at most that much.
     """
+
+    BATCH_BYTES = 64 * 1024
+    FLUSH_SECONDS = 0.5
 
     def __init__(self) -> None:
         self.enabled = True
         self.json = False
         self.stream: TextIO = sys.stdout
+        self.batching = False
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self._second = -1
         self._prefix = ""
 
     def configure(self, level: str, json: bool, stream: TextIO) -> None:
+        self.flush()
         self.enabled = logging.getLevelNamesMapping()[level] <= logging.INFO
         self.json = json
         self.stream = stream
+
+    def flush(self) -> None:
+        """Write the lines held back so far."""
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._pending_bytes = 0
+            self.stream.write(data.decode())
+            self.stream.flush()
+
+    def start_batching(self) -> asyncio.Task[None]:
+        """Hold lines back from now on; return the task that writes them out periodically
+        (cancel it, then call stop_batching)."""
+        self.batching = True
+        return asyncio.create_task(self._flush_forever())
+
+    def stop_batching(self) -> None:
+        """Write what is held back and write each line at once again."""
+        self.batching = False
+        self.flush()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.FLUSH_SECONDS)
+            self.flush()
 
     def _timestamp(self) -> str:
         now = time.time()
@@ -144,7 +194,14 @@ class _Access:
         fields["event"] = "request"
         fields["level"] = "info"
         fields["timestamp"] = self._timestamp()
-        self.stream.write(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE).decode())
+        line = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
+        if not self.batching:
+            self.stream.write(line.decode())
+            return
+        self._pending.append(line)
+        self._pending_bytes += len(line)
+        if self._pending_bytes >= self.BATCH_BYTES:
+            self.flush()
 
 
 access = _Access()

@@ -10,7 +10,6 @@ from random import getrandbits
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from fastpost.errors import error_body
 from fastpost.logging import access
@@ -117,9 +116,10 @@ class Observability:
             # An id, not a secret: no system call (os.urandom is one) on every request.
             request_id = b"%016x" % getrandbits(64)
         rid = request_id.decode("latin-1")
-        stats = RequestStats()
+        # The request id rides on the request's stats, which every log line can reach (see
+        # fastpost.logging.add_request_id): no structlog context to bind and reset per request.
+        stats = RequestStats(rid)
         stats_token = current_request.set(stats)
-        log_tokens = bind_contextvars(request_id=rid)
         status = 500
         # Counted by route when metrics are flushed: the router names the route later.
         in_flight[id(scope)] = scope
@@ -174,5 +174,4 @@ class Observability:
                     cache_misses=stats.cache_misses,
                     user_id=stats.user_id,
                 )
-            reset_contextvars(**log_tokens)
             current_request.reset(stats_token)

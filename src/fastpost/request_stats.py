@@ -15,11 +15,13 @@ class RequestStats:
         "cache_seconds",
         "db_queries",
         "db_seconds",
+        "request_id",
         "statements",
         "user_id",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, request_id: str = "") -> None:
+        self.request_id = request_id
         self.db_queries = 0
         self.db_seconds = 0.0
         self.cache_hits = 0

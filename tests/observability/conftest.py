@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fastpost.logging import configure_logging
+from fastpost.logging import access, configure_logging
 
 
 class LogLines:
@@ -18,6 +18,7 @@ class LogLines:
 
     @property
     def text(self) -> str:
+        access.flush()  # access lines are written in batches while the app runs
         return self.stream.getvalue()
 
     def records(self) -> list[dict[str, Any]]:

@@ -3,11 +3,16 @@ credential anywhere in the output."""
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 
 import httpx
 from fastapi import FastAPI
 
+from fastpost.app import create_app
+from fastpost.logging import configure_logging
+from fastpost.settings import Settings
 from tests.conftest import PASSWORD, Factory
 from tests.observability.conftest import LogLines
 
@@ -121,3 +126,24 @@ async def test_no_password_token_or_secret_ever_reaches_the_log(
     ):
         assert secret not in text
     assert user.headers["Authorization"].split()[1] not in text
+
+
+async def test_access_lines_are_held_back_while_serving_and_all_written_by_shutdown(
+    settings: Settings,
+) -> None:
+    stream = io.StringIO()
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        configure_logging(level="INFO", json=True, stream=stream)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for _ in range(3):
+                assert (await client.get("/health")).status_code == 200
+        held_back = stream.getvalue()
+    try:
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        configure_logging(level="INFO", json=False)
+
+    assert '"event":"request"' not in held_back  # no write per request
+    assert [line["route"] for line in lines if line.get("event") == "request"] == ["/health"] * 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,8 @@ from rich.console import Console
 
 from fastpost.lab.catalog import EXPERIMENTS, select_experiments
 
-console = Console()
+# Rich assumes 80 columns when output goes to a file or a pipe: too narrow for the table.
+console = Console() if sys.stdout.isatty() else Console(width=140)
 _LIST = "Comma-separated integers."
 
 
