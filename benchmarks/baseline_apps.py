@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -116,10 +116,13 @@ def _not_found() -> Response:
     return _json({"detail": "Post not found", "code": "post_not_found"}, 404)
 
 
-def asyncpg_app() -> Starlette:
-    """Serve `GET /posts/?limit=N` and `GET /posts/{id}` from PostgreSQL through asyncpg."""
+def pool_lifespan(
+    default_min: int = 10,
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """A lifespan opening `app.state.pool` on BENCH_PG_DSN, sized by BENCH_PG_POOL_MIN and
+    BENCH_PG_POOL_MAX, with no reset query on release."""
     dsn = os.environ["BENCH_PG_DSN"]
-    pool_min = int(os.environ.get("BENCH_PG_POOL_MIN", "10"))
+    pool_min = int(os.environ.get("BENCH_PG_POOL_MIN", str(default_min)))
     pool_max = int(os.environ.get("BENCH_PG_POOL_MAX", "15"))
 
     @asynccontextmanager
@@ -131,6 +134,13 @@ def asyncpg_app() -> Starlette:
             yield
         finally:
             await app.state.pool.close()
+
+    return lifespan
+
+
+def asyncpg_app() -> Starlette:
+    """Serve `GET /posts/?limit=N` and `GET /posts/{id}` from PostgreSQL through asyncpg."""
+    lifespan = pool_lifespan()
 
     async def list_posts(request: Request) -> Response:
         try:

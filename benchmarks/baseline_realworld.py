@@ -12,9 +12,6 @@ million rows on every request would make the baseline, not fastpost, the slow on
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +21,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from benchmarks.baseline_apps import pool_lifespan
 
 JSON = "application/json"
 MAX_LIMIT = 100
@@ -71,25 +70,9 @@ def _json(content: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status_code, media_type=JSON)
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """No reset query on release (fastpost's read pool skips it too: see fastpost.db)."""
-
-
 def realworld_app() -> Starlette:
     """Serve `GET /api/articles?limit=N&offset=M` (anonymous, unfiltered) from PostgreSQL."""
-    dsn = os.environ["BENCH_PG_DSN"]
-    pool_min = int(os.environ.get("BENCH_PG_POOL_MIN", "1"))
-    pool_max = int(os.environ.get("BENCH_PG_POOL_MAX", "15"))
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.pool = await asyncpg.create_pool(
-            dsn, min_size=pool_min, max_size=pool_max, reset=_keep_session
-        )
-        try:
-            yield
-        finally:
-            await app.state.pool.close()
+    lifespan = pool_lifespan(default_min=1)
 
     async def list_articles(request: Request) -> Response:
         try:

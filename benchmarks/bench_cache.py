@@ -21,7 +21,6 @@ import json
 import secrets
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,10 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.script import run_script
 from fastpost.bench.database import prepare_database
-from fastpost.bench.servers import Server, base_env, fetch, stop_on_signals
-from fastpost.bench.wrk import GENERATOR_CPU_LIMIT, WrkRun, ensure_wrk, run_wrk
+from fastpost.bench.servers import Server, base_env, fetch
+from fastpost.bench.wrk import GENERATOR_CPU_LIMIT, WrkRun, run_wrk
 
 TARGETS = {"warm": 0.5, "304": 0.6}
 REDIS_URL = "redis://127.0.0.1:6379/14"
@@ -172,15 +172,9 @@ def print_results(results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    ensure_wrk(console)
-    with stop_on_signals(), tempfile.TemporaryDirectory(prefix="bench_cache_") as tmp:
-        results = benchmark(args, Path(tmp))
-    print_results(results)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    return run_script(
+        _parse_args(argv), benchmark, print_results, name="bench_cache", console=console
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ import secrets
 import shutil
 import statistics
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,14 +42,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.script import run_script
 from fastpost.bench.database import (
     asyncpg_dsn,
     drop_postgres,
     prepare_database,
 )
 from fastpost.bench.machine import cpu_model, git_revision
-from fastpost.bench.servers import Server, base_env, fetch, stop_on_signals
-from fastpost.bench.wrk import GENERATOR_CPU_LIMIT, WrkRun, ensure_wrk, run_wrk
+from fastpost.bench.servers import Server, base_env, fetch
+from fastpost.bench.wrk import GENERATOR_CPU_LIMIT, WrkRun, run_wrk
 from fastpost.settings import DatabaseSettings
 
 # Rich assumes 80 columns when output goes to a file or a pipe: too narrow for the table.
@@ -414,23 +414,9 @@ def print_results(results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    ensure_wrk(console)
-    try:
-        with stop_on_signals(), tempfile.TemporaryDirectory(prefix="bench_reads_") as tmp:
-            results = benchmark(args, Path(tmp))
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: servers stopped[/yellow]")
-        return 130
-    except RuntimeError as exc:
-        console.print(f"[red]benchmark failed:[/red] {exc}", highlight=False)
-        return 1
-    print_results(results)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        console.print(f"results written to {args.json}")
-    return 0
+    return run_script(
+        _parse_args(argv), benchmark, print_results, name="bench_reads", console=console
+    )
 
 
 if __name__ == "__main__":

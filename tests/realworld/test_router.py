@@ -540,3 +540,43 @@ def test_cors_origins_are_read_comma_separated_from_the_environment(
         "http://localhost:3000",
         "http://localhost:4200",
     ]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=many", "limit"),
+        ("offset=-1", "offset"),
+        ("tag=", "tag"),
+        ("author=" + "a" * 65, "author"),
+        ("favorited=%00", "favorited"),
+    ],
+)
+async def test_a_bad_list_query_is_422_naming_the_parameter(
+    client: httpx.AsyncClient, query: str, field: str
+) -> None:
+    response = await client.get(f"/api/articles?{query}")
+
+    assert response.status_code == 422
+    assert list(response.json()["errors"]) == [field]
+
+
+async def test_a_bad_feed_query_is_422_and_the_list_query_is_documented(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    user = await factory.user()
+    response = await client.get("/api/articles/feed?offset=x", headers=token_headers(user))
+    assert response.status_code == 422
+    assert list(response.json()["errors"]) == ["offset"]
+
+    spec = (await client.get("/openapi.json")).json()
+    parameters = spec["paths"]["/api/articles"]["get"]["parameters"]
+    assert {p["name"] for p in parameters if p["in"] == "query"} == {
+        "tag",
+        "author",
+        "favorited",
+        "limit",
+        "offset",
+    }

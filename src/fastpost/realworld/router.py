@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Query, Request, Response, status
+from fastapi import Depends, Path, Request, Response, status
 from fastapi.security import APIKeyHeader
 
 from fastpost.cache import CacheDep
@@ -16,6 +16,7 @@ from fastpost.http_caching import cached_response
 from fastpost.posts import service as posts_service
 from fastpost.posts import tags as tags_service
 from fastpost.posts.models import PostStatus
+from fastpost.query import openapi_parameters, query_model
 from fastpost.realworld import service
 from fastpost.realworld.schemas import (
     ArticleEnvelope,
@@ -264,9 +265,12 @@ async def unfollow(
     "/articles/feed",
     response_model=ArticlesEnvelope,
     responses=realworld_errors(401, 422),
+    openapi_extra=openapi_parameters(FeedParams),
 )
 async def feed(
-    caller: CurrentCaller, db: DatabaseDep, query: Annotated[FeedParams, Query()]
+    caller: CurrentCaller,
+    db: DatabaseDep,
+    query: Annotated[FeedParams, Depends(query_model(FeedParams))],
 ) -> Response:
     """Articles by the authors the caller follows, newest first."""
     return json_response(
@@ -278,13 +282,14 @@ async def feed(
     "/articles",
     response_model=ArticlesEnvelope,
     responses=realworld_errors(401, 422),
+    openapi_extra=openapi_parameters(ArticleListParams),
 )
 async def list_articles(
     request: Request,
     caller: OptionalCaller,
     db: DatabaseDep,
     cache: CacheDep,
-    query: Annotated[ArticleListParams, Query()],
+    query: Annotated[ArticleListParams, Depends(query_model(ArticleListParams))],
 ) -> Response:
     """Published articles, newest first, filtered by tag, author or favoriting user."""
     unfiltered = query.tag is None and query.author is None and query.favorited is None
