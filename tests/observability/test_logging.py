@@ -38,6 +38,18 @@ async def test_each_request_logs_one_access_line_with_route_status_timing_and_qu
     assert "timestamp" in line
 
 
+async def test_a_post_served_from_the_cache_before_routing_is_labelled_by_its_route(
+    client: httpx.AsyncClient, factory: Factory, logs: LogLines
+) -> None:
+    post_id = await factory.post(await factory.user())
+    assert (await client.get(f"/posts/{post_id}")).status_code == 200  # loads and caches
+    assert (await client.get(f"/posts/{post_id}")).status_code == 200  # a hit, not routed
+
+    miss, hit = logs.access()
+    assert (miss["cache_misses"], hit["cache_hits"]) == (1, 1)
+    assert miss["route"] == hit["route"] == "/posts/{post_id}"
+
+
 async def test_a_realworld_caller_is_named_in_the_access_line(
     client: httpx.AsyncClient, factory: Factory, logs: LogLines
 ) -> None:
