@@ -9,7 +9,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from fastpost.db import Database
-from fastpost.migrations import current_revision
+from fastpost.migrations import current_revision, downgrade, upgrade
 from tests.conftest import Factory
 
 EXPECTED_INDEXES = {
@@ -22,7 +22,7 @@ EXPECTED_INDEXES = {
     },
     "follows": {"ix_follows_followee"},
     "likes": {"ix_likes_post"},
-    "post_tags": {"ix_post_tags_tag"},
+    "post_tags": {"ix_post_tags_tag_created"},
     "comments": {"ix_comments_post_created"},
 }
 
@@ -44,7 +44,7 @@ def _schema(connection: Connection) -> dict[str, Any]:
 
 
 async def test_the_migrated_schema_has_every_table_key_and_index(db: Database) -> None:
-    assert await current_revision(db.write_engine) == "0002"
+    assert await current_revision(db.write_engine) == "0003"
     async with db.reader() as conn:
         schema = await conn.run_sync(_schema)
     assert schema["users"]["columns"] == {
@@ -59,6 +59,7 @@ async def test_the_migrated_schema_has_every_table_key_and_index(db: Database) -
         "id", "post_id", "author_id", "body", "created_at", "updated_at",
     }  # fmt: skip
     assert schema["post_tags"]["pk"] == {"post_id", "tag_id"}
+    assert schema["post_tags"]["columns"] == {"post_id", "tag_id", "created_at"}
     assert (("post_id",), "posts") in schema["comments"]["foreign_keys"]
     assert schema["follows"]["pk"] == {"follower_id", "followee_id"}
     assert schema["likes"]["pk"] == {"user_id", "post_id"}
@@ -103,3 +104,42 @@ async def test_full_text_search_follows_edits_and_deletes(client: Any, factory: 
     assert await found("okapi") == [post_id]
     await client.delete(f"/posts/{post_id}", headers=author.headers)
     assert await found("okapi") == []
+
+
+async def _tagged_rows(db: Database) -> list[tuple[Any, ...]]:
+    async with db.reader() as conn:
+        result = await conn.execute(
+            text(
+                "SELECT pt.post_id, t.name, pt.created_at = p.created_at FROM post_tags AS pt "
+                "JOIN posts AS p ON p.id = pt.post_id JOIN tags AS t ON t.id = pt.tag_id "
+                "ORDER BY pt.post_id, t.name"
+            )
+        )
+        return [tuple(row) for row in result]
+
+
+async def test_post_tags_carry_their_posts_created_at_through_writes_and_migrations(
+    client: Any, factory: Factory, db: Database
+) -> None:
+    author = await factory.user()
+    created = await client.post(
+        "/posts/", json={"title": "T", "content": "C", "tags": ["b", "a"]}, headers=author.headers
+    )
+    post_id = created.json()["id"]
+    await client.patch(f"/posts/{post_id}", json={"tags": ["a", "c"]}, headers=author.headers)
+    before = await _tagged_rows(db)
+    assert before == [(post_id, "a", True), (post_id, "c", True)]
+
+    # 0002 had no copy of created_at; going back and up again fills it from the posts.
+    await downgrade(db.write_engine, db.settings, "0002")
+    async with db.reader() as conn:
+        columns = await conn.run_sync(
+            lambda c: {x["name"] for x in inspect(c).get_columns("post_tags")}
+        )
+    assert columns == {"post_id", "tag_id"}
+    await upgrade(db.write_engine, db.settings)
+
+    assert await current_revision(db.write_engine) == "0003"
+    assert await _tagged_rows(db) == before
+    listed = await client.get("/posts/", params={"tag": "c"})
+    assert [post["id"] for post in listed.json()["items"]] == [post_id]

@@ -252,6 +252,13 @@ async def test_posts_carry_up_to_three_tags_from_the_plan_and_tag_counters_add_u
         "LEFT JOIN post_tags AS pt ON pt.post_id = p.id GROUP BY p.id",
     )
     assert {row[0] for row in per_post} == {0, 1, 2, 3}
+    # Each row carries its post's created_at: a tag's posts are listed from one index.
+    unlike_post = await fetch(
+        settings,
+        "SELECT count(*) FROM post_tags AS pt JOIN posts AS p ON p.id = pt.post_id "
+        "WHERE pt.created_at IS NULL OR pt.created_at <> p.created_at",
+    )
+    assert unlike_post[0][0] == 0
     # The counters behind GET /api/tags and articlesCount by tag match a recount.
     mismatched = await fetch(
         settings,

@@ -261,7 +261,7 @@ _COLUMNS = {
         "created_at",
         "updated_at",
     ),
-    "post_tags": ("post_id", "tag_id"),
+    "post_tags": ("post_id", "tag_id", "created_at"),
     "likes": ("user_id", "post_id", "created_at"),
     "follows": ("follower_id", "followee_id", "created_at"),
 }
@@ -421,10 +421,14 @@ class _Generator:
         rng = random.Random(self.plan.seed + 5)
         random_ = rng.random
         most = min(MAX_TAGS_PER_POST, len(tag_ids))
+        # Each row carries its post's created_at (migration 0003), as posts() makes it.
+        step = self.history // max(self.plan.posts, 1)
+        created = self.now - self.history
         for post_id in range(self.first_post_id, self.first_post_id + self.plan.posts):
             k = int(random_() * (most + 1))
             for offset in _distinct(rng, k, len(tag_ids)) if k else ():
-                yield (post_id, tag_ids[offset])
+                yield (post_id, tag_ids[offset], created)
+            created += step
 
     def likes(self) -> Iterator[Row]:
         plan = self.plan

@@ -93,8 +93,8 @@ async def world(factory: Factory, db: Database) -> World:
         session.add_all(tags.values())
         await session.flush()
         for i, post in enumerate(posts):
-            session.add(PostTag(post_id=post.id, tag_id=tags["bench"].id))
-            session.add(PostTag(post_id=post.id, tag_id=tags["odd" if i % 2 else "even"].id))
+            for tag in (tags["bench"], tags["odd" if i % 2 else "even"]):
+                session.add(PostTag(post_id=post.id, tag_id=tag.id, created_at=post.created_at))
         liked = posts[0].id
         for i, other in enumerate(others):
             stamp = T0 + timedelta(seconds=i)

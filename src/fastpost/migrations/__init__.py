@@ -35,6 +35,18 @@ async def upgrade(engine: AsyncEngine, settings: DatabaseSettings, revision: str
         await connection.run_sync(run)
 
 
+async def downgrade(engine: AsyncEngine, settings: DatabaseSettings, revision: str) -> None:
+    """Take the database at `engine` back down to `revision`."""
+
+    def run(connection: Connection) -> None:
+        config = alembic_config(settings)
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+    async with engine.begin() as connection:
+        await connection.run_sync(run)
+
+
 async def current_revision(engine: AsyncEngine) -> str | None:
     """Return the revision the database is at, or None when it was never migrated."""
     from alembic.runtime.migration import MigrationContext

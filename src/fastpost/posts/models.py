@@ -93,9 +93,14 @@ class PostTag(Base):
     tag_id: Mapped[int] = mapped_column(
         IdType, ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True
     )
+    # The post's own created_at, copied so that a tag's posts are read newest first from
+    # one index (migration 0003).
+    created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    # The primary key serves "tags of a post"; this serves "posts with a tag".
-    __table_args__ = (Index("ix_post_tags_tag", "tag_id", "post_id"),)
+    # The primary key serves "tags of a post"; this serves "posts with a tag, newest first".
+    __table_args__ = (
+        Index("ix_post_tags_tag_created", "tag_id", text("created_at DESC"), text("post_id DESC")),
+    )
 
 
 class PostCount(Base):

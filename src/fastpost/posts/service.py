@@ -136,7 +136,8 @@ def _list_statement(
     if by_author:
         stmt = stmt.where(posts.c.author_id == bindparam("author_id", type_=BigInteger))
     if by_tag:
-        stmt = stmt.where(post_tags.has_tag())
+        stmt, created_at, post_id = post_tags.tagged(stmt)
+        return keyset_page(stmt, shape, created_at, post_id)
     return newest_first(stmt, shape)
 
 

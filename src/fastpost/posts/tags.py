@@ -12,7 +12,16 @@ from typing import Annotated, Any
 
 import orjson
 from pydantic import StringConstraints
-from sqlalchemy import BigInteger, ColumnElement, String, bindparam, exists, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Select,
+    String,
+    bindparam,
+    exists,
+    literal,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import GenericFunction
@@ -71,9 +80,18 @@ async def set_post_tags(*, session: AsyncSession, post_id: int, names: Sequence[
             )
         )
     if wanted_ids - current:
+        # With the post's created_at, read from its row in the same statement (see has_tag).
         await session.execute(
-            post_tags.insert(),
-            [{"post_id": post_id, "tag_id": tag_id} for tag_id in sorted(wanted_ids - current)],
+            post_tags.insert().from_select(
+                ["post_id", "tag_id", "created_at"],
+                select(
+                    literal(post_id, BigInteger),
+                    tags.c.id,
+                    select(posts.c.created_at).where(posts.c.id == post_id).scalar_subquery(),
+                )
+                .where(tags.c.id.in_(sorted(wanted_ids - current)))
+                .order_by(tags.c.id),
+            )
         )
 
 
@@ -119,16 +137,27 @@ def tag_list(value: Any) -> list[str]:
     return sorted(name for name in names if name is not None)
 
 
-def has_tag() -> ColumnElement[bool]:
-    """The current posts row carries the tag named :tag.
+def _tag_id() -> ColumnElement[Any]:
+    return select(tags.c.id).where(tags.c.name == bindparam("tag", type_=String)).scalar_subquery()
 
-    A semi-join on post_tags: the planner may walk ix_post_tags_tag (tag_id, post_id) for a
-    rare tag, or the posts index in list order probing the post_tags primary key for a
-    common one."""
-    tag_id = (
-        select(tags.c.id).where(tags.c.name == bindparam("tag", type_=String)).scalar_subquery()
-    )
-    return exists().where(post_tags.c.post_id == posts.c.id, post_tags.c.tag_id == tag_id)
+
+def has_tag() -> ColumnElement[bool]:
+    """The current posts row carries the tag named :tag (for counts; lists use tagged())."""
+    return exists().where(post_tags.c.post_id == posts.c.id, post_tags.c.tag_id == _tag_id())
+
+
+# Its own name: the tag list of each post (tag_names_of_post) reads post_tags as well, and
+# must not be correlated with this join.
+_tagged = post_tags.alias("tagged")
+
+
+def tagged(stmt: Select[Any]) -> tuple[Select[Any], ColumnElement[Any], ColumnElement[Any]]:
+    """Keep the posts carrying the tag named :tag; return the statement and the columns to
+    order it by, newest first: the tag's rows of ix_post_tags_tag_created (tag_id,
+    created_at DESC, post_id DESC) in index order, a range read for any tag (migration
+    0003), where a filter on posts would probe every post in date order for a rare one."""
+    joined = stmt.join(_tagged, (_tagged.c.post_id == posts.c.id) & (_tagged.c.tag_id == _tag_id()))
+    return joined, _tagged.c.created_at, _tagged.c.post_id
 
 
 # Tags on at least one published post, the most used first (ties by name: a stable order).

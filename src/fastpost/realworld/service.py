@@ -128,9 +128,13 @@ def _select_articles(dialect: str, *, with_viewer: bool, with_body: bool) -> Sel
     return select(*columns).select_from(posts.join(users, users.c.id == posts.c.author_id))
 
 
-def _newest_first(stmt: Select[Any]) -> Select[Any]:
+def _newest_first(
+    stmt: Select[Any],
+    created_at: ColumnElement[Any] = posts.c.created_at,
+    row_id: ColumnElement[Any] = posts.c.id,
+) -> Select[Any]:
     return (
-        stmt.order_by(posts.c.created_at.desc(), posts.c.id.desc())
+        stmt.order_by(created_at.desc(), row_id.desc())
         .limit(bindparam("limit", type_=Integer))
         .offset(bindparam("offset", type_=Integer))
     )
@@ -162,7 +166,12 @@ def _list_statement(
 ) -> Select[Any]:
     stmt = _select_articles(dialect, with_viewer=with_viewer, with_body=False)
     stmt = _with_total(stmt, _count_statement(tag, author, favorited))
-    return _newest_first(stmt.where(*_filters(tag, author, favorited)))
+    stmt = stmt.where(*_filters(False, author, favorited))
+    if tag:
+        # Read from the tag's rows of post_tags in index order (see posts.tags.tagged).
+        stmt, created_at, post_id = post_tags_service.tagged(stmt)
+        return _newest_first(stmt, created_at, post_id)
+    return _newest_first(stmt)
 
 
 def _counter(kind: str, ref_id: ColumnElement[Any]) -> Select[Any]:
