@@ -10,7 +10,7 @@ the model's JSON schema (`openapi_parameters(M)` on the route).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -20,10 +20,12 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 
-def query_model(model: type[M]) -> Callable[[Request], M]:
+def query_model(model: type[M]) -> Callable[[Request], Awaitable[M]]:
     """A dependency returning the request's query string validated against `model`."""
 
-    def parse(request: Request) -> M:
+    # async, though it never awaits: FastAPI runs a plain `def` dependency in a worker
+    # thread, a thread hop per request.
+    async def parse(request: Request) -> M:
         try:
             # A repeated parameter counts once, its last value, as FastAPI's Query does.
             return model.model_validate(dict(request.query_params))
