@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -23,28 +24,29 @@ def alembic_config(settings: DatabaseSettings) -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine, settings: DatabaseSettings, revision: str = "head") -> None:
-    """Bring the database at `engine` up to `revision`."""
-
+async def _run(
+    engine: AsyncEngine,
+    settings: DatabaseSettings,
+    step: Callable[[Config, str], None],
+    revision: str,
+) -> None:
     def run(connection: Connection) -> None:
         config = alembic_config(settings)
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        step(config, revision)
 
     async with engine.begin() as connection:
         await connection.run_sync(run)
+
+
+async def upgrade(engine: AsyncEngine, settings: DatabaseSettings, revision: str = "head") -> None:
+    """Bring the database at `engine` up to `revision`."""
+    await _run(engine, settings, command.upgrade, revision)
 
 
 async def downgrade(engine: AsyncEngine, settings: DatabaseSettings, revision: str) -> None:
     """Take the database at `engine` back down to `revision`."""
-
-    def run(connection: Connection) -> None:
-        config = alembic_config(settings)
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
-
-    async with engine.begin() as connection:
-        await connection.run_sync(run)
+    await _run(engine, settings, command.downgrade, revision)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
