@@ -12,6 +12,8 @@ def utcnow() -> datetime:
 
 def as_utc(value: datetime) -> datetime:
     """Treat a naive timestamp as UTC: SQLite hands back what it stored without a zone."""
+    if value.tzinfo is UTC:  # asyncpg's timestamptz: nothing to convert, on every row read
+        return value
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
