@@ -24,9 +24,14 @@ def test_every_scrape_counts_every_request_whichever_worker_served_it(tmp_path: 
     with serve(tmp_path, workers=2) as server:
         _get_many(server.base, "/health", 120)
         _get_many(server.base, "/posts/123456", 7)
+        # Each worker folds its tallies into the shared files on its own clock: wait until
+        # both routes' last flushes have landed, then every scrape must agree.
         scrape_until(
             server.base,
-            lambda samples: value(samples, "http_requests_total", route="/health") == 120,
+            lambda samples: (
+                value(samples, "http_requests_total", route="/health") == 120
+                and value(samples, "http_requests_total", route="/posts/{post_id}") == 7
+            ),
         )
         for _ in range(10):
             samples = scrape(server.base)
