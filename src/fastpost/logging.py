@@ -21,7 +21,7 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from fastpost.request_stats import current_request
+from fastpost.request_stats import RequestStats, current_request
 
 REDACTED = "[redacted]"
 _SENSITIVE_WORDS = ("password", "passwd", "token", "secret", "authorization", "cookie", "jwt")
@@ -118,13 +118,15 @@ def get_logger(name: str) -> Any:
 class _Access:
     """The access line: once per request, so it has a path of its own.
 
-    Measured on this machine, a structlog `info()` with the full processor chain costs about
-    13 us, a fifth of a whole `GET /health`; most of it is the context merge (which walks
-    every context variable of the request), the redaction pass and the generic renderer.
-    The access line's fields are named by the middleware and safe by construction (the
-    route template and path, never a body or a header; the request id passed explicitly),
-    so in JSON mode it is serialised straight to the same shape as structlog's lines; in
-    console mode it goes through structlog as any other line.
+    A structlog `info()` with the full processor chain costs about 13 us on this machine, a
+    fifth of a whole `GET /health`: the context merge (which walks every context variable of
+    the request), the redaction pass and the generic renderer. The access line's fields are
+    named by the middleware and safe by construction (the route template and path, never a
+    body or a header; a request id that passed a strict pattern), so in JSON mode it is
+    printed straight into a fixed template of the same shape as structlog's lines: 1.5 us,
+    where building a dict for orjson cost 7 (both measured with timeit, this machine). Only
+    the path can hold characters JSON must escape; it goes through orjson. In console mode
+    the line goes through structlog as any other line.
 
     While the app runs, JSON lines are written in batches (`batching`): containers commonly
     set PYTHONUNBUFFERED, which makes every write to stdout a system call of its own, and a
@@ -135,6 +137,11 @@ class _Access:
 
     BATCH_BYTES = 64 * 1024
     FLUSH_SECONDS = 0.5
+    _LINE = (
+        b'{"event":"request","level":"info","timestamp":"%s.%06dZ","request_id":"%s",'
+        b'"method":"%s","route":%s,"path":%s,"status":%d,"duration_ms":%.2f,'
+        b'"db_queries":%d,"db_ms":%.2f,"cache_hits":%d,"cache_misses":%d,"user_id":%s}\n'
+    )
 
     def __init__(self) -> None:
         self.enabled = True
@@ -144,7 +151,9 @@ class _Access:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._second = -1
-        self._prefix = ""
+        self._prefix = b""
+        # JSON-encoded route templates (a few dozen, fixed by the app).
+        self._routes: dict[str, bytes] = {}
 
     def configure(self, level: str, json: bool, stream: TextIO) -> None:
         self.flush()
@@ -158,8 +167,14 @@ class _Access:
             data = b"".join(self._pending)
             self._pending.clear()
             self._pending_bytes = 0
-            self.stream.write(data.decode())
-            self.stream.flush()
+            binary = getattr(self.stream, "buffer", None)  # a text stream over a file
+            if binary is not None:
+                self.stream.flush()  # what was written to it as text goes out first
+                binary.write(data)
+                binary.flush()
+            else:
+                self.stream.write(data.decode())
+                self.stream.flush()
 
     def start_batching(self) -> asyncio.Task[None]:
         """Hold lines back from now on; return the task that writes them out periodically
@@ -177,24 +192,60 @@ class _Access:
             await asyncio.sleep(self.FLUSH_SECONDS)
             self.flush()
 
-    def _timestamp(self) -> str:
+    def request(
+        self,
+        stats: RequestStats,
+        request_id: bytes,
+        method: str,
+        route: str,
+        path: str,
+        status: int,
+        duration: float,
+    ) -> None:
+        """Log one served request. `request_id` is ASCII with no character JSON escapes
+        (the middleware's pattern), `method` an HTTP method name."""
+        if not self.enabled:
+            return
+        if not self.json:
+            structlog.get_logger("fastpost.access").info(
+                "request",
+                request_id=stats.request_id,
+                method=method,
+                route=route,
+                path=path,
+                status=status,
+                duration_ms=round(duration * 1000, 2),
+                db_queries=stats.db_queries,
+                db_ms=round(stats.db_seconds * 1000, 2),
+                cache_hits=stats.cache_hits,
+                cache_misses=stats.cache_misses,
+                user_id=stats.user_id,
+            )
+            return
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
-
-    def info(self, **fields: Any) -> None:
-        if not self.enabled:
-            return
-        if not self.json:
-            structlog.get_logger("fastpost.access").info("request", **fields)
-            return
-        fields["event"] = "request"
-        fields["level"] = "info"
-        fields["timestamp"] = self._timestamp()
-        line = orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+        route_json = self._routes.get(route)
+        if route_json is None:
+            route_json = self._routes[route] = orjson.dumps(route)
+        user_id = stats.user_id
+        line = self._LINE % (
+            self._prefix,
+            int((now - second) * 1_000_000),
+            request_id,
+            method.encode(),
+            route_json,
+            orjson.dumps(path),
+            status,
+            duration * 1000,
+            stats.db_queries,
+            stats.db_seconds * 1000,
+            stats.cache_hits,
+            stats.cache_misses,
+            b"null" if user_id is None else b"%d" % user_id,
+        )
         if not self.batching:
             self.stream.write(line.decode())
             return

@@ -86,6 +86,7 @@ class BodySizeLimit:
 
 # X-Request-ID values we pass on as they are: short, and nothing that could forge a log line.
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+=/-]{1,128}")
+_SERVER_TIMING = b"db;dur=%.2f, cache;dur=%.2f, app;dur=%.2f, total;dur=%.2f"
 
 
 class Observability:
@@ -131,19 +132,19 @@ class Observability:
                 elapsed_ms = (time.perf_counter() - start) * 1000
                 db_ms = stats.db_seconds * 1000
                 cache_ms = stats.cache_seconds * 1000
-                timing = (
-                    f"db;dur={db_ms:.2f}, cache;dur={cache_ms:.2f}, "
-                    f"app;dur={elapsed_ms - db_ms - cache_ms:.2f}, total;dur={elapsed_ms:.2f}"
+                timing = _SERVER_TIMING % (
+                    db_ms,
+                    cache_ms,
+                    elapsed_ms - db_ms - cache_ms,
+                    elapsed_ms,
                 )
-                # A new list: a cached Response hands us its own header list every time.
-                message = {
-                    **message,
-                    "headers": [
-                        *message.get("headers", ()),
-                        (b"x-request-id", request_id),
-                        (b"server-timing", timing.encode()),
-                    ],
-                }
+                # A new list (a cached Response hands us its own list every time) in the
+                # message dict, which its sender built for this one call.
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"x-request-id", request_id),
+                    (b"server-timing", timing),
+                ]
             await send(message)
 
         try:
@@ -161,17 +162,5 @@ class Observability:
             if self.n_plus_one_threshold and stats.db_queries > self.n_plus_one_threshold:
                 check_n_plus_one(stats, route, self.n_plus_one_threshold)
             if self.access_log:
-                access.info(
-                    request_id=rid,
-                    method=method,
-                    route=route,
-                    path=scope["path"],
-                    status=status,
-                    duration_ms=round(duration * 1000, 2),
-                    db_queries=stats.db_queries,
-                    db_ms=round(stats.db_seconds * 1000, 2),
-                    cache_hits=stats.cache_hits,
-                    cache_misses=stats.cache_misses,
-                    user_id=stats.user_id,
-                )
+                access.request(stats, request_id, method, route, scope["path"], status, duration)
             current_request.reset(stats_token)

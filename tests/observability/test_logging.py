@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from fastpost.app import create_app
 from fastpost.logging import configure_logging
+from fastpost.metrics import UNMATCHED_ROUTE
 from fastpost.settings import Settings
 from tests.conftest import PASSWORD, Factory
 from tests.observability.conftest import LogLines
@@ -36,6 +37,20 @@ async def test_each_request_logs_one_access_line_with_route_status_timing_and_qu
     assert line["request_id"] == response.headers["x-request-id"]
     assert line["level"] == "info"
     assert "timestamp" in line
+
+
+async def test_an_access_line_stays_valid_json_whatever_the_path_holds(
+    client: httpx.AsyncClient, logs: LogLines
+) -> None:
+    # The line is printed into a template; the path is the one field a client chooses freely,
+    # and the server logs it percent-decoded: quotes, a backslash, a tab, accents, a snowman.
+    response = await client.get("/no/such/%22quoted%22%5Cback%09tab/%C3%A9t%C3%A9/%E2%98%83")
+    assert response.status_code == 404
+    [line] = logs.access()
+    assert line["path"] == '/no/such/"quoted"\\back\ttab/\u00e9t\u00e9/\u2603'
+    assert line["route"] == UNMATCHED_ROUTE
+    assert line["user_id"] is None
+    assert line["timestamp"].endswith("Z")
 
 
 async def test_a_post_served_from_the_cache_before_routing_is_labelled_by_its_route(
