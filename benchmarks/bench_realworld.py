@@ -5,10 +5,11 @@
 
 For each size, one PostgreSQL database seeded by `fastpost seed` (20 tags, 0-3 per
 article), and three servers, each one uvicorn worker pinned to core 0, wrk pinned to core 1
-(the method of ../shared/anchors.md), every figure the median of the repeats:
+(the method of ../shared/anchors.md), every figure the median of the repeats, each ratio
+the median of the ratios within each repeat:
 - (c) Starlette + asyncpg + orjson, the page as one SQL statement (benchmarks/
   baseline_realworld.py), checked to answer fastpost's exact bytes;
-- fastpost with the cache off: two statements (page and counter), run concurrently;
+- fastpost with the cache off: one statement (the page, each row carrying the total);
 - fastpost with the cache on (in-process tier, Redis behind it): the anonymous first page
   is served from memory after the first request.
 Targets (issue 6): cache off >= 0.7x of (c) at each size, and flat from the small size to
@@ -60,9 +61,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--sizes", default="1000,1000000", help="articles to seed, per run")
     parser.add_argument("--limit", type=int, default=20, help="page size")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per wrk run")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per measure (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per measure (median)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument(
         "--database-url",
@@ -91,6 +92,14 @@ def _users_for(posts: int) -> int:
 
 def _median(runs: list[WrkRun], name: str) -> float:
     return float(statistics.median(getattr(run, name) for run in runs))
+
+
+def _paired(top: list[WrkRun], bottom: list[WrkRun], name: str) -> float | None:
+    """The median over repeats of top/bottom, each from one repeat. The machine's other
+    tenants move a figure by +-20% from one run to the next; the servers of one repeat ran
+    back to back, so their ratio varies less than the ratio of medians."""
+    ratios = [getattr(a, name) / getattr(b, name) for a, b in zip(top, bottom, strict=True)]
+    return float(statistics.median(ratios)) if all(getattr(b, name) for b in bottom) else None
 
 
 def _measure_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:
@@ -150,9 +159,11 @@ def _measure_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, 
 
         for name in SERVERS:
             load(name, args.warmup)
+        order = list(SERVERS)
         for repeat in range(args.repeats):
-            # Interleaved: a change in the machine's load hits every server alike.
-            for name in SERVERS:
+            # Interleaved, each server first in turn: a change in the machine's load hits
+            # every server alike.
+            for name in order:
                 run = load(name, args.duration)
                 runs[name].append(run)
                 console.print(
@@ -161,6 +172,7 @@ def _measure_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, 
                     f"CPU/req  wrk CPU {run.wrk_cpu:4.0%}",
                     highlight=False,
                 )
+            order.append(order.pop(0))
     rps = {name: _median(runs[name], "rps") for name in SERVERS}
     cpu = {name: _median(runs[name], "server_cpu_us_per_request") for name in SERVERS}
     return {
@@ -174,8 +186,10 @@ def _measure_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, 
                 "p50_ms": _median(runs[name], "p50_ms"),
                 "p99_ms": _median(runs[name], "p99_ms"),
                 "cpu_us_per_request": cpu[name],
-                "vs_asyncpg": rps[name] / rps["asyncpg"] if rps["asyncpg"] else None,
-                "vs_asyncpg_by_cpu": cpu["asyncpg"] / cpu[name] if cpu[name] else None,
+                "vs_asyncpg": _paired(runs[name], runs["asyncpg"], "rps"),
+                "vs_asyncpg_by_cpu": _paired(
+                    runs["asyncpg"], runs[name], "server_cpu_us_per_request"
+                ),
                 "errors": sum(run.non_2xx + run.socket_errors for run in runs[name]),
                 "wrk_over_limit": any(run.wrk_cpu > GENERATOR_CPU_LIMIT for run in runs[name]),
                 "runs": [vars(run) for run in runs[name]],
@@ -228,11 +242,12 @@ def print_results(results: dict[str, Any]) -> None:
         caption="one uvicorn worker each on core "
         f"{method['server_cpu']}, wrk on core {method['client_cpu']}",
     )
-    for column in ("articles", "server", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "vs (c)"):
+    columns = ("articles", "server", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "vs (c)", "by CPU")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("articles", "server") else "right")
     for size in results["sizes"]:
         for i, (name, row) in enumerate(size["servers"].items()):
-            ratio = row["vs_asyncpg"]
+            ratio, by_cpu = row["vs_asyncpg"], row["vs_asyncpg_by_cpu"]
             table.add_row(
                 f"{size['articles']:,}" if i == 0 else "",
                 SERVERS[name],
@@ -241,6 +256,7 @@ def print_results(results: dict[str, Any]) -> None:
                 f"{row['p99_ms']:.2f}",
                 f"{row['cpu_us_per_request']:,.0f}",
                 f"{ratio:.2f}x" if ratio is not None else "-",
+                f"{by_cpu:.2f}x" if by_cpu is not None else "-",
                 end_section=i == len(SERVERS) - 1,
             )
     console.print(table)

@@ -20,21 +20,26 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 
+def parse_query(model: type[M], request: Request) -> M:
+    """The request's query string validated against `model`; a RequestValidationError (the
+    app's 422) naming each field that fails."""
+    try:
+        # A repeated parameter counts once, its last value, as FastAPI's Query does.
+        return model.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        errors = [
+            {**error, "loc": ("query", *error["loc"])} for error in exc.errors(include_url=False)
+        ]
+        raise RequestValidationError(errors) from None
+
+
 def query_model(model: type[M]) -> Callable[[Request], Awaitable[M]]:
     """A dependency returning the request's query string validated against `model`."""
 
     # async, though it never awaits: FastAPI runs a plain `def` dependency in a worker
     # thread, a thread hop per request.
     async def parse(request: Request) -> M:
-        try:
-            # A repeated parameter counts once, its last value, as FastAPI's Query does.
-            return model.model_validate(dict(request.query_params))
-        except ValidationError as exc:
-            errors = [
-                {**error, "loc": ("query", *error["loc"])}
-                for error in exc.errors(include_url=False)
-            ]
-            raise RequestValidationError(errors) from None
+        return parse_query(model, request)
 
     return parse
 

@@ -580,3 +580,19 @@ async def test_a_bad_feed_query_is_422_and_the_list_query_is_documented(
         "limit",
         "offset",
     }
+    # The list reads the caller itself, without a dependency: the optional scheme is declared.
+    assert spec["paths"]["/api/articles"]["get"]["security"] == [{"Token": []}, {}]
+    assert "Token" in spec["components"]["securitySchemes"]
+
+
+async def test_a_bad_token_on_the_list_is_401_before_a_bad_query_is_422(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get(
+        "/api/articles?limit=0", headers={"Authorization": "Token not-a-jwt"}
+    )
+    assert response.status_code == 401
+    assert list(response.json()["errors"]) == ["token"]
+    response = await client.get("/api/articles?limit=0")
+    assert response.status_code == 422
+    assert list(response.json()["errors"]) == ["limit"]

@@ -8,15 +8,15 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request, Response, status
 from fastapi.security import APIKeyHeader
 
-from fastpost.cache import CacheDep
+from fastpost.cache import Cache, CacheDep
 from fastpost.comments import service as comments_service
-from fastpost.db import DatabaseDep, WriteSession
+from fastpost.db import Database, DatabaseDep, WriteSession
 from fastpost.errors import Unauthorized
 from fastpost.http_caching import cached_response
 from fastpost.posts import service as posts_service
 from fastpost.posts import tags as tags_service
 from fastpost.posts.models import PostStatus
-from fastpost.query import openapi_parameters, query_model
+from fastpost.query import openapi_parameters, parse_query, query_model
 from fastpost.realworld import service
 from fastpost.realworld.schemas import (
     ArticleEnvelope,
@@ -115,6 +115,44 @@ def _user_out(user: Any, token: str) -> dict[str, Any]:
             "image": field("image"),
         }
     }
+
+
+# The home page of every RealWorld front end, and the list the peers race on.
+# - Declared first: FastAPI (0.165) tries a router's routes in order, twice a request (to
+#   match, then to handle).
+# - It reads its caller and query string itself instead of through dependencies: FastAPI
+#   solves each dependency with bookkeeping of its own per request, and the four this route
+#   had cost a fifth of its CPU time with the cache off (in-process, process time, this
+#   machine: about 820 us a request with them, 660 without). OpenAPI shows the same
+#   parameters and security scheme.
+@router.get(
+    "/articles",
+    response_model=ArticlesEnvelope,
+    responses=realworld_errors(401, 422),
+    openapi_extra={**openapi_parameters(ArticleListParams), "security": [{"Token": []}, {}]},
+)
+async def list_articles(request: Request) -> Response:
+    """Published articles, newest first, filtered by tag, author or favoriting user."""
+    caller = _caller(request, required=False)  # first: a bad token is a 401 before a 422
+    query = parse_query(ArticleListParams, request)
+    db: Database = request.app.state.db
+    unfiltered = query.tag is None and query.author is None and query.favorited is None
+    if caller is None and query.offset == 0 and unfiltered:
+        # A front end's home page: served from the cache, revalidated by ETag.
+        cache: Cache = request.app.state.cache
+        entry = await service.cached_first_articles(db=db, cache=cache, limit=query.limit)
+        return cached_response(request.headers, entry)
+    return json_response(
+        await service.list_articles(
+            db=db,
+            viewer_id=_viewer(caller),
+            tag=query.tag,
+            author=query.author,
+            favorited=query.favorited,
+            limit=query.limit,
+            offset=query.offset,
+        )
+    )
 
 
 # Users and authentication
@@ -275,38 +313,6 @@ async def feed(
     """Articles by the authors the caller follows, newest first."""
     return json_response(
         await service.feed(db=db, viewer_id=caller.user_id, limit=query.limit, offset=query.offset)
-    )
-
-
-@router.get(
-    "/articles",
-    response_model=ArticlesEnvelope,
-    responses=realworld_errors(401, 422),
-    openapi_extra=openapi_parameters(ArticleListParams),
-)
-async def list_articles(
-    request: Request,
-    caller: OptionalCaller,
-    db: DatabaseDep,
-    cache: CacheDep,
-    query: Annotated[ArticleListParams, Depends(query_model(ArticleListParams))],
-) -> Response:
-    """Published articles, newest first, filtered by tag, author or favoriting user."""
-    unfiltered = query.tag is None and query.author is None and query.favorited is None
-    if caller is None and query.offset == 0 and unfiltered:
-        # A front end's home page: served from the cache, revalidated by ETag.
-        entry = await service.cached_first_articles(db=db, cache=cache, limit=query.limit)
-        return cached_response(request.headers, entry)
-    return json_response(
-        await service.list_articles(
-            db=db,
-            viewer_id=_viewer(caller),
-            tag=query.tag,
-            author=query.author,
-            favorited=query.favorited,
-            limit=query.limit,
-            offset=query.offset,
-        )
     )
 
 
