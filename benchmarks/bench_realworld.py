@@ -191,6 +191,9 @@ def _measure_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, 
                     runs["asyncpg"], runs[name], "server_cpu_us_per_request"
                 ),
                 "errors": sum(run.non_2xx + run.socket_errors for run in runs[name]),
+                "non_2xx": sum(run.non_2xx for run in runs[name]),
+                "socket_errors": sum(run.socket_errors for run in runs[name]),
+                "requests": sum(run.requests for run in runs[name]),
                 "wrk_over_limit": any(run.wrk_cpu > GENERATOR_CPU_LIMIT for run in runs[name]),
                 "runs": [vars(run) for run in runs[name]],
             }
@@ -263,7 +266,12 @@ def print_results(results: dict[str, Any]) -> None:
     for size in results["sizes"]:
         for name, row in size["servers"].items():
             if row["errors"]:
-                console.print(f"[yellow]note:[/yellow] {size['articles']:,} {name}: errors")
+                console.print(
+                    f"[yellow]note:[/yellow] {size['articles']:,} {name}: {row['non_2xx']:,} "
+                    f"non-2xx and {row['socket_errors']:,} socket errors (wrk's timeouts "
+                    f"included) in {row['requests']:,} requests",
+                    highlight=False,
+                )
             if row["wrk_over_limit"]:
                 console.print(
                     f"[yellow]note:[/yellow] {size['articles']:,} {name}: wrk above "
