@@ -7,20 +7,24 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, _IncludedRouter
 from starlette.routing import Match
 
+from fastpost.app import create_app
 from fastpost.comments.router import router as comments_router
 from fastpost.health import router as health_router
 from fastpost.posts.router import router as posts_router
 from fastpost.posts.router import tags_router, user_posts_router
 from fastpost.realworld.router import router as realworld_router
 from fastpost.routing import PrefixRouter
+from fastpost.settings import Settings
 from fastpost.social.router import feed_router
 from fastpost.social.router import router as social_router
 from fastpost.users.router import auth_router, users_router
+from tests.conftest import make_settings
 
 
 def test_a_router_does_not_try_its_routes_for_a_path_outside_its_prefix() -> None:
@@ -85,3 +89,28 @@ def test_no_route_or_dependency_runs_in_a_worker_thread(app: FastAPI) -> None:
     ]
     assert len(routers) == len(set(map(id, routers)))
     assert sync == []
+
+
+async def test_routing_is_built_at_startup_not_by_the_first_request(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # FastAPI builds each included router's matching state lazily; fastpost builds it in
+    # the lifespan (outside tests), so the first request after a deploy does not pay it.
+    built: list[object] = []
+    original = _IncludedRouter._build_effective_context
+
+    def counting(self: _IncludedRouter, route: Any) -> Any:
+        built.append(route)
+        return original(self, route)
+
+    monkeypatch.setattr(_IncludedRouter, "_build_effective_context", counting)
+    production = make_settings(settings.db.url).model_copy(update={"env": "production"})
+    app = create_app(production)
+    async with app.router.lifespan_context(app):
+        at_startup = len(built)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for path in ("/health", "/api/tags", "/posts/?limit=1"):
+                assert (await client.get(path)).status_code == 200
+    assert at_startup > 20
+    assert len(built) == at_startup

@@ -25,6 +25,7 @@ from fastpost.posts.router import tags_router, user_posts_router
 from fastpost.realworld.errors import install_realworld_errors
 from fastpost.realworld.router import PREFIX as REALWORLD_PREFIX
 from fastpost.realworld.router import router as realworld_router
+from fastpost.routing import build_routing_now
 from fastpost.security import Passwords, Tokens
 from fastpost.settings import Settings
 from fastpost.social.router import feed_router
@@ -72,6 +73,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await cache.start()
         app.state.cache = cache
         access_log_flusher = access.start_batching()
+        if settings.env != "test" or settings.profiling:
+            # Tests build hundreds of apps and route a few requests through each: for them
+            # the lazy build is cheaper.
+            build_routing_now(app)
         try:
             yield
         finally:
@@ -124,7 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.profiling:
         from fastpost.profiling import ProfileRequests
 
-        app.add_middleware(ProfileRequests)
+        app.add_middleware(ProfileRequests, loopback_allowed=settings.env != "production")
     # Outermost, so that it times and counts everything, 413s included.
     app.add_middleware(
         Observability,

@@ -21,6 +21,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema: migrations (Alembic).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+admin_app = typer.Typer(
+    help="Admins: who may ask for a profile of any request (?profile=1).", no_args_is_help=True
+)
+app.add_typer(admin_app, name="admin")
 console = Console()
 # prometheus_client's multiprocess folder (see fastpost.metrics).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -160,6 +164,43 @@ def db_current() -> None:
             await db.dispose()
 
     console.print(asyncio.run(run()) or "not migrated")
+
+
+def _set_admin(username: str, is_admin: bool) -> None:
+    from sqlalchemy import update
+
+    from fastpost.db import Database
+    from fastpost.users.models import User
+
+    settings = _settings()
+
+    async def run() -> int:
+        db = Database(settings.db)
+        try:
+            async with db.transaction() as session:
+                result = await session.execute(
+                    update(User).where(User.username == username).values(is_admin=is_admin)
+                )
+                return int(getattr(result, "rowcount", 0))
+        finally:
+            await db.dispose()
+
+    if asyncio.run(run()) == 0:
+        console.print(f"[red]no user named {username!r}[/red]")
+        raise typer.Exit(1)
+    console.print(f"{username} is {'now' if is_admin else 'no longer'} an admin")
+
+
+@admin_app.command("grant")
+def admin_grant(username: Annotated[str, typer.Argument(help="The user's username.")]) -> None:
+    """Make USERNAME an admin."""
+    _set_admin(username, True)
+
+
+@admin_app.command("revoke")
+def admin_revoke(username: Annotated[str, typer.Argument(help="The user's username.")]) -> None:
+    """Make USERNAME an ordinary user again."""
+    _set_admin(username, False)
 
 
 @app.command()

@@ -2,8 +2,10 @@
 `fastpost profile METHOD PATH` runs one request in-process under cProfile.
 
 The middleware is only installed with `FASTPOST_PROFILING=1`, so it costs nothing otherwise.
-Even then a profile is served only to a caller on loopback, and never in production: fastpost
-has no admin role yet, and a profile shows code paths and timings an outsider should not see.
+Even then a profile shows code paths and timings an outsider should not see: it is served
+to an authenticated admin (`fastpost admin grant USERNAME`; a bearer token, or RealWorld's
+`Token`), or to a caller on loopback outside production. Anyone else gets the normal
+answer, as if the parameter were not there.
 """
 
 from __future__ import annotations
@@ -14,28 +16,58 @@ import pstats
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import bindparam, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fastpost.db import Database, table_of
+from fastpost.errors import Unauthorized
+from fastpost.security import Tokens
+from fastpost.users.models import User
+
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+_users = table_of(User)
+_IS_ADMIN = select(_users.c.is_admin).where(_users.c.id == bindparam("user_id"), _users.c.is_active)
 
 
 def _asks_for_profile(query_string: bytes) -> bool:
     return b"profile=1" in query_string.split(b"&")
 
 
+async def caller_is_admin(scope: Scope) -> bool:
+    """Whether the request carries a valid token of an active admin."""
+    authorization = next(
+        (value for name, value in scope["headers"] if name == b"authorization"), b""
+    )
+    scheme, _, token = authorization.decode("latin-1").partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not token:
+        return False
+    state = scope["app"].state
+    tokens: Tokens = state.tokens
+    try:
+        user_id = tokens.user_id(token)
+    except Unauthorized:
+        return False
+    db: Database = state.db
+    row = await db.fetch_one(_IS_ADMIN, {"user_id": user_id})
+    return row is not None and bool(row["is_admin"])
+
+
 class ProfileRequests:
     """Answer `?profile=1` with the pyinstrument HTML profile of the request."""
 
-    def __init__(self, app: ASGIApp, *, allow_remote: bool = False) -> None:
+    def __init__(self, app: ASGIApp, *, loopback_allowed: bool) -> None:
         self.app = app
-        self.allow_remote = allow_remote
+        self.loopback_allowed = loopback_allowed
+
+    def _from_loopback(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        return self.loopback_allowed and client is not None and client[0] in _LOOPBACK
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _asks_for_profile(scope.get("query_string", b"")):
             await self.app(scope, receive, send)
             return
-        client = scope.get("client")
-        if not self.allow_remote and (client is None or client[0] not in _LOOPBACK):
+        if not self._from_loopback(scope) and not await caller_is_admin(scope):
             await self.app(scope, receive, send)
             return
         from pyinstrument import Profiler

@@ -10,7 +10,9 @@ match against every route of every router before it: half the CPU time of a `GET
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
 from starlette._utils import get_route_path
 from starlette.routing import Match
 from starlette.types import Scope
@@ -24,3 +26,23 @@ class PrefixRouter(APIRouter):
         if self.prefix and not get_route_path(scope).startswith(self.prefix):
             return Match.NONE, {}
         return super().matches(scope)
+
+
+def build_routing_now(app: FastAPI) -> None:
+    """Build every included router's matching state now, rather than on its first request.
+
+    FastAPI (0.165) builds it lazily, each route's dependency tree included: about 100 ms
+    for the RealWorld router on this machine, paid by whichever request reaches it first
+    after a deploy. A first request profiled with `?profile=1` paid it under pyinstrument's
+    0.1 ms sampling: 35 s.
+    """
+
+    def build(router: Any) -> None:
+        for candidate in router.effective_candidates():
+            if hasattr(candidate, "effective_candidates"):
+                build(candidate)
+        router.effective_low_priority_routes()
+
+    for route in app.router.routes:
+        if hasattr(route, "effective_candidates"):
+            build(route)
