@@ -12,6 +12,9 @@ the median of the ratios within each repeat:
 - fastpost with the cache off: one statement (the page, each row carrying the total);
 - fastpost with the cache on (in-process tier, Redis behind it): the anonymous first page
   is served from memory after the first request.
+Then (c) and fastpost with the cache off are called again in this process, on the same core,
+without uvicorn or wrk (fastpost.bench.in_process): their own CPU per request, a figure the
+machine's noise moves far less than wrk's requests per second.
 Targets (issue 6): cache off >= 0.7x of (c) at each size, and flat from the small size to
 the large one (each server's req/s at the large size over its req/s at the small one).
 Seeding a million articles takes a few minutes; `--keep-db` keeps the databases and reuses
@@ -23,19 +26,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import secrets
 import statistics
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
+import uvloop
 from rich.table import Table
 
+from benchmarks.baseline_realworld import realworld_app
 from benchmarks.bench_reads import console
 from benchmarks.script import run_script
 from fastpost.bench.database import asyncpg_dsn, drop_postgres, prepare_postgres
+from fastpost.bench.in_process import cpu_per_request
 from fastpost.bench.machine import git_revision
 from fastpost.bench.servers import Server, base_env, fetch
 from fastpost.bench.wrk import GENERATOR_CPU_LIMIT, WrkRun, run_wrk
@@ -92,6 +100,48 @@ def _users_for(posts: int) -> int:
 
 def _median(runs: list[WrkRun], name: str) -> float:
     return float(statistics.median(getattr(run, name) for run in runs))
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _in_process(envs: dict[str, dict[str, str]], path: str, cpu: int | None) -> dict[str, Any]:
+    """(c) and fastpost with the cache off, called in this process (fastpost.bench.in_process):
+    the apps' own CPU per request, without the HTTP server and wrk, on the server's core."""
+    from fastpost.app import create_app
+
+    apps: dict[str, Any] = {}
+    with _environment(envs["asyncpg"]):
+        apps["asyncpg"] = realworld_app()
+    with _environment(envs["uncached"]):
+        apps["uncached"] = create_app()
+    route, _, query = path.partition("?")
+    affinity = os.sched_getaffinity(0)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    try:
+        with _environment(envs["uncached"]):
+            costs = uvloop.run(cpu_per_request(apps, route, query))
+    finally:
+        os.sched_setaffinity(0, affinity)
+    if costs["uncached"].body != costs["asyncpg"].body:
+        console.print("[yellow]note: in process, fastpost's body differs from (c)'s[/yellow]")
+    paired = [a / b for a, b in zip(costs["asyncpg"].rounds, costs["uncached"].rounds, strict=True)]
+    return {
+        "cpu_us_per_request": {name: cost.best for name, cost in costs.items()},
+        "rounds": {name: cost.rounds for name, cost in costs.items()},
+        "ratio_best": costs["asyncpg"].best / costs["uncached"].best,
+        "ratio_paired_median": statistics.median(paired),
+    }
 
 
 def _paired(top: list[WrkRun], bottom: list[WrkRun], name: str) -> float | None:
@@ -173,10 +223,12 @@ def _measure_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, 
                     highlight=False,
                 )
             order.append(order.pop(0))
+    in_process = _in_process(envs, path, args.server_cpu)
     rps = {name: _median(runs[name], "rps") for name in SERVERS}
     cpu = {name: _median(runs[name], "server_cpu_us_per_request") for name in SERVERS}
     return {
         "articles": size,
+        "in_process": in_process,
         "articles_count": articles["articlesCount"],
         "body_bytes": len(bodies["uncached"]),
         "same_bytes_as_baseline": same_bytes,
@@ -277,6 +329,15 @@ def print_results(results: dict[str, Any]) -> None:
                     f"[yellow]note:[/yellow] {size['articles']:,} {name}: wrk above "
                     f"{GENERATOR_CPU_LIMIT:.0%} CPU, the figure is a floor"
                 )
+        in_process = size["in_process"]
+        console.print(
+            f"{size['articles']:,} articles, in process (no HTTP server, no wrk; best of "
+            f"{len(in_process['rounds']['asyncpg'])} rounds): (c) "
+            f"{in_process['cpu_us_per_request']['asyncpg']:,.0f} µs CPU/req, fastpost cache off "
+            f"{in_process['cpu_us_per_request']['uncached']:,.0f}: {in_process['ratio_best']:.2f}x "
+            f"(median of paired rounds {in_process['ratio_paired_median']:.2f}x)",
+            highlight=False,
+        )
         same = all(size["same_bytes_as_baseline"].values())
         console.print(
             f"{size['articles']:,} articles: {size['body_bytes']:,} B body, "
