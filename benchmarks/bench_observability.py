@@ -16,14 +16,17 @@ turn; each repeat gives a with/without ratio, and the verdict is their median. T
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import tempfile
 from pathlib import Path
 
+import uvloop
 from fastapi import FastAPI
 
 from fastpost.app import create_app
+from fastpost.bench.in_process import InProcessCost, cpu_per_request
 from fastpost.bench.servers import Server
 from fastpost.bench.wrk import WrkRun, ensure_wrk, run_wrk
 from fastpost.middleware import Observability
@@ -100,6 +103,7 @@ def main() -> None:
             for server in servers.values():
                 server.stop()
         access_lines = sum(1 for _ in (tmp / "with.log").open())
+        in_process = _in_process(env, tmp / "in-process.log", server_cpu)
     print(f"GET /health, 1 worker{' pinned to core 0, wrk on core 1' if pinned else ''}, "
           f"{args.repeats} x {args.seconds:g} s, {args.connections} connections")  # fmt: skip
     median: dict[str, dict[str, float]] = {}
@@ -136,6 +140,38 @@ def main() -> None:
     print(f"no-log/without (metrics, request id, Server-Timing; no access line): {no_log:.3f}")
     verdict = "met" if ratio >= TARGET else "MISSED"
     print(f"target: with/without >= {TARGET:.2f} (at most 10% cost): {verdict}")
+    best = {name: cost.best for name, cost in in_process.items()}
+    extra = best["with"] - best["without"]
+    print(
+        f"in process (no HTTP server, no wrk; best of {len(in_process['with'].rounds)} rounds): "
+        f"with {best['with']:.1f} us CPU/req, no-log {best['no-log']:.1f}, without "
+        f"{best['without']:.1f}: the middleware's own {extra:.1f} us is "
+        f"{extra / median['with']['server_cpu_us_per_request']:.1%} of a served request's "
+        f"server CPU (wrk, 'with')"
+    )
+
+
+def _in_process(env: dict[str, str], log: Path, cpu: int | None) -> dict[str, InProcessCost]:
+    """The three apps called in this process, on the server's core (see
+    fastpost.bench.in_process): the middleware's own CPU, without uvicorn's and the noise
+    that moves wrk's figures. Their log lines go to `log`."""
+    saved = dict(os.environ)
+    affinity = os.sched_getaffinity(0)
+    try:
+        os.environ.update(env)
+        with log.open("w") as out, contextlib.redirect_stdout(out):
+            apps = {
+                "with": app_with_observability(),
+                "no-log": app_without_access_log(),
+                "without": app_without_observability(),
+            }
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+            return uvloop.run(cpu_per_request(apps, "/health", requests_per_round=2000))
+    finally:
+        os.sched_setaffinity(0, affinity)
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 if __name__ == "__main__":

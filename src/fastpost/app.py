@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -77,6 +78,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Tests build hundreds of apps and route a few requests through each: for them
             # the lazy build is cheaper.
             build_routing_now(app)
+        if settings.env != "test":
+            # What startup built (modules, routes, schemas: about 110,000 objects) lives as
+            # long as the process; frozen, a full collection no longer walks it. Unfrozen,
+            # each full collection took about 100 ms, every request in flight waiting on it
+            # (gc callbacks in a worker under wrk, this machine).
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
@@ -87,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await access_log_flusher
             access.stop_batching()
+            if settings.env != "test":
+                gc.unfreeze()  # an app run inside a longer process (tests) leaves no trace
             await querylog.wait_for_explains()
             if observability.slow_query_ms is not None:
                 querylog.slow_query_log = None
