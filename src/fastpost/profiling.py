@@ -17,11 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import bindparam, select
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastpost.db import Database, table_of
 from fastpost.errors import Unauthorized
-from fastpost.security import Tokens
+from fastpost.security import Tokens, token_in
 from fastpost.users.models import User
 
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -35,11 +36,8 @@ def _asks_for_profile(query_string: bytes) -> bool:
 
 async def caller_is_admin(scope: Scope) -> bool:
     """Whether the request carries a valid token of an active admin."""
-    authorization = next(
-        (value for name, value in scope["headers"] if name == b"authorization"), b""
-    )
-    scheme, _, token = authorization.decode("latin-1").partition(" ")
-    if scheme.lower() not in ("bearer", "token") or not token:
+    token = token_in(Headers(scope=scope).get("authorization", ""), ("bearer", "token"))
+    if token is None:
         return False
     state = scope["app"].state
     tokens: Tokens = state.tokens

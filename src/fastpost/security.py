@@ -89,6 +89,13 @@ class Tokens:
         return int(sub)
 
 
+def token_in(authorization: str, schemes: tuple[str, ...]) -> str | None:
+    """The token of an `Authorization: <scheme> <token>` header value whose scheme (any
+    case) is one of `schemes` (lower case), or None."""
+    scheme, _, token = authorization.partition(" ")
+    return token if token and scheme.lower() in schemes else None
+
+
 class _BearerUser(OAuth2PasswordBearer):
     """The caller's user id from `Authorization: Bearer <token>`, in one dependency.
 
@@ -105,8 +112,8 @@ class _BearerUser(OAuth2PasswordBearer):
         self.required = required
 
     async def __call__(self, request: Request) -> int | None:  # type: ignore[override]
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        token = token_in(request.headers.get("authorization", ""), ("bearer",))
+        if token is None:
             if self.required:
                 raise Unauthorized("Not authenticated")
             return None

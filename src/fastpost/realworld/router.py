@@ -39,7 +39,7 @@ from fastpost.realworld.schemas import (
 from fastpost.request_stats import set_current_user
 from fastpost.responses import json_response
 from fastpost.routing import PrefixRouter
-from fastpost.security import Passwords, Tokens
+from fastpost.security import Passwords, Tokens, token_in
 from fastpost.social import service as social_service
 from fastpost.users import service as users_service
 
@@ -56,9 +56,13 @@ class Caller:
         self.token = token
 
 
+# The API's own scheme, and fastpost's, which RealWorld clients built on it may send.
+_SCHEMES = ("token", "bearer")
+
+
 def _caller(request: Request, *, required: bool) -> Caller | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() not in ("token", "bearer") or not token:
+    token = token_in(request.headers.get("authorization", ""), _SCHEMES)
+    if token is None:
         if required:
             raise Unauthorized("is missing", field="token")
         return None
