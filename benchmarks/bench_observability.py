@@ -26,9 +26,9 @@ import uvloop
 from fastapi import FastAPI
 
 from fastpost.app import create_app
-from fastpost.bench.in_process import InProcessCost, cpu_per_request
+from fastpost.bench.in_process import InProcessCost, cpu_per_request, environment, pinned
 from fastpost.bench.servers import Server
-from fastpost.bench.wrk import WrkRun, ensure_wrk, run_wrk
+from fastpost.bench.wrk import WrkRun, ensure_wrk, paired_ratios, run_wrk
 from fastpost.middleware import Observability
 from fastpost.settings import ObservabilitySettings, Settings
 
@@ -119,14 +119,9 @@ def main() -> None:
             f"wrk CPU {m['wrk_cpu']:.0%}"
         )
 
-    # The machine's other tenants move every figure by +-20% from one run to the next, more
-    # than the effect measured here: each repeat's servers ran back to back, so their ratio
-    # is taken within the repeat, and the median of those paired ratios is the verdict.
+    # The verdict is the median of the ratios within each repeat (see paired_ratios).
     def paired(name: str, key: str = "rps") -> list[float]:
-        return sorted(
-            getattr(a, key) / getattr(b, key)
-            for a, b in zip(runs[name], runs["without"], strict=True)
-        )
+        return paired_ratios(runs[name], runs["without"], key)
 
     ratios = paired("with")
     ratio = statistics.median(ratios)
@@ -155,23 +150,14 @@ def _in_process(env: dict[str, str], log: Path, cpu: int | None) -> dict[str, In
     """The three apps called in this process, on the server's core (see
     fastpost.bench.in_process): the middleware's own CPU, without uvicorn's and the noise
     that moves wrk's figures. Their log lines go to `log`."""
-    saved = dict(os.environ)
-    affinity = os.sched_getaffinity(0)
-    try:
-        os.environ.update(env)
-        with log.open("w") as out, contextlib.redirect_stdout(out):
-            apps = {
-                "with": app_with_observability(),
-                "no-log": app_without_access_log(),
-                "without": app_without_observability(),
-            }
-            if cpu is not None:
-                os.sched_setaffinity(0, {cpu})
+    with environment(env), log.open("w") as out, contextlib.redirect_stdout(out):
+        apps = {
+            "with": app_with_observability(),
+            "no-log": app_without_access_log(),
+            "without": app_without_observability(),
+        }
+        with pinned(cpu):
             return uvloop.run(cpu_per_request(apps, "/health", requests_per_round=2000))
-    finally:
-        os.sched_setaffinity(0, affinity)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import secrets
 import statistics
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,10 +41,10 @@ from benchmarks.baseline_realworld import realworld_app
 from benchmarks.bench_reads import console
 from benchmarks.script import run_script
 from fastpost.bench.database import asyncpg_dsn, drop_postgres, prepare_postgres
-from fastpost.bench.in_process import cpu_per_request
+from fastpost.bench.in_process import cpu_per_request, environment, pinned
 from fastpost.bench.machine import git_revision
 from fastpost.bench.servers import Server, base_env, fetch
-from fastpost.bench.wrk import GENERATOR_CPU_LIMIT, WrkRun, run_wrk
+from fastpost.bench.wrk import GENERATOR_CPU_LIMIT, WrkRun, paired_ratios, run_wrk
 
 TARGET_UNCACHED = 0.7
 SERVERS = {
@@ -102,37 +100,19 @@ def _median(runs: list[WrkRun], name: str) -> float:
     return float(statistics.median(getattr(run, name) for run in runs))
 
 
-@contextlib.contextmanager
-def _environment(env: dict[str, str]) -> Iterator[None]:
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def _in_process(envs: dict[str, dict[str, str]], path: str, cpu: int | None) -> dict[str, Any]:
     """(c) and fastpost with the cache off, called in this process (fastpost.bench.in_process):
     the apps' own CPU per request, without the HTTP server and wrk, on the server's core."""
     from fastpost.app import create_app
 
     apps: dict[str, Any] = {}
-    with _environment(envs["asyncpg"]):
+    with environment(envs["asyncpg"]):
         apps["asyncpg"] = realworld_app()
-    with _environment(envs["uncached"]):
+    with environment(envs["uncached"]):
         apps["uncached"] = create_app()
     route, _, query = path.partition("?")
-    affinity = os.sched_getaffinity(0)
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-    try:
-        with _environment(envs["uncached"]):
-            costs = uvloop.run(cpu_per_request(apps, route, query))
-    finally:
-        os.sched_setaffinity(0, affinity)
+    with environment(envs["uncached"]), pinned(cpu):
+        costs = uvloop.run(cpu_per_request(apps, route, query))
     if costs["uncached"].body != costs["asyncpg"].body:
         console.print("[yellow]note: in process, fastpost's body differs from (c)'s[/yellow]")
     paired = [a / b for a, b in zip(costs["asyncpg"].rounds, costs["uncached"].rounds, strict=True)]
@@ -145,11 +125,10 @@ def _in_process(envs: dict[str, dict[str, str]], path: str, cpu: int | None) -> 
 
 
 def _paired(top: list[WrkRun], bottom: list[WrkRun], name: str) -> float | None:
-    """The median over repeats of top/bottom, each from one repeat. The machine's other
-    tenants move a figure by +-20% from one run to the next; the servers of one repeat ran
-    back to back, so their ratio varies less than the ratio of medians."""
-    ratios = [getattr(a, name) / getattr(b, name) for a, b in zip(top, bottom, strict=True)]
-    return float(statistics.median(ratios)) if all(getattr(b, name) for b in bottom) else None
+    """The median over repeats of top/bottom (see paired_ratios)."""
+    if not all(getattr(run, name) for run in bottom):
+        return None
+    return float(statistics.median(paired_ratios(top, bottom, name)))
 
 
 def _measure_size(args: argparse.Namespace, size: int, work: Path) -> dict[str, Any]:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,3 +100,29 @@ async def cpu_per_request(
                 await _serve(app, path, raw_query, per_round, concurrency)
                 costs[name].append((time.process_time() - started) / per_round * 1e6)
     return {name: InProcessCost(costs[name], bodies[name]) for name in apps}
+
+
+@contextlib.contextmanager
+def environment(env: Mapping[str, str]) -> Iterator[None]:
+    """Run with exactly `env` as this process's environment (the one a server would get:
+    the apps read their settings from it)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def pinned(cpu: int | None) -> Iterator[None]:
+    """Run this process on core `cpu` (where the servers ran), or where it is if None."""
+    affinity = os.sched_getaffinity(0)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, affinity)

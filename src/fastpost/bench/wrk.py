@@ -52,6 +52,13 @@ class WrkRun:
         return self.non_2xx + self.socket_errors
 
 
+def paired_ratios(top: Sequence[WrkRun], bottom: Sequence[WrkRun], key: str) -> list[float]:
+    """top[i].key / bottom[i].key for each repeat i, sorted. The machine's other tenants
+    move a figure by +-20% from one run to the next; two servers measured back to back in
+    one repeat share the disturbance, so their ratio varies less than a ratio of medians."""
+    return sorted(getattr(a, key) / getattr(b, key) for a, b in zip(top, bottom, strict=True))
+
+
 def duration_ms(text: str) -> float:
     """Convert a wrk duration such as `1.86ms` or `2.01s` to milliseconds."""
     match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
