@@ -74,11 +74,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await cache.start()
         app.state.cache = cache
         access_log_flusher = access.start_batching()
-        if settings.env != "test" or settings.profiling:
-            # Tests build hundreds of apps and route a few requests through each: for them
-            # the lazy build is cheaper.
+        # Tests build hundreds of apps and route a few requests through each: for them the
+        # start-up work that pays off over a server's life costs more than it saves.
+        serving = settings.env != "test"
+        if serving or settings.profiling:
             build_routing_now(app)
-        if settings.env != "test":
+        if serving:
             # What startup built (modules, routes, schemas: about 110,000 objects) lives as
             # long as the process; frozen, a full collection no longer walks it. Unfrozen,
             # each full collection took about 100 ms, every request in flight waiting on it
@@ -95,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await access_log_flusher
             access.stop_batching()
-            if settings.env != "test":
+            if serving:
                 gc.unfreeze()  # an app run inside a longer process (tests) leaves no trace
             await querylog.wait_for_explains()
             if observability.slow_query_ms is not None:
