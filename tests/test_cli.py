@@ -43,6 +43,13 @@ def environment(tmp_path: Path) -> dict[str, str]:
     }
 
 
+def migrate_and_seed(env: dict[str, str], cwd: Path, *seed_args: str) -> None:
+    """`fastpost db upgrade`, then `fastpost seed SEED_ARGS`; both must succeed."""
+    assert fastpost("db", "upgrade", env=env, cwd=cwd).returncode == 0
+    seeded = fastpost("seed", *seed_args, env=env, cwd=cwd)
+    assert seeded.returncode == 0, seeded.stderr
+
+
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return environment(tmp_path)
@@ -89,12 +96,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tests of this module (starting processes is the slow part)."""
     tmp_path = tmp_path_factory.mktemp("served")
     env = environment(tmp_path)
-    assert fastpost("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
-    seeded = fastpost(
-        "seed", "--users", "20", "--posts", "50", "--follows", "30", "--likes", "60",
-        env=env, cwd=tmp_path,
-    )  # fmt: skip
-    assert seeded.returncode == 0, seeded.stderr
+    migrate_and_seed(
+        env, tmp_path, "--users", "20", "--posts", "50", "--follows", "30", "--likes", "60"
+    )
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "fastpost.cli", "serve", "--port", str(port), "--workers", "2"],

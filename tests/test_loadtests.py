@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import stop_group, wait_until_ready
-from tests.test_cli import environment, fastpost, free_port
+from tests.test_cli import environment, free_port, migrate_and_seed
 
 LOADTESTS = Path(__file__).resolve().parent.parent / "loadtests"
 
@@ -68,9 +68,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """What `make run` serves: migrated SQLite, the default demo seed, one worker."""
     tmp_path = tmp_path_factory.mktemp("loadtests")
     env = environment(tmp_path)
-    assert fastpost("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
-    seeded = fastpost("seed", "--if-empty", env=env, cwd=tmp_path)
-    assert seeded.returncode == 0, seeded.stderr
+    migrate_and_seed(env, tmp_path, "--if-empty")
     port = free_port()
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:

@@ -15,7 +15,7 @@ import redis
 from tests.cache.conftest import PrivateRedis, _free_port
 from tests.cache.counting_app import COUNTER
 from tests.servers import stop_group, wait_until_ready
-from tests.test_cli import environment, fastpost
+from tests.test_cli import environment, migrate_and_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 # Other workers drop an entry on the pub/sub message, at the latest when their tier-1 TTL
@@ -60,12 +60,9 @@ def seeded_env(tmp_path: Path, private_redis: PrivateRedis) -> dict[str, str]:
         "FASTPOST_AUTH__SECRET_KEY": "k" * 48,
         "PYTHONPATH": str(ROOT),
     }
-    assert fastpost("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
-    seeded = fastpost(
-        "seed", "--users", "10", "--posts", "20", "--follows", "5", "--likes", "5",
-        env=env, cwd=tmp_path,
-    )  # fmt: skip
-    assert seeded.returncode == 0, seeded.stderr
+    migrate_and_seed(
+        env, tmp_path, "--users", "10", "--posts", "20", "--follows", "5", "--likes", "5"
+    )
     return env
 
 

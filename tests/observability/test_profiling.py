@@ -16,7 +16,7 @@ from fastpost.app import create_app
 from fastpost.settings import Settings
 from fastpost.users.models import User
 from tests.conftest import Factory, TestUser, make_settings
-from tests.test_cli import environment, fastpost
+from tests.test_cli import environment, fastpost, migrate_and_seed
 
 ELSEWHERE = "203.0.113.9"
 
@@ -153,12 +153,9 @@ def test_fastpost_profile_writes_a_speedscope_file(tmp_path: Path) -> None:
 
 def test_fastpost_admin_grants_and_revokes_and_names_an_unknown_user(tmp_path: Path) -> None:
     env = environment(tmp_path)
-    assert fastpost("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
-    seeded = fastpost(
-        "seed", "--users", "2", "--posts", "0", "--follows", "0", "--likes", "0",
-        env=env, cwd=tmp_path,
-    )  # fmt: skip
-    assert seeded.returncode == 0, seeded.stderr
+    migrate_and_seed(
+        env, tmp_path, "--users", "2", "--posts", "0", "--follows", "0", "--likes", "0"
+    )
 
     granted = fastpost("admin", "grant", "testuser", env=env, cwd=tmp_path)
     assert granted.returncode == 0, granted.stderr
