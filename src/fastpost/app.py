@@ -20,7 +20,7 @@ from fastpost.errors import install_error_handlers
 from fastpost.http_caching import CachedPostReads
 from fastpost.logging import access, configure_logging
 from fastpost.metrics import cache_event, flush_and_sample_forever, metrics_endpoint
-from fastpost.middleware import BodySizeLimit, Observability
+from fastpost.middleware import Edge
 from fastpost.posts.router import router as posts_router
 from fastpost.posts.router import tags_router, user_posts_router
 from fastpost.realworld.errors import install_realworld_errors
@@ -121,8 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     install_realworld_errors(app, REALWORLD_PREFIX)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
-    # Inside the observability middleware, so that its hits are counted and logged too.
+    # Inside the edge, so that its hits are counted and logged too.
     app.add_middleware(CachedPostReads)
     if settings.cors_origins:
         app.add_middleware(
@@ -143,7 +142,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(ProfileRequests, loopback_allowed=settings.env != "production")
     # Outermost, so that it times and counts everything, 413s included.
     app.add_middleware(
-        Observability,
+        Edge,
+        max_body_bytes=settings.api.max_body_bytes,
         access_log=observability.access_log,
         n_plus_one_threshold=observability.n_plus_one_threshold,
     )

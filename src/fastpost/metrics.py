@@ -46,7 +46,7 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fastpost.request_stats import current_request
+from fastpost.request_stats import RequestStats, current_request
 
 # prometheus_client's multiprocess internals carry no type hints.
 _multiprocess: Any = multiprocess
@@ -143,6 +143,8 @@ def multiprocess_dir() -> str | None:
 # (well under a microsecond), and each worker folds them into the registry every
 # `metrics_flush_seconds` (and the worker answering a scrape, at once). A scrape therefore
 # sees the other workers' last second late, and a killed worker loses its last second.
+# A served request is not even counted as it ends: `count_request` keeps its record, and
+# records are counted SERVED_BATCH at a time (see fastpost.middleware.Edge for why).
 
 
 class BatchedCounter:
@@ -220,8 +222,30 @@ def _count_in_progress() -> None:
     _in_progress_labels = set(counts) | _in_progress_labels
 
 
+SERVED_BATCH = 256
+# Requests served and not yet counted.
+_served: list[RequestStats] = []
+
+
+def count_request(stats: RequestStats) -> None:
+    """Count a served request, from its record (see RequestStats), in the request metrics."""
+    _served.append(stats)
+    if len(_served) >= SERVED_BATCH:
+        _count_served()
+
+
+def _count_served() -> None:
+    global _served
+    served, _served = _served, []
+    for stats in served:
+        method, route = stats.method, stats.route
+        requests_counted.inc((method, route, str(stats.status)))
+        request_durations.observe((method, route), stats.duration)
+
+
 def flush() -> None:
     """Fold this worker's tallies into the registry."""
+    _count_served()
     requests_counted.flush()
     request_durations.flush()
     queries_counted.flush()

@@ -7,7 +7,9 @@ import contextvars
 
 
 class RequestStats:
-    """Counters of one request, shared by reference with the tasks it spawns."""
+    """Counters of one request, shared by reference with the tasks it spawns; once it is
+    served, also the record its metrics and access line are made from (see
+    fastpost.middleware.Edge)."""
 
     __slots__ = (
         "cache_hits",
@@ -15,12 +17,20 @@ class RequestStats:
         "cache_seconds",
         "db_queries",
         "db_seconds",
+        "duration",
+        "ended_at",
+        "method",
+        "path",
         "request_id",
+        "route",
         "statements",
+        "status",
         "user_id",
     )
 
-    def __init__(self, request_id: str = "") -> None:
+    def __init__(self, request_id: bytes = b"") -> None:
+        # As sent in the X-Request-ID header: ASCII, nothing that JSON escapes. Bytes, as
+        # the header and the access line want it; a log line decodes it.
         self.request_id = request_id
         self.db_queries = 0
         self.db_seconds = 0.0
@@ -29,6 +39,13 @@ class RequestStats:
         self.cache_seconds = 0.0
         self.user_id: int | None = None
         self.statements: dict[str, int] = {}
+        # Set as the request is answered and ends: what the metrics and access line record.
+        self.status = 500
+        self.method = ""  # an HTTP method name, or "other"
+        self.route = ""  # the route template, or metrics.UNMATCHED_ROUTE
+        self.path = ""
+        self.duration = 0.0  # seconds
+        self.ended_at = 0.0  # Unix time
 
 
 current_request: contextvars.ContextVar[RequestStats | None] = contextvars.ContextVar(
