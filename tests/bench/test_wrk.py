@@ -1,12 +1,17 @@
-"""wrk's output, as captured from real runs (tests/bench/wrk_output/), read into figures."""
+"""wrk's output, as captured from real runs (tests/bench/wrk_output/), read into figures; and
+servers loaded together."""
 
 from __future__ import annotations
 
+import socket
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from fastpost.bench.wrk import duration_ms, parse_wrk, wrk_command
+from fastpost.bench.servers import Server, base_env
+from fastpost.bench.wrk import duration_ms, parse_wrk, run_wrk_together, wrk_command
 
 OUTPUT = Path(__file__).with_name("wrk_output")
 
@@ -60,3 +65,42 @@ def test_wrk_command_gives_whole_seconds_and_passes_script_arguments() -> None:
     assert command[:3] == ["taskset", "-c", "1"]
     assert "-d1s" in command
     assert command[-4:] == ["r.lua", "http://h:1", "--", "reqs.tsv"]
+
+
+def test_servers_loaded_together_are_each_measured_on_their_own(tmp_path: Path) -> None:
+    # Two servers, the second of which blocks for 1.5 s early on; each has its own wrk,
+    # all at once. The figures come back in the order given, each from its own server.
+    stall_server = str(Path(__file__).with_name("stall_server.py"))
+    steady = Server(
+        "steady", base_env(), None, tmp_path,
+        command=[sys.executable, stall_server, "{port}", str(10**9), "0"],
+    )  # fmt: skip
+    stalling = Server(
+        "stalling", base_env(), None, tmp_path,
+        command=[sys.executable, stall_server, "{port}", "50", "1.5"],
+    )  # fmt: skip
+    try:
+        for server in (steady, stalling):
+            wait_for_port(server.port)
+        runs = run_wrk_together(
+            [(f"{steady.base_url}/", steady), (f"{stalling.base_url}/", stalling)],
+            seconds=2, connections=4, threads=1, cpu=None,
+        )  # fmt: skip
+    finally:
+        steady.stop()
+        stalling.stop()
+    assert [run.errors for run in runs] == [0, 0]
+    assert runs[0].requests > 2 * runs[1].requests > 0
+    assert all(run.server_cpu_us_per_request > 0 for run in runs)
+
+
+def wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

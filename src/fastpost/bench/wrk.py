@@ -198,17 +198,66 @@ def run_wrk(
         script_args=script_args,
         timeout_s=timeout_s,
     )
-    wrk_before, server_before, started = _children_cpu_seconds(), server.cpu_seconds(), time.time()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    elapsed = time.time() - started
-    wrk_seconds = _children_cpu_seconds() - wrk_before
-    server_seconds = server.cpu_seconds() - server_before
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    figures = parse_wrk(done.stdout)
-    return WrkRun(
-        **asdict(figures),
-        wrk_cpu=wrk_seconds / elapsed,
-        server_cpu=server_seconds / elapsed,
-        server_cpu_us_per_request=server_seconds * 1e6 / max(figures.requests, 1),
+    return _measure([(command, server)])[0]
+
+
+def run_wrk_together(
+    targets: Sequence[tuple[str, CpuMeasured]],
+    *,
+    seconds: float,
+    connections: int,
+    threads: int,
+    cpu: Sequence[int] | int | None,
+) -> list[WrkRun]:
+    """Load each (url, server) with a wrk of its own, all at the same time, and return
+    what each measured, in order.
+
+    Servers pinned to one core then split its time evenly (the kernel's fair scheduler), so
+    each serves in proportion to how little CPU a request costs it, and whatever else the
+    machine does in those seconds slows them all alike. Their ratio of requests per second
+    is the inverse ratio of their CPU per request, measured under one disturbance instead
+    of several: on this machine it varies by a percent or two between runs, where servers
+    measured one after another vary by ten. (`wrk_cpu` is the generators' share, split
+    evenly.)
+    """
+    return _measure(
+        [
+            (
+                wrk_command(
+                    url, seconds=seconds, connections=connections, threads=threads, cpu=cpu
+                ),
+                server,
+            )
+            for url, server in targets
+        ]
     )
+
+
+def _measure(runs: Sequence[tuple[list[str], CpuMeasured]]) -> list[WrkRun]:
+    """Run the wrk commands at once; return each one's figures and its server's CPU use."""
+    wrk_before, started = _children_cpu_seconds(), time.time()
+    servers_before = [server.cpu_seconds() for _, server in runs]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command, _ in runs
+    ]
+    outputs = [process.communicate() for process in processes]
+    elapsed = time.time() - started
+    wrk_share = (_children_cpu_seconds() - wrk_before) / elapsed / len(runs)
+    measured = []
+    for process, (stdout, stderr), (_, server), server_before in zip(
+        processes, outputs, runs, servers_before, strict=True
+    ):
+        if process.returncode != 0:
+            raise RuntimeError(f"wrk failed ({process.returncode}): {stderr or stdout}")
+        server_seconds = server.cpu_seconds() - server_before
+        figures = parse_wrk(stdout)
+        measured.append(
+            WrkRun(
+                **asdict(figures),
+                wrk_cpu=wrk_share,
+                server_cpu=server_seconds / elapsed,
+                server_cpu_us_per_request=server_seconds * 1e6 / max(figures.requests, 1),
+            )
+        )
+    return measured
