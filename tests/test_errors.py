@@ -6,6 +6,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from fastpost.app import create_app
+from fastpost.settings import Settings
 from tests.conftest import Factory, make_settings
 
 
@@ -98,3 +100,23 @@ async def test_an_unexpected_error_is_a_500_without_internals(
         response = await client.get("/posts/popular")
     assert response.status_code == 500
     assert response.json() == {"detail": "Internal server error", "code": "internal_error"}
+
+
+async def test_a_cross_origin_body_over_the_limit_gets_its_413_with_cors_headers(
+    settings: Settings,
+) -> None:
+    # Without CORS headers a browser shows the page a network failure, not the 413.
+    origin = "http://localhost:4100"
+    app = create_app(settings.model_copy(update={"cors_origins": [origin]}))
+    async with app.router.lifespan_context(app):
+        user = await Factory(app).user()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            huge = {"title": "big", "content": "x" * 2_000_000}
+            response = await client.post(
+                "/posts/", headers={**user.headers, "Origin": origin}, json=huge
+            )
+            assert response.status_code == 413
+            assert response.json()["code"] == "payload_too_large"
+            assert response.headers["access-control-allow-origin"] == origin
+            assert (await client.get("/posts/")).json()["items"] == []

@@ -36,8 +36,9 @@ class Edge:
     or without observability, so `observe=False` (the baseline of
     benchmarks/bench_observability.py) keeps the layer and drops only the observing.
 
-    Body limit: a declared Content-Length over `max_body_bytes` is refused at once (413);
-    a body of unknown length is counted as it streams in, and cut off where it crosses the
+    Body limit: a declared Content-Length over `max_body_bytes` is refused at once (413;
+    a cross-origin one through the app, for its CORS headers: see _refuse); a body of
+    unknown length is counted as it streams in, and cut off where it crosses the
     limit. An HTTP/1 request with neither header has no body: its `receive` is passed on
     as it is.
 
@@ -92,7 +93,7 @@ class Edge:
             receive = self._limited(receive)
         if not self.observe:
             if refused:
-                await self._refuse(send)
+                await self._refuse(scope, send)
             else:
                 await self.app(scope, receive, send)
             return
@@ -132,7 +133,7 @@ class Edge:
 
         try:
             if refused:
-                await self._refuse(send_with_headers)
+                await self._refuse(scope, send_with_headers)
             else:
                 await self.app(scope, receive, send_with_headers)
         finally:
@@ -171,7 +172,17 @@ class Edge:
     def _too_large(self) -> str:
         return f"Request body is larger than {self.max_body_bytes} bytes"
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        """Answer 413 to a request whose declared body is too large, without reading it."""
+        if any(name == b"origin" for name, _ in scope["headers"]):
+            # A browser's cross-origin request: its answer must pass the CORS layer within,
+            # or the page sees a CORS failure instead of the 413. The route's first read of
+            # the body fails, and the shared 413 handler answers.
+            async def refusing_receive() -> Message:
+                raise HTTPException(413, self._too_large())
+
+            await self.app(scope, refusing_receive, send)
+            return
         body = json.dumps(error_body(self._too_large(), "payload_too_large")).encode()
         await send(
             {
