@@ -33,6 +33,7 @@ import contextlib
 import os
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import uvloop
@@ -46,11 +47,6 @@ from fastpost.middleware import Edge
 from fastpost.settings import ObservabilitySettings, Settings
 
 TARGET = 0.90
-APPS = {
-    "with": "app_with_observability",
-    "no-log": "app_without_access_log",
-    "without": "app_without_observability",
-}
 
 
 def app_with_observability() -> FastAPI:
@@ -67,6 +63,15 @@ def app_without_observability() -> FastAPI:
         if middleware.cls is Edge:
             middleware.kwargs["observe"] = False
     return app
+
+
+# The servers, by name: each runs its factory (uvicorn --factory), and the in-process
+# measure calls it.
+APPS: dict[str, Callable[[], FastAPI]] = {
+    "with": app_with_observability,
+    "no-log": app_without_access_log,
+    "without": app_without_observability,
+}
 
 
 def main() -> None:
@@ -93,9 +98,12 @@ def main() -> None:
         }
 
         def start(suffix: str = "") -> dict[str, Server]:
+            # As a module name, not __name__: run with -m, this is __main__.
             module = "benchmarks.bench_observability"
             servers = {
-                name: Server(f"{name}{suffix}", env, server_cpu, tmp, app=f"{module}:{factory}")
+                name: Server(
+                    f"{name}{suffix}", env, server_cpu, tmp, app=f"{module}:{factory.__name__}"
+                )
                 for name, factory in APPS.items()
             }
             for server in servers.values():
@@ -164,7 +172,7 @@ def main() -> None:
     # Each figure is the median of the ratios within each repeat (see paired_ratios).
     ratios = paired_ratios(runs["with"], runs["without"], "rps")
     cpu_ratio = statistics.median(
-        1 / r for r in paired_ratios(runs["with"], runs["without"], "server_cpu_us_per_request")
+        paired_ratios(runs["without"], runs["with"], "server_cpu_us_per_request")
     )
     no_log = statistics.median(paired_ratios(runs["no-log"], runs["without"], "rps"))
     print(
@@ -206,11 +214,7 @@ def _in_process(env: dict[str, str], log: Path, cpu: int | None) -> dict[str, In
     fastpost.bench.in_process): the middleware's own CPU, without uvicorn's and the noise
     that moves wrk's figures. Their log lines go to `log`."""
     with environment(env), log.open("w") as out, contextlib.redirect_stdout(out):
-        apps = {
-            "with": app_with_observability(),
-            "no-log": app_without_access_log(),
-            "without": app_without_observability(),
-        }
+        apps = {name: factory() for name, factory in APPS.items()}
         with pinned(cpu):
             return uvloop.run(cpu_per_request(apps, "/health", requests_per_round=2000))
 
