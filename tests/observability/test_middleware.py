@@ -68,6 +68,14 @@ async def test_metrics_endpoint_exposes_the_fixed_metric_names(
     assert 'le="10.0"' in text
 
 
+async def test_a_scrape_is_counted_under_its_own_route(client: httpx.AsyncClient) -> None:
+    before = requests_total(method="GET", route="/metrics", status="200")
+    unmatched = requests_total(method="GET", route="unmatched", status="200")
+    assert (await client.get("/metrics")).status_code == 200
+    assert requests_total(method="GET", route="/metrics", status="200") == before + 1
+    assert requests_total(method="GET", route="unmatched", status="200") == unmatched
+
+
 async def test_cache_events_are_counted_and_reach_the_access_line(app: FastAPI) -> None:
     from fastpost.metrics import cache_event
     from fastpost.request_stats import RequestStats, current_request
