@@ -150,6 +150,8 @@ class _Access:
         self.json = False
         self.stream: TextIO = sys.stdout
         self.batching = False
+        # JSON lines held back for a batch: what `request` checks first.
+        self._holding = False
         # Served requests whose lines are not written yet.
         self._pending: list[RequestStats] = []
         self._second = -1
@@ -162,12 +164,13 @@ class _Access:
         self.enabled = logging.getLevelNamesMapping()[level] <= logging.INFO
         self.json = json
         self.stream = stream
+        self._holding = self.enabled and self.json and self.batching
 
     def flush(self) -> None:
         """Write the lines held back so far."""
         if self._pending:
             served, self._pending = self._pending, []
-            self._write(b"".join([self._line(stats) for stats in served]))
+            self._write(self._lines(served))
 
     def _write(self, data: bytes) -> None:
         binary = getattr(self.stream, "buffer", None)  # a text stream over a file
@@ -183,11 +186,12 @@ class _Access:
         """Hold lines back from now on; return the task that writes them out periodically
         (cancel it, then call stop_batching)."""
         self.batching = True
+        self._holding = self.enabled and self.json
         return asyncio.create_task(self._flush_forever())
 
     def stop_batching(self) -> None:
         """Write what is held back and write each line at once again."""
-        self.batching = False
+        self.batching = self._holding = False
         self.flush()
 
     async def _flush_forever(self) -> None:
@@ -197,9 +201,16 @@ class _Access:
 
     def request(self, stats: RequestStats) -> None:
         """Log one served request, from its record (see RequestStats)."""
-        if not self.enabled:
+        if self._holding:
+            pending = self._pending
+            pending.append(stats)
+            if len(pending) >= self.BATCH_LINES:
+                self.flush()
+        elif not self.enabled:
             return
-        if not self.json:
+        elif self.json:
+            self._write(self._lines([stats]))
+        else:
             structlog.get_logger("fastpost.access").info(
                 "request",
                 request_id=stats.request_id.decode("latin-1"),
@@ -214,41 +225,51 @@ class _Access:
                 cache_misses=stats.cache_misses,
                 user_id=stats.user_id,
             )
-            return
-        stats.ended_at = time.time()
-        if not self.batching:
-            self._write(self._line(stats))
-            return
-        self._pending.append(stats)
-        if len(self._pending) >= self.BATCH_LINES:
-            self.flush()
 
-    def _line(self, stats: RequestStats) -> bytes:
-        now = stats.ended_at
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
-        route = stats.route
-        route_json = self._routes.get(route)
-        if route_json is None:
-            route_json = self._routes[route] = orjson.dumps(route)
-        user_id = stats.user_id
-        return self._LINE % (
-            self._prefix,
-            int((now - second) * 1_000_000),
-            stats.request_id,
-            stats.method.encode(),
-            route_json,
-            orjson.dumps(stats.path),
-            stats.status,
-            stats.duration * 1000,
-            stats.db_queries,
-            stats.db_seconds * 1000,
-            stats.cache_hits,
-            stats.cache_misses,
-            b"null" if user_id is None else b"%d" % user_id,
-        )
+    def _lines(self, served: list[RequestStats]) -> bytes:
+        """The JSON lines of these served requests.
+
+        One loop with everything inline: a call per line cost a tenth of the line (timeit,
+        this machine)."""
+        # From the requests' clock (time.perf_counter) to the wall clock, read once: the
+        # batch is at most FLUSH_SECONDS old.
+        clock_offset = time.time() - time.perf_counter()
+        template = self._LINE
+        routes = self._routes
+        dumps = orjson.dumps
+        last_second, prefix = self._second, self._prefix
+        lines = []
+        for stats in served:
+            now = stats.ended + clock_offset
+            second = int(now)
+            if second != last_second:
+                last_second = second
+                prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+            route = stats.route
+            route_json = routes.get(route)
+            if route_json is None:
+                route_json = routes[route] = dumps(route)
+            user_id = stats.user_id
+            lines.append(
+                template
+                % (
+                    prefix,
+                    int((now - second) * 1_000_000),
+                    stats.request_id,
+                    stats.method.encode(),
+                    route_json,
+                    dumps(stats.path),
+                    stats.status,
+                    stats.duration * 1000,
+                    stats.db_queries,
+                    stats.db_seconds * 1000,
+                    stats.cache_hits,
+                    stats.cache_misses,
+                    b"null" if user_id is None else b"%d" % user_id,
+                )
+            )
+        self._second, self._prefix = last_second, prefix
+        return b"".join(lines)
 
 
 access = _Access()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from fastapi import FastAPI
@@ -37,6 +38,21 @@ async def test_each_request_logs_one_access_line_with_route_status_timing_and_qu
     assert line["request_id"] == response.headers["x-request-id"]
     assert line["level"] == "info"
     assert "timestamp" in line
+
+
+async def test_the_access_line_is_stamped_with_the_wall_clock_time_the_request_ended(
+    client: httpx.AsyncClient, logs: LogLines
+) -> None:
+    # The line is made from the request's perf_counter time, a batch at a time: its stamp
+    # must still be the UTC time at which the request ended.
+    before = datetime.now(UTC)
+    await client.get("/health")
+    after = datetime.now(UTC)
+    [line] = logs.access()
+    assert line["timestamp"].endswith("Z")
+    stamped = datetime.fromisoformat(line["timestamp"].removesuffix("Z")).replace(tzinfo=UTC)
+    slack = timedelta(milliseconds=5)  # the two clocks' readings are not taken at once
+    assert before - slack <= stamped <= after + slack
 
 
 async def test_an_access_line_stays_valid_json_whatever_the_path_holds(

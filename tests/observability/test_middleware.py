@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from fastpost import metrics
+from fastpost.metrics import LATENCY_BUCKETS
+from fastpost.middleware import Edge
+from fastpost.request_stats import RequestStats
 from tests.conftest import Factory
 
 
@@ -121,3 +126,51 @@ async def test_requests_in_progress_are_counted_by_route_while_they_run(
     await request
     metrics.flush()
     assert REGISTRY.get_sample_value("http_requests_in_progress", labels) == 0
+
+
+def test_served_requests_are_counted_in_their_status_and_latency_bucket() -> None:
+    route = "/test/tally"
+    durations = {200: [0.0005, 0.001, 0.003, 0.003, 12.0], 503: [0.2]}
+    for status, seconds in durations.items():
+        for duration in seconds:
+            stats = RequestStats()
+            stats.method, stats.route, stats.status, stats.duration = "GET", route, status, duration
+            metrics.count_request(stats)
+    metrics.flush()
+
+    def sample(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"method": "GET", "route": route, **labels})
+
+    assert sample("http_requests_total", status="200") == 5
+    assert sample("http_requests_total", status="503") == 1
+    # Buckets are cumulative: le="0.001" holds 0.0005 and 0.001 (an upper bound is inclusive).
+    expected = {0.001: 2, 0.0025: 2, 0.005: 4, 0.1: 4, 0.2: 5, 10.0: 5}
+    for bound, count in expected.items():
+        assert bound in LATENCY_BUCKETS
+        assert sample("http_request_duration_seconds_bucket", le=str(bound)) == count
+    assert sample("http_request_duration_seconds_bucket", le="+Inf") == 6
+    assert sample("http_request_duration_seconds_count") == 6
+    total = sum(durations[200] + durations[503])
+    assert sample("http_request_duration_seconds_sum") == pytest.approx(total)
+
+
+async def test_generated_request_ids_stay_distinct_after_the_first_batch_is_used_up() -> None:
+    async def answer(scope: object, receive: object, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    edge = Edge(answer, max_body_bytes=1000, access_log=False)
+    ids: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            ids.extend(value for name, value in message["headers"] if name == b"x-request-id")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "http_version": "1.1", "method": "GET", "path": "/x", "headers": []}
+    for _ in range(2500):  # ids are made 1,024 at a time
+        await edge(dict(scope), receive, send)
+    assert len(set(ids)) == len(ids) == 2500
+    assert all(re.fullmatch(rb"[0-9a-f]{16}", request_id) for request_id in ids)
