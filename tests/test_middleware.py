@@ -73,7 +73,11 @@ async def test_a_declared_length_over_the_limit_is_refused_unread(observe: bool)
     sent = await call(edge, http_scope([(b"content-length", b"1001")]), never_read)
     assert sent[0]["status"] == 413
     assert json.loads(sent[1]["body"])["code"] == "payload_too_large"
-    assert (b"x-request-id" in response_headers(sent)) is observe
+    headers = response_headers(sent)
+    # The unread body is still on the connection: it is closed rather than reused.
+    assert headers[b"connection"] == b"close"
+    assert headers[b"content-type"] == b"application/json"
+    assert (b"x-request-id" in headers) is observe
 
 
 @pytest.mark.parametrize("observe", [True, False])

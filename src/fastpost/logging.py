@@ -150,7 +150,7 @@ class _Access:
         self.json = False
         self.stream: TextIO = sys.stdout
         self.batching = False
-        # JSON lines held back for a batch: what `request` checks first.
+        # JSON lines held back for a batch (see _decide_holding): what `request` checks first.
         self._holding = False
         # Served requests whose lines are not written yet.
         self._pending: list[RequestStats] = []
@@ -164,6 +164,9 @@ class _Access:
         self.enabled = logging.getLevelNamesMapping()[level] <= logging.INFO
         self.json = json
         self.stream = stream
+        self._decide_holding()
+
+    def _decide_holding(self) -> None:
         self._holding = self.enabled and self.json and self.batching
 
     def flush(self) -> None:
@@ -186,12 +189,13 @@ class _Access:
         """Hold lines back from now on; return the task that writes them out periodically
         (cancel it, then call stop_batching)."""
         self.batching = True
-        self._holding = self.enabled and self.json
+        self._decide_holding()
         return asyncio.create_task(self._flush_forever())
 
     def stop_batching(self) -> None:
         """Write what is held back and write each line at once again."""
-        self.batching = self._holding = False
+        self.batching = False
+        self._decide_holding()
         self.flush()
 
     async def _flush_forever(self) -> None:

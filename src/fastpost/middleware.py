@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable
 
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastpost.errors import error_body
@@ -107,7 +108,7 @@ class Edge:
             receive = self._limited(receive)
         if not self.observe:
             if refused:
-                await self._refuse(scope, send)
+                await self._refuse(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
             return
@@ -153,7 +154,7 @@ class Edge:
 
         try:
             if refused:
-                await self._refuse(scope, send_with_headers)
+                await self._refuse(scope, receive, send_with_headers)
             else:
                 await self.app(scope, receive, send_with_headers)
         finally:
@@ -183,37 +184,27 @@ class Edge:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > max_bytes:
-                    # An HTTPException passes through FastAPI's body parsing as it is (any
-                    # other error there becomes a 400) and reaches the shared 413 handler.
-                    raise HTTPException(413, self._too_large())
+                    raise self._too_large()
             return message
 
         return limited_receive
 
-    def _too_large(self) -> str:
-        return f"Request body is larger than {self.max_body_bytes} bytes"
+    def _too_large(self) -> HTTPException:
+        # An HTTPException passes through FastAPI's body parsing as it is (any other error
+        # there becomes a 400) and reaches the shared 413 handler.
+        return HTTPException(413, f"Request body is larger than {self.max_body_bytes} bytes")
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer 413 to a request whose declared body is too large, without reading it."""
         if any(name == b"origin" for name, _ in scope["headers"]):
             # A browser's cross-origin request: its answer must pass the CORS layer within,
             # or the page sees a CORS failure instead of the 413. The route's first read of
             # the body fails, and the shared 413 handler answers.
             async def refusing_receive() -> Message:
-                raise HTTPException(413, self._too_large())
+                raise self._too_large()
 
             await self.app(scope, refusing_receive, send)
             return
-        body = json.dumps(error_body(self._too_large(), "payload_too_large")).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        body = json.dumps(error_body(self._too_large().detail, "payload_too_large")).encode()
+        response = Response(body, 413, {"connection": "close"}, media_type="application/json")
+        await response(scope, receive, send)

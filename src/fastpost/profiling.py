@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 from starlette.datastructures import Headers
+from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastpost.db import Database, table_of
@@ -79,19 +80,8 @@ class ProfileRequests:
             await self.app(scope, receive, discard)
         finally:
             profiler.stop()
-        body = profiler.output_html().encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/html; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"cache-control", b"no-store"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        response = HTMLResponse(profiler.output_html(), headers={"cache-control": "no-store"})
+        await response(scope, receive, send)
 
 
 async def profile_request(

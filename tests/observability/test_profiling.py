@@ -73,6 +73,7 @@ async def test_profile_1_from_loopback_returns_an_html_profile_of_the_request(
         response = await client.get("/posts/?limit=5&profile=1")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["cache-control"] == "no-store"
     assert "pyinstrument" in response.text
 
 
