@@ -65,7 +65,7 @@ def response_headers(sent: list[Message]) -> dict[bytes, bytes]:
 
 @pytest.mark.parametrize("observe", [True, False])
 async def test_a_declared_length_over_the_limit_is_refused_unread(observe: bool) -> None:
-    edge = Edge(read_body, max_body_bytes=LIMIT, observe=observe, access_log=False)
+    edge = Edge(read_body, max_body_bytes=LIMIT, observe=observe)
 
     async def never_read() -> Message:
         raise AssertionError("a refused body is not read")
@@ -82,7 +82,7 @@ async def test_a_declared_length_over_the_limit_is_refused_unread(observe: bool)
 
 @pytest.mark.parametrize("observe", [True, False])
 async def test_a_streamed_body_is_cut_off_where_it_crosses_the_limit(observe: bool) -> None:
-    edge = Edge(read_body, max_body_bytes=LIMIT, observe=observe, access_log=False)
+    edge = Edge(read_body, max_body_bytes=LIMIT, observe=observe)
     scope = http_scope([(b"transfer-encoding", b"chunked")])
     with pytest.raises(HTTPException) as refused:  # the app's 413 handler answers it
         await call(edge, scope, chunks(600, 600))
@@ -93,7 +93,7 @@ async def test_a_streamed_body_is_cut_off_where_it_crosses_the_limit(observe: bo
 
 async def test_a_body_without_any_length_header_is_counted_unless_http1_rules_it_out() -> None:
     # HTTP/1 frames a body by Content-Length or Transfer-Encoding only; HTTP/2 needs neither.
-    edge = Edge(read_body, max_body_bytes=LIMIT, access_log=False)
+    edge = Edge(read_body, max_body_bytes=LIMIT)
     with pytest.raises(HTTPException):
         await call(edge, http_scope([], http_version="2"), chunks(800, 800))
     sent = await call(edge, http_scope([], http_version="1.1"), chunks(0))

@@ -21,6 +21,7 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from fastpost import served
 from fastpost.request_stats import RequestStats, current_request
 
 REDACTED = "[redacted]"
@@ -70,9 +71,14 @@ def _orjson_dumps(event_dict: EventDict, **_: Any) -> str:
 
 
 def configure_logging(
-    *, level: str = "INFO", json: bool = False, stream: TextIO | None = None
+    *,
+    level: str = "INFO",
+    json: bool = False,
+    stream: TextIO | None = None,
+    access_lines: bool = True,
 ) -> None:
-    """Set up structlog and the standard library's root logger to write to `stream`."""
+    """Set up structlog and the standard library's root logger to write to `stream`, with an
+    access line per request unless `access_lines` is off (or `level` is above INFO)."""
     stream = stream or sys.stdout
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -108,7 +114,7 @@ def configure_logging(
     handler._fastpost = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    access.configure(level, json, stream)
+    access.configure(level, json, stream, access_lines)
 
 
 def get_logger(name: str) -> Any:
@@ -128,52 +134,56 @@ class _Access:
     the path can hold characters JSON must escape; it goes through orjson. In console mode
     the line goes through structlog as any other line.
 
-    While the app runs, JSON lines are written in batches (`batching`): containers commonly
-    set PYTHONUNBUFFERED, which makes every write to stdout a system call of its own, and a
-    write per request cost a quarter of the middleware's time on `GET /health` (py-spy,
-    this machine). A request only leaves its record (RequestStats); the lines are formatted
-    together as their batch is written (see fastpost.middleware.Edge for why). A batch goes
-    out when it holds BATCH_LINES, when the app's flusher runs (every FLUSH_SECONDS) and at
-    shutdown; a crash loses at most that much.
+    Lines are made a batch at a time, as fastpost.served hands the requests on. While the
+    app serves, JSON lines are written WRITE_BYTES at a time, and at least every
+    FLUSH_SECONDS: containers commonly set PYTHONUNBUFFERED, which makes every write to
+    stdout a system call of its own, and a write per request cost a quarter of the
+    middleware's time on `GET /health` (py-spy, this machine). A crash loses at most that
+    much.
     """
 
-    BATCH_LINES = 256  # about 64 KiB
     FLUSH_SECONDS = 0.5
+    WRITE_BYTES = 64 * 1024
     _LINE = (
         b'{"event":"request","level":"info","timestamp":"%s.%06dZ","request_id":"%s",'
         b'"method":"%s","route":%s,"path":%s,"status":%d,"duration_ms":%.2f,'
-        b'"db_queries":%d,"db_ms":%.2f,"cache_hits":%d,"cache_misses":%d,"user_id":%s}\n'
+    )
+    _LINE_END = b'"db_queries":%d,"db_ms":%.2f,"cache_hits":%d,"cache_misses":%d,"user_id":%s}\n'
+    # The end of the line of a request that made no query, used no cache and named no user
+    # (a health check, a 304, a page of the response cache): nothing to format.
+    _LINE_END_NOTHING = (
+        b'"db_queries":0,"db_ms":0.00,"cache_hits":0,"cache_misses":0,"user_id":null}\n'
     )
 
     def __init__(self) -> None:
         self.enabled = True
         self.json = False
         self.stream: TextIO = sys.stdout
-        self.batching = False
-        # JSON lines held back for a batch (see _decide_holding): what `request` checks first.
+        # While the app serves: JSON lines made and not written yet, up to WRITE_BYTES.
         self._holding = False
-        # Served requests whose lines are not written yet.
-        self._pending: list[RequestStats] = []
+        self._unwritten: list[bytes] = []
+        self._unwritten_bytes = 0
         self._second = -1
         self._prefix = b""
         # JSON-encoded route templates (a few dozen, fixed by the app).
         self._routes: dict[str, bytes] = {}
 
-    def configure(self, level: str, json: bool, stream: TextIO) -> None:
-        self.flush()
-        self.enabled = logging.getLevelNamesMapping()[level] <= logging.INFO
+    def configure(self, level: str, json: bool, stream: TextIO, wanted: bool = True) -> None:
+        self.flush()  # what was served so far goes where it was meant to
+        self.enabled = wanted and logging.getLevelNamesMapping()[level] <= logging.INFO
         self.json = json
         self.stream = stream
-        self._decide_holding()
-
-    def _decide_holding(self) -> None:
-        self._holding = self.enabled and self.json and self.batching
 
     def flush(self) -> None:
-        """Write the lines held back so far."""
-        if self._pending:
-            served, self._pending = self._pending, []
-            self._write(self._lines(served))
+        """Write the lines of every request served so far."""
+        served.hand_on()
+        self._write_unwritten()
+
+    def _write_unwritten(self) -> None:
+        if self._unwritten:
+            data = b"".join(self._unwritten)
+            self._unwritten, self._unwritten_bytes = [], 0
+            self._write(data)
 
     def _write(self, data: bytes) -> None:
         binary = getattr(self.stream, "buffer", None)  # a text stream over a file
@@ -186,16 +196,14 @@ class _Access:
             self.stream.flush()
 
     def start_batching(self) -> asyncio.Task[None]:
-        """Hold lines back from now on; return the task that writes them out periodically
-        (cancel it, then call stop_batching)."""
-        self.batching = True
-        self._decide_holding()
+        """Hold lines back for a write of WRITE_BYTES from now on; return the task that
+        writes them out periodically (cancel it, then call stop_batching)."""
+        self._holding = True
         return asyncio.create_task(self._flush_forever())
 
     def stop_batching(self) -> None:
-        """Write what is held back and write each line at once again."""
-        self.batching = False
-        self._decide_holding()
+        """Write what is held back, and each batch's lines as they come from now on."""
+        self._holding = False
         self.flush()
 
     async def _flush_forever(self) -> None:
@@ -203,19 +211,23 @@ class _Access:
             await asyncio.sleep(self.FLUSH_SECONDS)
             self.flush()
 
-    def request(self, stats: RequestStats) -> None:
-        """Log one served request, from its record (see RequestStats)."""
-        if self._holding:
-            pending = self._pending
-            pending.append(stats)
-            if len(pending) >= self.BATCH_LINES:
-                self.flush()
-        elif not self.enabled:
+    def log_served(self, batch: list[RequestStats]) -> None:
+        """Log these served requests, from their records (see RequestStats)."""
+        if not self.enabled:
             return
-        elif self.json:
-            self._write(self._lines([stats]))
-        else:
-            structlog.get_logger("fastpost.access").info(
+        if self.json:
+            lines = self._lines(batch)
+            if not self._holding:
+                self._write(lines)
+                return
+            self._unwritten.append(lines)
+            self._unwritten_bytes += len(lines)
+            if self._unwritten_bytes >= self.WRITE_BYTES:
+                self._write_unwritten()
+            return
+        log = structlog.get_logger("fastpost.access")
+        for stats in batch:
+            log.info(
                 "request",
                 request_id=stats.request_id.decode("latin-1"),
                 method=stats.method,
@@ -238,7 +250,7 @@ class _Access:
         # From the requests' clock (time.perf_counter) to the wall clock, read once: the
         # batch is at most FLUSH_SECONDS old.
         clock_offset = time.time() - time.perf_counter()
-        template = self._LINE
+        template, end_template, end_nothing = self._LINE, self._LINE_END, self._LINE_END_NOTHING
         routes = self._routes
         dumps = orjson.dumps
         last_second, prefix = self._second, self._prefix
@@ -253,7 +265,7 @@ class _Access:
             route_json = routes.get(route)
             if route_json is None:
                 route_json = routes[route] = dumps(route)
-            user_id = stats.user_id
+            path = stats.path
             lines.append(
                 template
                 % (
@@ -262,18 +274,28 @@ class _Access:
                     stats.request_id,
                     stats.method.encode(),
                     route_json,
-                    dumps(stats.path),
+                    route_json if path == route else dumps(path),
                     stats.status,
                     stats.duration * 1000,
-                    stats.db_queries,
-                    stats.db_seconds * 1000,
-                    stats.cache_hits,
-                    stats.cache_misses,
-                    b"null" if user_id is None else b"%d" % user_id,
                 )
             )
+            user_id = stats.user_id
+            if stats.db_queries or stats.cache_hits or stats.cache_misses or user_id is not None:
+                lines.append(
+                    end_template
+                    % (
+                        stats.db_queries,
+                        stats.db_seconds * 1000,
+                        stats.cache_hits,
+                        stats.cache_misses,
+                        b"null" if user_id is None else b"%d" % user_id,
+                    )
+                )
+            else:
+                lines.append(end_nothing)
         self._second, self._prefix = last_second, prefix
         return b"".join(lines)
 
 
 access = _Access()
+served.sinks.append(access.log_served)

@@ -46,6 +46,7 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fastpost import served
 from fastpost.request_stats import RequestStats, current_request
 
 # prometheus_client's multiprocess internals carry no type hints.
@@ -54,10 +55,6 @@ _mmap_dict: Any = mmap_dict
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-# Requests no route matched share this label: raw paths would make a series per scanner probe.
-UNMATCHED_ROUTE = "unmatched"
-# Other methods share the label "other", for the same reason.
-HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 # 1 ms to 10 s; 0.2 is there so that the p95 > 200 ms alert reads a bucket boundary.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -143,8 +140,8 @@ def multiprocess_dir() -> str | None:
 # (well under a microsecond), and each worker folds them into the registry every
 # `metrics_flush_seconds` (and the worker answering a scrape, at once). A scrape therefore
 # sees the other workers' last second late, and a killed worker loses its last second.
-# A served request is not even counted as it ends: `count_request` keeps its record, and
-# records are counted SERVED_BATCH at a time (see fastpost.middleware.Edge for why).
+# A served request is not even counted as it ends: its record is counted with its batch
+# (`count_served`, a sink of fastpost.served).
 
 
 class BatchedCounter:
@@ -217,9 +214,7 @@ def _count_in_progress() -> None:
     global _in_progress_labels
     counts: dict[tuple[str, str], int] = {}
     for scope in list(in_flight.values()):
-        route = scope.get("route")
-        method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
-        key = (method, route.path if route is not None else UNMATCHED_ROUTE)
+        key = (served.method_of(scope), served.route_of(scope))
         counts[key] = counts.get(key, 0) + 1
     for key in _in_progress_labels - counts.keys():
         http_requests_in_progress.labels(*key).set(0)
@@ -228,27 +223,14 @@ def _count_in_progress() -> None:
     _in_progress_labels = set(counts) | _in_progress_labels
 
 
-SERVED_BATCH = 256
-# Requests served and not yet counted.
-_served: list[RequestStats] = []
-
-
-def count_request(stats: RequestStats) -> None:
-    """Count a served request, from its record (see RequestStats), in the request metrics."""
-    _served.append(stats)
-    if len(_served) >= SERVED_BATCH:
-        _count_served()
-
-
-def _count_served() -> None:
-    global _served
-    served, _served = _served, []
+def count_served(batch: list[RequestStats]) -> None:
+    """Count served requests, from their records (see RequestStats), in the request metrics."""
     # Tallied by everything a request's series depend on first, one key per request; then
     # each distinct key once into the counter and the histogram (a batch has a few dozen):
     # half the time of counting and observing each request in turn (timeit, this machine).
     bounds = request_durations.bounds
     tally: dict[tuple[str, str, int, int], list[float]] = {}
-    for stats in served:
+    for stats in batch:
         duration = stats.duration
         bucket = bisect.bisect_left(bounds, duration)  # as in BatchedHistogram.observe
         key = (stats.method, stats.route, stats.status, bucket)
@@ -263,9 +245,12 @@ def _count_served() -> None:
         request_durations.add((method, route), bucket, int(count), seconds)
 
 
+served.sinks.append(count_served)
+
+
 def flush() -> None:
     """Fold this worker's tallies into the registry."""
-    _count_served()
+    served.hand_on()
     requests_counted.flush()
     request_durations.flush()
     queries_counted.flush()

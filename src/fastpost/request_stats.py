@@ -23,15 +23,17 @@ class RequestStats:
         "path",
         "request_id",
         "route",
+        "started",
         "statements",
         "status",
         "user_id",
     )
 
-    def __init__(self, request_id: bytes = b"") -> None:
+    def __init__(self, request_id: bytes = b"", started: float = 0.0) -> None:
         # As sent in the X-Request-ID header: ASCII, nothing that JSON escapes. Bytes, as
         # the header and the access line want it; a log line decodes it.
         self.request_id = request_id
+        self.started = started  # time.perf_counter() as it arrived
         self.db_queries = 0
         self.db_seconds = 0.0
         self.cache_hits = 0
@@ -39,15 +41,17 @@ class RequestStats:
         self.cache_seconds = 0.0
         self.user_id: int | None = None
         self.statements: dict[str, int] = {}
-        # Set as the request is answered and ends: what the metrics and access line record.
+        # Set as the request is answered and ends.
         self.status = 500
-        self.method = ""  # an HTTP method name, or "other"
-        self.route = ""  # the route template, or metrics.UNMATCHED_ROUTE
-        self.path = ""
-        self.duration = 0.0  # seconds
         # time.perf_counter() as it ended: a clock read the request needed anyway, where
         # time.time() would be one more; the access line turns it into a wall-clock time.
         self.ended = 0.0
+        # Named by fastpost.middleware.Edge as it ends: what the metrics and access line
+        # record.
+        self.method = ""  # an HTTP method name, or "other"
+        self.route = ""  # the route template, or served.UNMATCHED_ROUTE
+        self.path = ""
+        self.duration = 0.0  # seconds
 
 
 current_request: contextvars.ContextVar[RequestStats | None] = contextvars.ContextVar(

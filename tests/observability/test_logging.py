@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from fastpost.app import create_app
 from fastpost.logging import configure_logging
-from fastpost.metrics import UNMATCHED_ROUTE
+from fastpost.served import UNMATCHED_ROUTE
 from fastpost.settings import Settings
 from tests.conftest import PASSWORD, Factory
 from tests.observability.conftest import LogLines
@@ -38,6 +38,30 @@ async def test_each_request_logs_one_access_line_with_route_status_timing_and_qu
     assert line["request_id"] == response.headers["x-request-id"]
     assert line["level"] == "info"
     assert "timestamp" in line
+
+
+async def test_a_request_that_touched_nothing_logs_the_same_fields_with_zeros(
+    client: httpx.AsyncClient, logs: LogLines
+) -> None:
+    response = await client.get("/health")
+    [line] = logs.access()
+    assert line == {
+        "event": "request",
+        "level": "info",
+        "timestamp": line["timestamp"],
+        "request_id": response.headers["x-request-id"],
+        "method": "GET",
+        "route": "/health",
+        "path": "/health",
+        "status": 200,
+        "duration_ms": line["duration_ms"],
+        "db_queries": 0,
+        "db_ms": 0.0,
+        "cache_hits": 0,
+        "cache_misses": 0,
+        "user_id": None,
+    }
+    assert isinstance(line["duration_ms"], float)
 
 
 async def test_the_access_line_is_stamped_with_the_wall_clock_time_the_request_ended(

@@ -131,11 +131,13 @@ async def test_requests_in_progress_are_counted_by_route_while_they_run(
 def test_served_requests_are_counted_in_their_status_and_latency_bucket() -> None:
     route = "/test/tally"
     durations = {200: [0.0005, 0.001, 0.003, 0.003, 12.0], 503: [0.2]}
+    batch = []
     for status, seconds in durations.items():
         for duration in seconds:
             stats = RequestStats()
             stats.method, stats.route, stats.status, stats.duration = "GET", route, status, duration
-            metrics.count_request(stats)
+            batch.append(stats)
+    metrics.count_served(batch)
     metrics.flush()
 
     def sample(name: str, **labels: str) -> float | None:
@@ -159,7 +161,7 @@ async def test_generated_request_ids_stay_distinct_after_the_first_batch_is_used
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    edge = Edge(answer, max_body_bytes=1000, access_log=False)
+    edge = Edge(answer, max_body_bytes=1000)
     ids: list[bytes] = []
 
     async def send(message: dict[str, Any]) -> None:
