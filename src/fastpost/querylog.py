@@ -65,6 +65,8 @@ def record(statement: str, seconds: float, parameters: Any = None) -> None:
         stats.db_queries += 1
         stats.db_seconds += seconds
         counts = stats.statements
+        if counts is None:
+            counts = stats.statements = {}
         counts[statement] = counts.get(statement, 0) + 1
     for hook in statement_hooks:
         hook(statement, seconds)
@@ -133,7 +135,7 @@ def find_repeated_queries(stats: RequestStats, threshold: int) -> list[tuple[str
     if stats.db_queries <= threshold:
         return []
     shapes: dict[str, int] = {}
-    for statement, count in stats.statements.items():
+    for statement, count in (stats.statements or {}).items():
         if _operation(statement) in ("begin", "commit"):
             continue
         shape = normalise(statement)

@@ -40,7 +40,9 @@ class RequestStats:
         self.cache_misses = 0
         self.cache_seconds = 0.0
         self.user_id: int | None = None
-        self.statements: dict[str, int] = {}
+        # Statement text -> times run, for the N+1 check; made by the first query (most
+        # requests to a cached read make none).
+        self.statements: dict[str, int] | None = None
         # Set as the request is answered and ends.
         self.status = 500
         # time.perf_counter() as it ended: a clock read the request needed anyway, where
