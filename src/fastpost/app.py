@@ -85,7 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cache = build_cache(settings, on_event=cache_event)
         await cache.start()
         app.state.cache = cache
-        served.start_batching()
+        # Served requests reach the metrics and the access log a batch at a time, except
+        # where a developer watches the access lines on a console, each as it happens.
+        if not access.to_console:
+            served.start_batching()
         access_log_flusher = access.start_batching()
         # Tests build hundreds of apps and route a few requests through each: for them the
         # start-up work that pays off over a server's life costs more than it saves.

@@ -174,6 +174,11 @@ class _Access:
         self.json = json
         self.stream = stream
 
+    @property
+    def to_console(self) -> bool:
+        """Whether access lines are written for a person to read (not in JSON)."""
+        return self.enabled and not self.json
+
     def flush(self) -> None:
         """Write the lines of every request served so far."""
         served.hand_on()

@@ -9,10 +9,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from fastpost.app import create_app
-from fastpost.logging import configure_logging
+from fastpost.logging import access, configure_logging
 from fastpost.served import UNMATCHED_ROUTE
 from fastpost.settings import Settings
 from tests.conftest import PASSWORD, Factory
@@ -77,6 +78,39 @@ async def test_the_access_line_is_stamped_with_the_wall_clock_time_the_request_e
     stamped = datetime.fromisoformat(line["timestamp"].removesuffix("Z")).replace(tzinfo=UTC)
     slack = timedelta(milliseconds=5)  # the two clocks' readings are not taken at once
     assert before - slack <= stamped <= after + slack
+
+
+async def _get_health(app: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get("/health")).status_code == 200
+
+
+async def test_a_console_shows_each_access_line_as_its_request_ends(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = create_app(settings)  # tests log to a console, as development does
+    try:
+        async with app.router.lifespan_context(app):
+            await _get_health(app)
+            assert "path=/health" in capsys.readouterr().out
+    finally:
+        configure_logging(level="INFO", json=False)
+
+
+async def test_json_access_lines_wait_for_their_batch_while_the_app_serves(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    observability = settings.observability.model_copy(update={"log_format": "json"})
+    app = create_app(settings.model_copy(update={"observability": observability}))
+    try:
+        async with app.router.lifespan_context(app):
+            await _get_health(app)
+            assert '"path":"/health"' not in capsys.readouterr().out
+            access.flush()
+            assert '"path":"/health"' in capsys.readouterr().out
+    finally:
+        configure_logging(level="INFO", json=False)
 
 
 async def test_an_access_line_stays_valid_json_whatever_the_path_holds(
