@@ -176,12 +176,13 @@ class Edge:
             stats.path = scope["path"]
             if self.n_plus_one_threshold and stats.db_queries > self.n_plus_one_threshold:
                 check_n_plus_one(stats, stats.route, self.n_plus_one_threshold)
+            # The request is over: what a batch's sinks do below is none of its doing.
+            current_request.reset(stats_token)
             # Its metrics and access line are made later, a batch at a time.
             records = served.records
             records.append(stats)
             if len(records) >= served.batch_size:
                 served.hand_on()
-            current_request.reset(stats_token)
 
     def _limited(self, receive: Receive) -> Receive:
         received = 0

@@ -10,10 +10,10 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
-from fastpost import metrics
+from fastpost import metrics, served
 from fastpost.metrics import LATENCY_BUCKETS
 from fastpost.middleware import Edge
-from fastpost.request_stats import RequestStats
+from fastpost.request_stats import RequestStats, current_request
 from tests.conftest import Factory
 
 
@@ -83,7 +83,6 @@ async def test_a_scrape_is_counted_under_its_own_route(client: httpx.AsyncClient
 
 async def test_cache_events_are_counted_and_reach_the_access_line(app: FastAPI) -> None:
     from fastpost.metrics import cache_event
-    from fastpost.request_stats import RequestStats, current_request
 
     stats = RequestStats()
     token = current_request.set(stats)
@@ -176,3 +175,28 @@ async def test_generated_request_ids_stay_distinct_after_the_first_batch_is_used
         await edge(dict(scope), receive, send)
     assert len(set(ids)) == len(ids) == 2500
     assert all(re.fullmatch(rb"[0-9a-f]{16}", request_id) for request_id in ids)
+
+
+async def test_a_batch_handed_on_as_a_request_ends_is_not_done_in_its_name() -> None:
+    async def answer(scope: object, receive: object, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    seen: list[tuple[int, RequestStats | None]] = []
+
+    def sink(batch: list[RequestStats]) -> None:
+        seen.append((len(batch), current_request.get()))
+
+    served.sinks.append(sink)
+    try:
+        scope = {"type": "http", "http_version": "1.1", "method": "GET", "path": "/", "headers": []}
+        await Edge(answer, max_body_bytes=1000)(scope, receive, send)
+    finally:
+        served.sinks.remove(sink)
+    assert seen == [(1, None)]  # outside a served app, each request is handed on as it ends
