@@ -40,6 +40,7 @@ def route_of(scope: Mapping[str, Any]) -> str:
 
 
 def method_of(scope: Mapping[str, Any]) -> str:
+    """The label of the request's method: its name, or "other"."""
     method: str = scope["method"]
     return method if method in HTTP_METHODS else "other"
 
