@@ -247,7 +247,7 @@ class _Access:
                 user_id=stats.user_id,
             )
 
-    def _lines(self, served: list[RequestStats]) -> bytes:
+    def _lines(self, batch: list[RequestStats]) -> bytes:
         """The JSON lines of these served requests.
 
         One loop with everything inline: a call per line cost a tenth of the line (timeit,
@@ -260,7 +260,7 @@ class _Access:
         dumps = orjson.dumps
         last_second, prefix = self._second, self._prefix
         lines = []
-        for stats in served:
+        for stats in batch:
             now = stats.ended + clock_offset
             second = int(now)
             if second != last_second:
