@@ -24,9 +24,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e .
 	@touch $@
 
-# The otel and bench extras too: the tracing, bench, lab and Locust tests (and mypy) use them.
+# The otel, bench and granian extras too: the tracing, bench, lab, Locust and granian tests
+# (and mypy) use them.
 $(VENV)/.dev-installed: $(VENV)/.installed pyproject.toml Makefile
-	$(BIN)/python -m pip install --quiet -e '.[dev,otel,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,otel,bench,granian]'
 	@touch $@
 
 # psutil, matplotlib, Locust, httpx, requests: for `fastpost bench`, `fastpost lab`, loadtests/.

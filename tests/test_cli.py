@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,3 +158,86 @@ def test_concurrent_writes_across_two_sqlite_worker_processes_never_fail(server:
 
     statuses = asyncio.run(hammer())
     assert statuses == [201] * 80
+
+
+def _metric_samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("granian") is None,
+    reason="granian is not installed: pip install -e '.[granian]'",
+)
+def test_granian_serves_two_workers_that_share_metrics_and_stops_cleanly_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **environment(tmp_path),
+        "FASTPOST_OBSERVABILITY__LOG_FORMAT": "json",
+        "FASTPOST_OBSERVABILITY__METRICS_FLUSH_SECONDS": "0.2",
+        "FASTPOST_OBSERVABILITY__SAMPLE_INTERVAL_SECONDS": "0.2",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    migrate_and_seed(
+        env, tmp_path, "--users", "5", "--posts", "10", "--follows", "3", "--likes", "3"
+    )
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fastpost.cli", "serve", "--server", "granian",
+             "--workers", "2", "--port", str(port)],
+            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(f"{base}/health/ready", process, log_path.read_text)
+        with httpx.Client(base_url=base) as client:
+            login = client.post(
+                "/auth/login", json={"username": "testuser", "password": "testpass"}
+            )
+            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            created = client.post("/posts/", headers=headers, json={"title": "t", "content": "c"})
+            assert created.status_code == 201
+            assert client.get(f"/posts/{created.json()['id']}").status_code == 200
+        # A new connection per request, so that both workers take some.
+        for _ in range(30):
+            assert httpx.get(f"{base}/health", headers={"Connection": "close"}).status_code == 200
+
+        # Whichever worker answers the scrape, it reports both and every request they served.
+        deadline = time.monotonic() + 10
+        while True:
+            samples = _metric_samples(base)
+            pids = {
+                dict(labels)["pid"]
+                for name, labels in samples
+                if name == "fastpost_worker_cpu_seconds_total"
+            }
+            health = sum(
+                v
+                for (name, labels), v in samples.items()
+                if name == "http_requests_total" and dict(labels).get("route") == "/health"
+            )
+            if (len(pids), health) == (2, 30) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert (len(pids), health) == (2, 30)
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        with pytest.raises(ProcessLookupError):
+            os.killpg(process.pid, 0)  # no worker outlived it
+    finally:
+        if process.poll() is None:
+            stop_group(process)
+    # Our access lines, one per request, flushed by both workers before they stopped.
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line[:1] == "{"]
+    served = [line for line in lines if line.get("route") == "/health"]
+    assert len(served) == 30

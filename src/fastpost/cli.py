@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -38,17 +40,40 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
+class HttpServer(StrEnum):
+    uvicorn = "uvicorn"
+    granian = "granian"
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
-    access_log: Annotated[bool, typer.Option(help="Log every request (costs throughput).")] = False,
+    access_log: Annotated[
+        bool, typer.Option(help="The server's own line per request (costs throughput).")
+    ] = False,
+    server: Annotated[
+        HttpServer,
+        typer.Option(help="uvicorn (uvloop, httptools), or granian (the `granian` extra)."),
+    ] = HttpServer.uvicorn,
+    graceful_timeout: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="After SIGTERM, seconds to let requests in flight finish before they are cut "
+            "off (default: wait for every one).",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the API with uvicorn (uvloop, httptools) on HOST:PORT."""
-    import uvicorn
-
+    """Serve the API on HOST:PORT with uvicorn (default) or granian."""
+    if server is HttpServer.granian and importlib.util.find_spec("granian") is None:
+        console.print(
+            "[red]granian is not installed:[/red] pip install 'fastpost[granian]' "
+            "(or .venv/bin/pip install granian)"
+        )
+        raise typer.Exit(2)
     settings = _settings()
     # Resolve the signing key once, here: workers started next all read the same one.
     _ = settings.secret_key
@@ -56,19 +81,84 @@ def serve(
     _prepare_metrics_dir(settings)
     asyncio.run(_check_connection_budget(settings, workers))
     console.print(
-        f"fastpost on http://{host}:{port} (docs at /docs), {workers} worker(s), "
-        f"database {settings.db.url.split('://')[0]}"
+        f"fastpost on http://{host}:{port} (docs at /docs), {workers} worker(s) on "
+        f"{server.value}, database {settings.db.url.split('://')[0]}"
     )
-    uvicorn.run(
-        "fastpost.app:create_app",
-        factory=True,
+    run = _run_granian if server is HttpServer.granian else _run_uvicorn
+    run(
         host=host,
         port=port,
-        workers=None if reload else workers,
+        workers=workers,
         reload=reload,
         access_log=access_log,
         log_level=settings.observability.log_level.lower(),
+        graceful_timeout=graceful_timeout,
     )
+
+
+def _run_uvicorn(
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    reload: bool,
+    access_log: bool,
+    log_level: str,
+    graceful_timeout: int | None,
+) -> None:
+    import uvicorn
+
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "access_log": access_log,
+        "log_level": log_level,
+        # None: uvicorn waits for every request in flight, however long.
+        "timeout_graceful_shutdown": graceful_timeout,
+    }
+    if reload or workers == 1:
+        uvicorn.run(
+            "fastpost.app:create_app", workers=None if reload else 1, reload=reload, **options
+        )
+        return
+    from fastpost.supervisor import Supervisor
+
+    config = uvicorn.Config("fastpost.app:create_app", workers=workers, **options)
+    Supervisor(config, sockets=[config.bind_socket()]).run()
+
+
+def _run_granian(
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    reload: bool,
+    access_log: bool,
+    log_level: str,
+    graceful_timeout: int | None,
+) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+
+    # Workers are processes (multiprocessing: fork on Linux, spawn where fork is not the
+    # default); both inherit PROMETHEUS_MULTIPROC_DIR, set above before any was started.
+    Granian(
+        "fastpost.app:create_app",
+        factory=True,
+        address=host,
+        port=port,
+        # ASGI with lifespan (not "asginl"): startup opens the pools, shutdown closes them.
+        interface=Interfaces.ASGI,
+        workers=workers,
+        reload=reload,
+        log_access=access_log,
+        log_level=LogLevels(log_level),
+        # How long the main process waits for a stopping worker before killing it; None:
+        # for ever, and each worker finishes its requests in flight before its lifespan ends.
+        workers_kill_timeout=graceful_timeout,
+    ).serve()
 
 
 def _prepare_metrics_dir(settings: Settings) -> None:
@@ -325,6 +415,10 @@ app.command()(lab)
 from fastpost.bench.command import bench  # noqa: E402
 
 app.command()(bench)
+
+from fastpost.cluster.command import cluster_app  # noqa: E402
+
+app.add_typer(cluster_app, name="cluster")
 
 
 def main() -> None:
