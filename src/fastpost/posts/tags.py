@@ -1,4 +1,5 @@
-"""Tags of posts: setting a post's tags, reading them with the post, and the tags in use.
+"""Tags of posts: reading them with the post, and the tags in use (writes set them: see
+fastpost.posts.writes).
 
 A tag row is shared by every post that carries it and made on first use; a post's tags are
 its post_tags rows. How many published posts carry each tag is kept in post_counts by the
@@ -19,15 +20,13 @@ from sqlalchemy import (
     String,
     bindparam,
     exists,
-    literal,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import GenericFunction
 
 from fastpost.cache import Cache, Entry, cache_key
-from fastpost.db import Database, insert_ignoring_conflicts, table_of
+from fastpost.db import Database, table_of
 from fastpost.posts.models import Post, PostCount, PostTag, Tag
 from fastpost.responses import dump_json
 
@@ -46,7 +45,7 @@ TagName = Annotated[
 ]
 
 # Every anonymous GET /tags/ and GET /api/tags reads this entry; writes that change which
-# tags are in use, or how often, drop it (see posts.service.invalidate_post).
+# tags are in use, or how often, drop it (see posts.service.stale_after_post_write).
 TAGS_CACHE_TAG = "tags"
 TAGS_TTL = 30.0
 
@@ -54,45 +53,6 @@ TAGS_TTL = 30.0
 def normalise_tags(names: Sequence[str]) -> list[str]:
     """Distinct, stripped, non-empty tag names, sorted: the one order tags are shown in."""
     return sorted({name.strip() for name in names if name.strip()})
-
-
-async def set_post_tags(*, session: AsyncSession, post_id: int, names: Sequence[str]) -> None:
-    """Make the post carry exactly these tags, creating the ones new to the site."""
-    wanted = normalise_tags(names)
-    if wanted:
-        # Idempotent inserts: a concurrent request may create the same tag at the same time.
-        await session.execute(
-            insert_ignoring_conflicts(session, tags), [{"name": name} for name in wanted]
-        )
-        ids = (await session.execute(select(tags.c.id).where(tags.c.name.in_(wanted)))).scalars()
-        wanted_ids = set(ids)
-    else:
-        wanted_ids = set()
-    current = set(
-        (
-            await session.execute(select(post_tags.c.tag_id).where(post_tags.c.post_id == post_id))
-        ).scalars()
-    )
-    if current - wanted_ids:
-        await session.execute(
-            post_tags.delete().where(
-                post_tags.c.post_id == post_id, post_tags.c.tag_id.in_(current - wanted_ids)
-            )
-        )
-    if wanted_ids - current:
-        # With the post's created_at, read from its row in the same statement (see has_tag).
-        await session.execute(
-            post_tags.insert().from_select(
-                ["post_id", "tag_id", "created_at"],
-                select(
-                    literal(post_id, BigInteger),
-                    tags.c.id,
-                    select(posts.c.created_at).where(posts.c.id == post_id).scalar_subquery(),
-                )
-                .where(tags.c.id.in_(sorted(wanted_ids - current)))
-                .order_by(tags.c.id),
-            )
-        )
 
 
 class tag_name_aggregate(GenericFunction[Any]):  # noqa: N801 (SQL functions are lower case)

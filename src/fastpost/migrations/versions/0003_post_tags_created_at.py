@@ -10,7 +10,7 @@ fine for a common tag, about 20,000 probes a page for a tag on 0.1% of 200,000 p
 (50-58 ms a page, EXPLAIN ANALYZE on PostgreSQL), because the tag's id is looked up inside
 the statement and the plan cannot depend on it. With (tag_id, created_at DESC, post_id DESC)
 a page is an index range read, whatever the tag. A post's created_at never changes, so the
-copy is written once, with the row (see fastpost.posts.tags.set_post_tags and the seed).
+copy is written once, with the row (see fastpost.posts.writes.set_tags and the seed).
 
 The column stays nullable at the database: SQLite cannot add NOT NULL to an existing column
 without rebuilding the table, which would drop migration 0002's triggers on it. Every
