@@ -8,7 +8,7 @@ tier 1 with no database query when the entry is there.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from types import SimpleNamespace
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fastpost.cache import Entry, cache_key
+from fastpost.cache import Entry
 
 JSON = "application/json"
 
@@ -95,31 +95,57 @@ def private_response(body: bytes) -> Response:
 
 
 class CachedPostReads:
-    """Answer an anonymous `GET /posts/{id}` straight from tier 1, before routing.
+    """Answer an anonymous `GET /posts/{id}`, `GET /api/articles/{slug}` or `GET /api/tags`
+    straight from tier 1, before routing.
 
-    The hottest read is a post by id, anonymously, from a warm cache. Routed through FastAPI,
-    dependency solving and response handling cost several times the cache lookup itself
-    (../shared/anchors.md: a FastAPI route returning bytes runs at 0.47x of bare Starlette).
-    This pure ASGI middleware serves such a hit (200, or 304 when the client's copy is
-    current) with the same bytes and headers the route would send; anything else, a miss
-    included, goes on to the route, which loads and caches the post.
+    The hottest reads are a post (or RealWorld article) by id or slug and the tags,
+    anonymously, from a warm cache. Routed through FastAPI, dependency solving and response
+    handling cost several times the cache lookup itself (../shared/anchors.md: a FastAPI
+    route returning bytes runs at 0.47x of bare Starlette). This pure ASGI middleware serves
+    such a hit (200, or 304 when the client's copy is current) with the same bytes and
+    headers the route would send; anything else, a miss included, goes on to the route,
+    which loads and caches the entry.
     """
-
-    _PATH = re.compile(r"/posts/([1-9][0-9]{0,15})")
-    # What the observability middleware reads from scope["route"] (its template) to label
-    # the request as if routed. Not the route object: FastAPI 0.165 nests routes inside
-    # included routers, out of reach of app.routes.
-    _ROUTE = SimpleNamespace(path="/posts/{post_id}")
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Imported here: the services import this module. Keys come from the functions the
+        # routes' services use, so that both always name an entry the same.
+        from fastpost.posts.service import post_key
+        from fastpost.realworld.service import article_key, tags_key
+
+        # (path, key of the entry it shows, the route template it is labelled with: what
+        # the observability middleware reads from scope["route"] as if routed; not the route
+        # object, since FastAPI 0.165 nests routes inside included routers, out of reach of
+        # app.routes). A slug is at most 100 characters (realworld.router.Slug); "feed"
+        # names no article (every slug ends in a random suffix), so it finds nothing.
+        self._reads: tuple[tuple[re.Pattern[str], Callable[[str], str], SimpleNamespace], ...] = (
+            (
+                re.compile(r"/posts/([1-9][0-9]{0,15})"),
+                lambda found: post_key(int(found)),
+                SimpleNamespace(path="/posts/{post_id}"),
+            ),
+            (
+                re.compile(r"/api/articles/([^/]{1,100})"),
+                article_key,
+                SimpleNamespace(path="/api/articles/{slug}"),
+            ),
+            (re.compile(r"/api/(tags)"), lambda _: tags_key(), SimpleNamespace(path="/api/tags")),
+        )
+
+    def _entry_key(self, path: str) -> tuple[str, SimpleNamespace] | None:
+        for pattern, key_of, route in self._reads:
+            match = pattern.fullmatch(path)
+            if match is not None:
+                return key_of(match.group(1)), route
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET":
             await self.app(scope, receive, send)
             return
-        match = self._PATH.fullmatch(scope["path"])
-        if match is None:
+        found = self._entry_key(scope["path"])
+        if found is None:
             await self.app(scope, receive, send)
             return
         conditions: dict[str, str] = {}
@@ -130,13 +156,13 @@ class CachedPostReads:
                 return
             if name in (b"if-none-match", b"if-modified-since"):
                 conditions[name.decode()] = value.decode("latin-1")
-        app = scope["app"]
-        entry = app.state.cache.peek(cache_key("post", int(match.group(1))))
+        key, route = found
+        entry = scope["app"].state.cache.peek(key)
         if entry is None:
             await self.app(scope, receive, send)
             return
         # Metrics and logs label requests by route template, as if routed.
-        scope["route"] = self._ROUTE
+        scope["route"] = route
         headers = [
             (b"etag", entry.etag.encode()),
             (b"cache-control", PUBLIC.encode()),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Header, Path, Query, Request, Response, status
 
 from fastpost.cache import CacheDep
-from fastpost.db import DatabaseDep, WriteSession
+from fastpost.db import DatabaseDep
 from fastpost.errors import Forbidden, Unauthorized, error_responses
 from fastpost.http_caching import cached_response, private_response
 from fastpost.pagination import MAX_LIMIT, MAX_OFFSET, PageQuery
@@ -63,12 +63,24 @@ async def list_posts(
     filtered by author, by tag, or both."""
     author_id = _check_drafts_access(params.status, params.author_id, viewer_id)
     page = params.to_page()
-    if viewer_id is None and page.cursor is None and not page.offset:
+    first_published = page.cursor is None and not page.offset
+    if first_published and viewer_id is None:
         # The first page is what most anonymous visitors load: served from the cache.
         entry = await service.cached_first_page(
             db=db, cache=cache, limit=page.limit, author_id=author_id, tag=params.tag
         )
         return cached_response(request.headers, entry)
+    if first_published and viewer_id is not None and params.status == PostStatus.published:
+        # The same cached page, with the caller's likes spliced in.
+        body = await service.first_page_for_viewer(
+            db=db,
+            cache=cache,
+            viewer_id=viewer_id,
+            limit=page.limit,
+            author_id=author_id,
+            tag=params.tag,
+        )
+        return private_response(body)
     return json_response(
         await service.list_posts(
             db=db,
@@ -94,11 +106,11 @@ async def list_posts(
     responses=error_responses(401, 413, 422),
 )
 async def create_post(
-    body: PostCreate, user_id: CurrentUserId, session: WriteSession, cache: CacheDep
-) -> Any:
+    body: PostCreate, user_id: CurrentUserId, db: DatabaseDep, cache: CacheDep
+) -> Response:
     """Publish a post (or save a draft) as the caller, with its tags."""
-    return await service.create_post(
-        session=session,
+    created, _ = await service.create_post(
+        db=db,
         cache=cache,
         author_id=user_id,
         title=body.title,
@@ -107,6 +119,8 @@ async def create_post(
         description=body.description,
         tags=body.tags,
     )
+    # Serialised once, in PostOut's shape: FastAPI passes a Response through.
+    return json_response(created, status.HTTP_201_CREATED)
 
 
 @router.get("/popular", response_model=list[PostOut], responses=error_responses(401, 422))
@@ -152,8 +166,9 @@ async def read_post(
     if viewer_id is None:
         entry = await service.cached_post(db=db, cache=cache, post_id=post_id)
         return cached_response(request.headers, entry)
-    post = await service.get_post(db=db, viewer_id=viewer_id, post_id=post_id)
-    return private_response(dump_json(post))
+    return private_response(
+        await service.post_for_viewer(db=db, cache=cache, viewer_id=viewer_id, post_id=post_id)
+    )
 
 
 @router.patch(
@@ -165,19 +180,18 @@ async def update_post(
     post_id: PostIdPath,
     body: PostUpdate,
     user_id: CurrentUserId,
-    session: WriteSession,
+    db: DatabaseDep,
     cache: CacheDep,
-    response: Response,
     if_match: Annotated[
         str | None,
         Header(description="The post's ETag as last read: 412 if it changed since"),
     ] = None,
-) -> Any:
+) -> Response:
     """Change a post's title, content, description, status or tags (its author only)."""
     changes = body.model_dump(exclude_unset=True)
     tags = changes.pop("tags", None)
     post = await service.update_post(
-        session=session,
+        db=db,
         cache=cache,
         user_id=user_id,
         post_id=post_id,
@@ -185,10 +199,11 @@ async def update_post(
         tags=tags,
         if_match=if_match,
     )
+    response = json_response(post)
     response.headers["etag"] = service.post_etag(
         post["id"], post["updated_at"], post["likes_count"]
     )
-    return post
+    return response
 
 
 @router.delete(
@@ -198,30 +213,28 @@ async def update_post(
     responses=error_responses(401, 403, 404, 422),
 )
 async def delete_post(
-    post_id: PostIdPath, user_id: CurrentUserId, session: WriteSession, cache: CacheDep
+    post_id: PostIdPath, user_id: CurrentUserId, db: DatabaseDep, cache: CacheDep
 ) -> None:
     """Delete a post (its author only)."""
-    await service.delete_post(session=session, cache=cache, user_id=user_id, post_id=post_id)
+    await service.delete_post(db=db, cache=cache, user_id=user_id, post_id=post_id)
 
 
-@router.post("/{post_id}/like", responses=error_responses(401, 404, 422))
+@router.post("/{post_id}/like", response_model=LikeOut, responses=error_responses(401, 404, 422))
 async def like_post(
-    post_id: PostIdPath, user_id: CurrentUserId, session: WriteSession, cache: CacheDep
-) -> LikeOut:
+    post_id: PostIdPath, user_id: CurrentUserId, db: DatabaseDep, cache: CacheDep
+) -> Response:
     """Like a post. Idempotent: liking twice counts once."""
-    result = await service.like_post(session=session, cache=cache, user_id=user_id, post_id=post_id)
-    return LikeOut(**result)
+    result = await service.like_post(db=db, cache=cache, user_id=user_id, post_id=post_id)
+    return json_response(result)
 
 
-@router.delete("/{post_id}/like", responses=error_responses(401, 404, 422))
+@router.delete("/{post_id}/like", response_model=LikeOut, responses=error_responses(401, 404, 422))
 async def unlike_post(
-    post_id: PostIdPath, user_id: CurrentUserId, session: WriteSession, cache: CacheDep
-) -> LikeOut:
+    post_id: PostIdPath, user_id: CurrentUserId, db: DatabaseDep, cache: CacheDep
+) -> Response:
     """Take back a like. Idempotent."""
-    result = await service.unlike_post(
-        session=session, cache=cache, user_id=user_id, post_id=post_id
-    )
-    return LikeOut(**result)
+    result = await service.unlike_post(db=db, cache=cache, user_id=user_id, post_id=post_id)
+    return json_response(result)
 
 
 @user_posts_router.get(
@@ -237,7 +250,12 @@ async def list_user_posts(
 ) -> Response:
     """A user's published posts, newest first."""
     page = params.to_page()
-    if viewer_id is None and page.cursor is None and not page.offset:
+    if page.cursor is None and not page.offset:
+        if viewer_id is not None:
+            body = await service.first_page_for_viewer(
+                db=db, cache=cache, viewer_id=viewer_id, limit=page.limit, author_id=user_id
+            )
+            return private_response(body)
         entry = await service.cached_first_page(
             db=db, cache=cache, limit=page.limit, author_id=user_id
         )

@@ -12,9 +12,8 @@ from fastpost.cache import Cache, CacheDep
 from fastpost.comments import service as comments_service
 from fastpost.db import Database, DatabaseDep, WriteSession
 from fastpost.errors import Unauthorized
-from fastpost.http_caching import cached_response
+from fastpost.http_caching import cached_response, private_response
 from fastpost.posts import service as posts_service
-from fastpost.posts import tags as tags_service
 from fastpost.posts.models import PostStatus
 from fastpost.query import openapi_parameters, parse_query, query_model
 from fastpost.realworld import service
@@ -40,7 +39,6 @@ from fastpost.request_stats import set_current_user
 from fastpost.responses import json_response
 from fastpost.routing import PrefixRouter
 from fastpost.security import Passwords, Tokens, token_in
-from fastpost.social import service as social_service
 from fastpost.users import service as users_service
 
 PREFIX = "/api"
@@ -141,9 +139,16 @@ async def list_articles(request: Request) -> Response:
     query = parse_query(ArticleListParams, request)
     db: Database = request.app.state.db
     unfiltered = query.tag is None and query.author is None and query.favorited is None
-    if caller is None and query.offset == 0 and unfiltered:
-        # A front end's home page: served from the cache, revalidated by ETag.
+    if query.offset == 0 and unfiltered:
+        # A front end's home page: served from the cache, revalidated by ETag; a logged-in
+        # caller gets the same cached page with their flags spliced in.
         cache: Cache = request.app.state.cache
+        if caller is not None:
+            return private_response(
+                await service.first_articles_for_viewer(
+                    db=db, cache=cache, viewer_id=caller.user_id, limit=query.limit
+                )
+            )
         entry = await service.cached_first_articles(db=db, cache=cache, limit=query.limit)
         return cached_response(request.headers, entry)
     return json_response(
@@ -188,17 +193,17 @@ async def register(body: NewUserIn, session: WriteSession, request: Request) -> 
 )
 async def login(body: LoginUserIn, db: DatabaseDep, request: Request) -> Response:
     """Log in with email and password."""
-    email = users_service.normalise_email(body.user.email)
-    row = await service.credentials_by_email(db=db, email=email)
-    # verify() runs even for an unknown email, against a decoy hash: equal timing.
-    verified = await _passwords(request).verify(
-        row["password_hash"] if row else None, body.user.password
-    )
-    if not verified or row is None:
-        raise Unauthorized("email or password is invalid", field="credentials")
+    try:
+        # The users service's login: equal timing for unknown emails, bounded hashing,
+        # out-of-date hashes upgraded.
+        user_id = await users_service.authenticate_by_email(
+            db=db, passwords=_passwords(request), email=body.user.email, password=body.user.password
+        )
+    except Unauthorized:
+        raise Unauthorized("email or password is invalid", field="credentials") from None
     tokens: Tokens = request.app.state.tokens
-    me = await users_service.get_me(db=db, user_id=row["id"])
-    return json_response(_user_out(dict(me), tokens.issue(row["id"]).access_token))
+    me = await users_service.get_me(db=db, user_id=user_id)
+    return json_response(_user_out(dict(me), tokens.issue(user_id).access_token))
 
 
 @router.get(
@@ -260,20 +265,12 @@ async def get_profile(username: Username, caller: OptionalCaller, db: DatabaseDe
 
 
 async def _change_follow(
-    session: Any, cache: Any, caller: Caller, username: str, *, follow: bool
+    db: Database, cache: Cache, caller: Caller, username: str, *, follow: bool
 ) -> dict[str, Any]:
-    target = await service.profile_in_session(
-        session=session, viewer_id=caller.user_id, username=username
+    profile = await service.change_follow(
+        db=db, cache=cache, viewer_id=caller.user_id, username=username, follow=follow
     )
-    if follow:
-        await social_service.follow(
-            session=session, cache=cache, follower_id=caller.user_id, followee_id=target["id"]
-        )
-    else:
-        await social_service.unfollow(
-            session=session, cache=cache, follower_id=caller.user_id, followee_id=target["id"]
-        )
-    return {"profile": {**service.profile_dict(target), "following": follow}}
+    return {"profile": profile}
 
 
 @router.post(
@@ -282,10 +279,10 @@ async def _change_follow(
     responses=realworld_errors(401, 404, 422),
 )
 async def follow(
-    username: Username, caller: CurrentCaller, session: WriteSession, cache: CacheDep
+    username: Username, caller: CurrentCaller, db: DatabaseDep, cache: CacheDep
 ) -> Response:
     """Follow a user."""
-    return json_response(await _change_follow(session, cache, caller, username, follow=True))
+    return json_response(await _change_follow(db, cache, caller, username, follow=True))
 
 
 @router.delete(
@@ -294,10 +291,10 @@ async def follow(
     responses=realworld_errors(401, 404, 422),
 )
 async def unfollow(
-    username: Username, caller: CurrentCaller, session: WriteSession, cache: CacheDep
+    username: Username, caller: CurrentCaller, db: DatabaseDep, cache: CacheDep
 ) -> Response:
     """Stop following a user."""
-    return json_response(await _change_follow(session, cache, caller, username, follow=False))
+    return json_response(await _change_follow(db, cache, caller, username, follow=False))
 
 
 # Articles
@@ -327,12 +324,12 @@ async def feed(
     responses=realworld_errors(401, 422),
 )
 async def create_article(
-    body: NewArticleIn, caller: CurrentCaller, session: WriteSession, cache: CacheDep
+    body: NewArticleIn, caller: CurrentCaller, db: DatabaseDep, cache: CacheDep
 ) -> Response:
     """Publish an article."""
     article = body.article
-    created = await posts_service.create_post(
-        session=session,
+    created, bio = await posts_service.create_post(
+        db=db,
         cache=cache,
         author_id=caller.user_id,
         title=article.title,
@@ -341,21 +338,27 @@ async def create_article(
         status=PostStatus.published,
         tags=article.tagList or (),
     )
-    result = await service.read_article_back(
-        session=session, viewer_id=caller.user_id, slug=created["slug"]
-    )
-    return json_response({"article": result}, 201)
+    return json_response({"article": service.new_article(created, bio)}, 201)
 
 
+# Reads its caller itself, as list_articles does, and for the same reason.
 @router.get(
     "/articles/{slug}",
     response_model=ArticleEnvelope,
     responses=realworld_errors(401, 404, 422),
+    openapi_extra={"security": [{"Token": []}, {}]},
 )
-async def get_article(slug: Slug, caller: OptionalCaller, db: DatabaseDep) -> Response:
-    """One article, with its body."""
-    return json_response(
-        {"article": await service.get_article(db=db, viewer_id=_viewer(caller), slug=slug)}
+async def get_article(slug: Slug, request: Request) -> Response:
+    """One article, with its body. Served from the cache, anonymously with an ETag: a
+    conditional request is answered 304 without touching the database."""
+    caller = _caller(request, required=False)
+    db: Database = request.app.state.db
+    cache: Cache = request.app.state.cache
+    if caller is None:
+        entry = await service.cached_article(db=db, cache=cache, slug=slug)
+        return cached_response(request.headers, entry)
+    return private_response(
+        await service.article_for_viewer(db=db, cache=cache, viewer_id=caller.user_id, slug=slug)
     )
 
 
@@ -368,29 +371,24 @@ async def update_article(
     slug: Slug,
     body: UpdateArticleIn,
     caller: CurrentCaller,
-    session: WriteSession,
+    db: DatabaseDep,
     cache: CacheDep,
 ) -> Response:
     """Change an article (its author only). The slug stays, so links keep working."""
-    post_id = await service.post_by_slug(
-        session=session, slug=slug, user_id=caller.user_id, must_own=True
-    )
     fields = body.article.model_dump(exclude_unset=True, exclude={"tagList"})
     changes = {
         {"body": "content"}.get(name, name): value
         for name, value in fields.items()
         if value is not None
     }
-    if changes or body.article.tagList is not None:
-        await posts_service.update_post(
-            session=session,
-            cache=cache,
-            user_id=caller.user_id,
-            post_id=post_id,
-            changes=changes,
-            tags=body.article.tagList,
-        )
-    result = await service.read_article_back(session=session, viewer_id=caller.user_id, slug=slug)
+    result = await service.update_article(
+        db=db,
+        cache=cache,
+        user_id=caller.user_id,
+        slug=slug,
+        changes=changes,
+        tags=body.article.tagList,
+    )
     return json_response({"article": result})
 
 
@@ -401,31 +399,13 @@ async def update_article(
     responses=realworld_errors(401, 403, 404, 422),
 )
 async def delete_article(
-    slug: Slug, caller: CurrentCaller, session: WriteSession, cache: CacheDep
+    slug: Slug, caller: CurrentCaller, db: DatabaseDep, cache: CacheDep
 ) -> None:
     """Delete an article (its author only), with its comments, tags and favorites."""
-    post_id = await service.post_by_slug(
-        session=session, slug=slug, user_id=caller.user_id, must_own=True
-    )
-    await posts_service.delete_post(
-        session=session, cache=cache, user_id=caller.user_id, post_id=post_id
-    )
+    await service.delete_article(db=db, cache=cache, user_id=caller.user_id, slug=slug)
 
 
 # Favorites
-
-
-async def _change_favorite(
-    session: Any, cache: Any, caller: Caller, slug: str, *, favorite: bool
-) -> dict[str, Any]:
-    post_id = await service.post_by_slug(session=session, slug=slug, user_id=caller.user_id)
-    change = posts_service.like_post if favorite else posts_service.unlike_post
-    await change(session=session, cache=cache, user_id=caller.user_id, post_id=post_id)
-    return {
-        "article": await service.read_article_back(
-            session=session, viewer_id=caller.user_id, slug=slug
-        )
-    }
 
 
 @router.post(
@@ -433,11 +413,12 @@ async def _change_favorite(
     response_model=ArticleEnvelope,
     responses=realworld_errors(401, 404, 422),
 )
-async def favorite(
-    slug: Slug, caller: CurrentCaller, session: WriteSession, cache: CacheDep
-) -> Response:
+async def favorite(slug: Slug, caller: CurrentCaller, db: DatabaseDep, cache: CacheDep) -> Response:
     """Favorite an article (a like: favoritesCount is its exact likes_count)."""
-    return json_response(await _change_favorite(session, cache, caller, slug, favorite=True))
+    article = await service.favorite(
+        db=db, cache=cache, user_id=caller.user_id, slug=slug, favorite=True
+    )
+    return json_response({"article": article})
 
 
 @router.delete(
@@ -446,10 +427,13 @@ async def favorite(
     responses=realworld_errors(401, 404, 422),
 )
 async def unfavorite(
-    slug: Slug, caller: CurrentCaller, session: WriteSession, cache: CacheDep
+    slug: Slug, caller: CurrentCaller, db: DatabaseDep, cache: CacheDep
 ) -> Response:
     """Take back a favorite."""
-    return json_response(await _change_favorite(session, cache, caller, slug, favorite=False))
+    article = await service.favorite(
+        db=db, cache=cache, user_id=caller.user_id, slug=slug, favorite=False
+    )
+    return json_response({"article": article})
 
 
 # Comments
@@ -511,6 +495,8 @@ async def delete_comment(
     response_model=TagsEnvelope,
     responses=realworld_errors(422),
 )
-async def list_tags(db: DatabaseDep) -> Response:
+async def list_tags(request: Request) -> Response:
     """Tags on published articles, the most used first."""
-    return json_response({"tags": await tags_service.list_tags(db=db)})
+    # The same for every caller: served from the cache, revalidated by ETag.
+    entry = await service.cached_tags(db=request.app.state.db, cache=request.app.state.cache)
+    return cached_response(request.headers, entry)

@@ -26,6 +26,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -41,18 +42,24 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fastpost import fragments
+from fastpost.bound_lists import one_of
 from fastpost.cache import Cache, Entry, cache_key
 from fastpost.db import Database, Row, table_of
 from fastpost.errors import Forbidden, NotFound
+from fastpost.posts import service as posts_service
 from fastpost.posts import tags as post_tags_service
 from fastpost.posts.models import Like, Post, PostCount, PostStatus, PostTag, Tag
 from fastpost.posts.service import LIST_TTL
 from fastpost.responses import dump_json
+from fastpost.social import service as social_service
 from fastpost.social.models import Follow
-from fastpost.timeutil import as_utc
+from fastpost.timeutil import as_utc, utcnow
 from fastpost.users.models import User
+from fastpost.writes import Step, WriteProgram
 
 posts = table_of(Post)
 likes = table_of(Like)
@@ -151,12 +158,17 @@ def _newest_first(
     stmt: Select[Any],
     created_at: ColumnElement[Any] = posts.c.created_at,
     row_id: ColumnElement[Any] = posts.c.id,
+    *,
+    offset: bool,
 ) -> Select[Any]:
-    return (
-        stmt.order_by(created_at.desc(), row_id.desc())
-        .limit(bindparam("limit", type_=Integer))
-        .offset(bindparam("offset", type_=Integer))
-    )
+    stmt = stmt.order_by(created_at.desc(), row_id.desc()).limit(bindparam("limit", type_=Integer))
+    # A first page has a statement of its own, with no OFFSET. PostgreSQL plans a prepared
+    # statement again on every execution while its generic plan looks costlier than the
+    # custom ones, and a generic plan cannot tell how many rows `OFFSET $n` skips: with it,
+    # the feed's statement was planned on every request (about 1 ms of the database's CPU),
+    # without it the generic plan was used and each execution took half the time (1,000
+    # articles by `fastpost seed`, the statement prepared and run 300 times through asyncpg).
+    return stmt.offset(bindparam("offset", type_=Integer)) if offset else stmt
 
 
 def _filters(tag: bool, author: bool, favorited: bool) -> list[ColumnElement[bool]]:
@@ -181,7 +193,7 @@ def _with_total(stmt: Select[Any], count: Select[Any]) -> Select[Any]:
 
 @cache
 def _list_statement(
-    dialect: str, with_viewer: bool, tag: bool, author: bool, favorited: bool
+    dialect: str, with_viewer: bool, tag: bool, author: bool, favorited: bool, offset: bool
 ) -> Select[Any]:
     stmt = _select_articles(dialect, with_viewer=with_viewer, with_body=False)
     stmt = _with_total(stmt, _count_statement(tag, author, favorited))
@@ -189,8 +201,8 @@ def _list_statement(
     if tag:
         # Read from the tag's rows of post_tags in index order (see posts.tags.tagged).
         stmt, created_at, post_id = post_tags_service.tagged(stmt)
-        return _newest_first(stmt, created_at, post_id)
-    return _newest_first(stmt)
+        return _newest_first(stmt, created_at, post_id, offset=offset)
+    return _newest_first(stmt, offset=offset)
 
 
 def _counter(kind: str, ref_id: ColumnElement[Any]) -> Select[Any]:
@@ -220,12 +232,12 @@ def _count_statement(tag: bool, author: bool, favorited: bool) -> Select[Any]:
 
 
 @cache
-def _feed_statement(dialect: str) -> Select[Any]:
+def _feed_statement(dialect: str, offset: bool) -> Select[Any]:
     stmt = _with_total(_select_articles(dialect, with_viewer=True, with_body=False), _FEED_COUNT)
     stmt = stmt.join(follows, follows.c.followee_id == posts.c.author_id).where(
         follows.c.follower_id == _VIEWER, posts.c.status == _PUBLISHED
     )
-    return _newest_first(stmt)
+    return _newest_first(stmt, offset=offset)
 
 
 # The feed's total is the sum of the followed authors' counters: as many rows as the caller
@@ -247,7 +259,9 @@ def _article_statement(dialect: str, with_viewer: bool) -> Select[Any]:
     visible: ColumnElement[bool] = posts.c.status == _PUBLISHED
     if with_viewer:
         visible = or_(visible, posts.c.author_id == _VIEWER)
-    return _select_articles(dialect, with_viewer=with_viewer, with_body=True).where(
+    # status: a published article is shared by every caller (see article_for_viewer).
+    stmt = _select_articles(dialect, with_viewer=with_viewer, with_body=True)
+    return stmt.add_columns(posts.c.status).where(
         posts.c.slug == bindparam("slug", type_=String), visible
     )
 
@@ -318,7 +332,7 @@ async def list_articles(
         "limit": limit,
         "offset": offset,
     }
-    page = _list_statement(db.dialect, viewer_id is not None, *shape)
+    page = _list_statement(db.dialect, viewer_id is not None, *shape, offset > 0)
     return await _page(db, page, _count_statement(*shape), params)
 
 
@@ -327,19 +341,26 @@ async def cached_first_articles(*, db: Database, cache: Cache, limit: int) -> En
 
     async def load() -> Entry:
         params = {"viewer_id": None, "limit": limit, "offset": 0}
-        page = _list_statement(db.dialect, False, False, False, False)
+        page = _list_statement(db.dialect, False, False, False, False, False)
         rows, total = await _rows_and_total(db, page, _count_statement(False, False, False), params)
-        authors = sorted({f"user:{row['author_id']}" for row in rows})
-        return Entry.of(dump_json(_articles(rows, total)), tags=authors)
+        return _first_articles_entry(rows, total)
 
-    key = cache_key("realworld", "articles", "first", limit)
+    key = _first_articles_key(limit)
     return await cache.get_or_load(key, load, ttl=LIST_TTL, tags=["posts:first"])
+
+
+def _first_articles_entry(rows: Sequence[Row], total: int) -> Entry:
+    authors = sorted({f"user:{row['author_id']}" for row in rows})
+    page = _articles(rows, total)
+    # Rows read for a logged-in caller carry their flags: the shared page has none.
+    page["articles"] = [_anonymous(article) for article in page["articles"]]
+    return Entry.of(dump_json(page), tags=authors)
 
 
 async def feed(*, db: Database, viewer_id: int, limit: int, offset: int) -> dict[str, Any]:
     """Return a page of articles by the authors the caller follows, newest first."""
     params = {"viewer_id": viewer_id, "limit": limit, "offset": offset}
-    return await _page(db, _feed_statement(db.dialect), _FEED_COUNT, params)
+    return await _page(db, _feed_statement(db.dialect, offset > 0), _FEED_COUNT, params)
 
 
 async def get_article(*, db: Database, viewer_id: int | None, slug: str) -> dict[str, Any]:
@@ -351,18 +372,301 @@ async def get_article(*, db: Database, viewer_id: int | None, slug: str) -> dict
     return article_dict(row, with_body=True)
 
 
-async def read_article_back(*, session: AsyncSession, viewer_id: int, slug: str) -> dict[str, Any]:
-    """Return an article as the caller sees it inside the write transaction."""
-    dialect = session.get_bind().dialect.name
-    result = await session.execute(
-        _article_statement(dialect, True), {"slug": slug, "viewer_id": viewer_id}
+# Cached for every caller: an article by slug and the tags in use, as anonymous callers see
+# them (response bytes with an ETag). A logged-in caller is served the same entries of an
+# article and of the home page, with their favorited and author.following, and a fresh
+# favoritesCount, read by one statement for the page's slugs (the native posts do the same
+# and say why: fastpost.posts.service, "For a logged-in caller").
+
+
+def article_key(slug: str) -> str:
+    # The slug goes last: whatever it holds cannot make the key of another entry.
+    return cache_key("realworld", "article", slug)
+
+
+def tags_key() -> str:
+    return cache_key("realworld", "tags")
+
+
+def _first_articles_key(limit: int) -> str:
+    return cache_key("realworld", "articles", "first", limit)
+
+
+def _anonymous(article: dict[str, Any]) -> dict[str, Any]:
+    """The article as a caller who follows and favorites nothing sees it."""
+    return {**article, "favorited": False, "author": {**article["author"], "following": False}}
+
+
+def _article_entry(row: Row) -> Entry:
+    article = _anonymous(article_dict(row, with_body=True))
+    # Every write to the post drops post_tag (update, delete, favorite: posts.service
+    # stale_after_post_write), and a change of its author's profile drops the author's tag.
+    return Entry.of(
+        dump_json({"article": article}),
+        tags=[posts_service.post_tag(row["id"]), f"user:{row['author_id']}"],
     )
-    return article_dict(result.mappings().one(), with_body=True)
+
+
+async def cached_article(*, db: Database, cache: Cache, slug: str) -> Entry:
+    """One published article, with its body, as an anonymous caller sees it."""
+
+    async def load() -> Entry:
+        row = await db.fetch_one(_article_statement(db.dialect, False), {"slug": slug})
+        if row is None:
+            raise NotFound("not found", code="article_not_found", field="article")
+        return _article_entry(row)
+
+    return await cache.get_or_load(article_key(slug), load, ttl=posts_service.POST_TTL)
+
+
+async def cached_tags(*, db: Database, cache: Cache) -> Entry:
+    """The tags in use, in the API's envelope, the same for every caller."""
+
+    async def load() -> Entry:
+        return Entry.of(dump_json({"tags": await post_tags_service.list_tags(db=db)}))
+
+    return await cache.get_or_load(
+        tags_key(), load, ttl=post_tags_service.TAGS_TTL, tags=[post_tags_service.TAGS_CACHE_TAG]
+    )
+
+
+@cache
+def _viewer_flags_statement(dialect: str) -> Select[Any]:
+    favorited = (
+        exists()
+        .where(likes.c.user_id == _VIEWER, likes.c.post_id == posts.c.id)
+        .correlate_except(likes)
+    )
+    # Visibility as a column, not a condition: see posts.service._viewer_flags_statement.
+    visible = or_(posts.c.status == _PUBLISHED, posts.c.author_id == _VIEWER)
+    return select(
+        posts.c.slug,
+        posts.c.likes_count,
+        favorited.label("favorited"),
+        _following(posts.c.author_id).label("following"),
+        visible.label("visible"),
+    ).where(one_of(posts.c.slug, "slugs", dialect=dialect, item_type=String()))
+
+
+_PER_VIEWER = ("favorited", "favoritesCount", "following")
+_ARTICLES = "realworld"  # the name of an entry's fragments (fastpost.fragments.derived)
+
+
+def _article_end(row: Row) -> bytes:
+    return b',"following":%s},"favorited":%s,"favoritesCount":%d}' % (
+        b"true" if row["following"] else b"false",
+        b"true" if row["favorited"] else b"false",
+        row["likes_count"],
+    )
+
+
+def _ends_of(rows: Sequence[Row]) -> dict[str, bytes]:
+    return {row["slug"]: _article_end(row) for row in rows}
+
+
+async def _viewer_ends(db: Database, viewer_id: int, slugs: list[str]) -> dict[str, bytes]:
+    """Each article's end as the viewer sees it; one gone or hidden since has none."""
+    if not slugs:
+        return {}
+    rows = await db.fetch_all(
+        _viewer_flags_statement(db.dialect), {"slugs": slugs, "viewer_id": viewer_id}
+    )
+    return _ends_of([row for row in rows if row["visible"]])
+
+
+def _start(article: dict[str, Any]) -> tuple[str, bytes]:
+    start = fragments.item_start(article, drop=_PER_VIEWER, nested_last="author")
+    return article["slug"], start
+
+
+def _split_article(body: bytes) -> fragments.Fragments[str]:
+    return fragments.Fragments(b'{"article":', (_start(orjson.loads(body)["article"]),), b"}")
+
+
+def _split_articles(body: bytes) -> fragments.Fragments[str]:
+    page = orjson.loads(body)
+    tail = b'],"articlesCount":%d}' % page["articlesCount"]
+    return fragments.Fragments(b'{"articles":[', tuple(map(_start, page["articles"])), tail)
+
+
+class _OwnDraft(NotFound):
+    """An article only its author may see: not for the shared cache (as absent to every
+    other caller waiting on the same load)."""
+
+
+async def article_for_viewer(*, db: Database, cache: Cache, viewer_id: int, slug: str) -> bytes:
+    """One article as the viewer sees it: the shared entry, with their flags."""
+    loaded: list[Row] = []
+
+    async def load() -> Entry:
+        stmt = _article_statement(db.dialect, True)
+        row = await db.fetch_one(stmt, {"slug": slug, "viewer_id": viewer_id})
+        loaded.append(row or {})
+        if row is None:
+            raise NotFound("not found", code="article_not_found", field="article")
+        if row["status"] != _PUBLISHED:
+            raise _OwnDraft("not found", code="article_not_found", field="article")
+        return _article_entry(row)
+
+    try:
+        entry = await cache.get_or_load(article_key(slug), load, ttl=posts_service.POST_TTL)
+    except NotFound:
+        if not loaded:
+            # Another request's load (anonymous: published articles only) found nothing;
+            # the article may still be this caller's draft.
+            return dump_json({"article": await get_article(db=db, viewer_id=viewer_id, slug=slug)})
+        if not loaded[0]:
+            raise
+        return dump_json({"article": article_dict(loaded[0], with_body=True)})
+    shared = fragments.derived(entry, _ARTICLES, _split_article)
+    ends = _ends_of(loaded) if loaded else await _viewer_ends(db, viewer_id, [slug])
+    if slug not in ends:
+        raise NotFound("not found", code="article_not_found", field="article")
+    return shared.complete(ends)
+
+
+async def first_articles_for_viewer(
+    *, db: Database, cache: Cache, viewer_id: int, limit: int
+) -> bytes:
+    """The home page of cached_first_articles as the viewer sees it: the shared entry, with
+    their flags."""
+    loaded: list[Row] = []
+
+    async def load() -> Entry:
+        params = {"viewer_id": viewer_id, "limit": limit, "offset": 0}
+        page = _list_statement(db.dialect, True, False, False, False, False)
+        rows, total = await _rows_and_total(db, page, _count_statement(False, False, False), params)
+        loaded.extend(rows)
+        return _first_articles_entry(rows, total)
+
+    key = _first_articles_key(limit)
+    entry = await cache.get_or_load(key, load, ttl=LIST_TTL, tags=["posts:first"])
+    shared = fragments.derived(entry, _ARTICLES, _split_articles)
+    ends = _ends_of(loaded) if loaded else await _viewer_ends(db, viewer_id, shared.keys)
+    return shared.complete(ends)
+
+
+def new_article(post: Mapping[str, Any], author_bio: str | None) -> dict[str, Any]:
+    """A post just created (posts.service.create_post) as an article: nobody has
+    favorited it yet, and its author cannot follow themselves."""
+    created = iso_ms(post["created_at"])
+    return {
+        "slug": post["slug"],
+        "title": post["title"],
+        "description": post["description"],
+        "tagList": post["tags"],
+        "createdAt": created,
+        "updatedAt": created,
+        "favorited": False,
+        "favoritesCount": 0,
+        "author": {
+            "username": post["author"]["username"],
+            "bio": author_bio,
+            "image": post["author"]["image"],
+            "following": False,
+        },
+        "body": post["content"],
+    }
 
 
 _POST_BY_SLUG = select(posts.c.id, posts.c.author_id, posts.c.status).where(
     posts.c.slug == bindparam("slug", type_=String)
 )
+
+
+def _favorite(
+    dialect: str, *, user_id: int, slug: str, favorite: bool
+) -> WriteProgram[tuple[int, int, bool, dict[str, Any]]]:
+    rows = yield Step(_POST_BY_SLUG, {"slug": slug})
+    if not rows or (rows[0][2] != _PUBLISHED and rows[0][1] != user_id):
+        raise NotFound("not found", code="article_not_found", field="article")
+    post_id: int = rows[0][0]
+    author_id, _, changed = yield from posts_service.set_like(
+        dialect, user_id=user_id, post_id=post_id, liked=favorite
+    )
+    # Read back in the same transaction: the caller sees what it wrote, from the primary.
+    (article,) = yield Step(_article_statement(dialect, True), {"slug": slug, "viewer_id": user_id})
+    return post_id, author_id, changed, dict(article)
+
+
+def _own_article(*, slug: str, user_id: int) -> WriteProgram[int]:
+    """The id of the article with this slug, if the user wrote it (404, 403 otherwise)."""
+    rows = yield Step(_POST_BY_SLUG, {"slug": slug})
+    if not rows or (rows[0][2] != _PUBLISHED and rows[0][1] != user_id):
+        raise NotFound("not found", code="article_not_found", field="article")
+    if rows[0][1] != user_id:
+        raise Forbidden("forbidden", code="not_author", field="article")
+    post_id: int = rows[0][0]
+    return post_id
+
+
+def _delete_article(*, slug: str, user_id: int) -> WriteProgram[int]:
+    post_id = yield from _own_article(slug=slug, user_id=user_id)
+    yield from posts_service.delete_steps(user_id=user_id, post_id=post_id)
+    return post_id
+
+
+async def delete_article(*, db: Database, cache: Cache, user_id: int, slug: str) -> None:
+    """Delete the author's article, with its comments, tags and favorites."""
+    post_id = await db.write(_delete_article(slug=slug, user_id=user_id))
+    await posts_service.invalidate_delete(cache, post_id=post_id, author_id=user_id)
+
+
+def _update_article(
+    dialect: str, *, user_id: int, slug: str, changes: dict[str, Any], tags: list[str] | None
+) -> WriteProgram[tuple[int, int, dict[str, Any]]]:
+    post_id = yield from _own_article(slug=slug, user_id=user_id)
+    author_id = user_id
+    if changes or tags is not None:
+        author_id = yield from posts_service.update_steps(
+            dialect, user_id=user_id, post_id=post_id, changes=changes, tags=tags, if_match=None
+        )
+    (article,) = yield Step(_article_statement(dialect, True), {"slug": slug, "viewer_id": user_id})
+    return post_id, author_id, dict(article)
+
+
+async def update_article(
+    *,
+    db: Database,
+    cache: Cache,
+    user_id: int,
+    slug: str,
+    changes: dict[str, Any],
+    tags: list[str] | None,
+) -> dict[str, Any]:
+    """Apply the author's changes to an article; return it as they now see it."""
+    post_id, author_id, row = await db.write(
+        _update_article(db.dialect, user_id=user_id, slug=slug, changes=changes, tags=tags)
+    )
+    if changes or tags is not None:
+        await posts_service.invalidate_update(
+            cache, post_id=post_id, author_id=author_id, changes=changes, tags=tags
+        )
+    return _written_article(db.dialect, row)
+
+
+def _written_article(dialect: str, row: dict[str, Any]) -> dict[str, Any]:
+    if dialect != "postgresql":
+        # The writer's rows come straight from sqlite3: timestamps as stored, as text.
+        for name in ("created", "updated"):
+            row[name] = datetime.fromisoformat(row[name])
+    return article_dict(row, with_body=True)
+
+
+async def favorite(
+    *, db: Database, cache: Cache, user_id: int, slug: str, favorite: bool
+) -> dict[str, Any]:
+    """Favorite (or not) an article as the caller, and return it as they now see it."""
+    try:
+        post_id, author_id, changed, row = await db.write(
+            _favorite(db.dialect, user_id=user_id, slug=slug, favorite=favorite)
+        )
+    except IntegrityError:
+        # The article or the account was deleted meanwhile.
+        raise NotFound("not found", code="article_not_found", field="article") from None
+    if changed:
+        await posts_service.invalidate_like(cache, post_id=post_id, author_id=author_id)
+    return _written_article(db.dialect, row)
 
 
 async def post_by_slug(
@@ -406,17 +710,36 @@ async def get_profile(*, db: Database, viewer_id: int | None, username: str) -> 
     return profile_dict(row)
 
 
-async def profile_in_session(
-    *, session: AsyncSession, viewer_id: int, username: str
-) -> dict[str, Any]:
-    """Return a profile as the caller sees it inside the write transaction (404 if none)."""
-    result = await session.execute(
-        _profile_statement(True), {"username": username, "viewer_id": viewer_id}
-    )
-    row = result.mappings().first()
-    if row is None:
+def _change_follow(
+    dialect: str, params: dict[str, Any], *, username: str, follow: bool
+) -> WriteProgram[dict[str, Any]]:
+    rows = yield Step(_profile_statement(True), {"username": username, **params})
+    if not rows:
         raise NotFound("not found", code="user_not_found", field="profile")
-    return dict(row)
+    target = dict(rows[0])
+    change = {**params, "follower_id": params["viewer_id"], "followee_id": target["id"]}
+    if follow:
+        yield from social_service.follow_steps(dialect, change)
+    else:
+        yield from social_service.unfollow_steps(change)
+    return target
+
+
+async def change_follow(
+    *, db: Database, cache: Cache, viewer_id: int, username: str, follow: bool
+) -> dict[str, Any]:
+    """Follow (or stop following) a user by name; return their profile as the caller now
+    sees it."""
+    params = {"viewer_id": viewer_id, "now": utcnow()}
+    try:
+        target = await db.write(
+            _change_follow(db.dialect, params, username=username, follow=follow)
+        )
+    except IntegrityError:
+        # The account was deleted since the check.
+        raise NotFound("not found", code="user_not_found", field="profile") from None
+    await social_service.invalidate_friends(cache, viewer_id, target["id"])
+    return {**profile_dict(target), "following": follow}
 
 
 _CREDENTIALS_BY_EMAIL = select(users.c.id, users.c.password_hash).where(

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Path, Request, Response
 
 from fastpost.cache import CacheDep
-from fastpost.db import DatabaseDep, WriteSession
+from fastpost.db import DatabaseDep
 from fastpost.errors import error_responses
 from fastpost.http_caching import cached_response, private_response
 from fastpost.pagination import PageQuery
@@ -19,27 +19,32 @@ from fastpost.social import service
 from fastpost.social.schemas import FollowOut, OverviewOut, UserPage
 
 router = PrefixRouter(prefix="/users", tags=["social"])
-feed_router = PrefixRouter(tags=["social"])
+# Its own prefix, so that every other request skips it on the prefix alone (fastpost.routing).
+feed_router = PrefixRouter(prefix="/feed", tags=["social"])
 
 UserIdPath = Annotated[int, Path(ge=1, le=2**53 - 1, description="User id")]
 
 
-@router.post("/{user_id}/follow", responses=error_responses(401, 404, 422))
+@router.post(
+    "/{user_id}/follow", response_model=FollowOut, responses=error_responses(401, 404, 422)
+)
 async def follow(
-    user_id: UserIdPath, me: CurrentUserId, session: WriteSession, cache: CacheDep
-) -> FollowOut:
+    user_id: UserIdPath, me: CurrentUserId, db: DatabaseDep, cache: CacheDep
+) -> Response:
     """Follow a user. Idempotent."""
-    await service.follow(session=session, cache=cache, follower_id=me, followee_id=user_id)
-    return FollowOut(user_id=user_id, following=True)
+    await service.follow(db=db, cache=cache, follower_id=me, followee_id=user_id)
+    return json_response({"user_id": user_id, "following": True})
 
 
-@router.delete("/{user_id}/follow", responses=error_responses(401, 404, 422))
+@router.delete(
+    "/{user_id}/follow", response_model=FollowOut, responses=error_responses(401, 404, 422)
+)
 async def unfollow(
-    user_id: UserIdPath, me: CurrentUserId, session: WriteSession, cache: CacheDep
-) -> FollowOut:
+    user_id: UserIdPath, me: CurrentUserId, db: DatabaseDep, cache: CacheDep
+) -> Response:
     """Stop following a user. Idempotent."""
-    await service.unfollow(session=session, cache=cache, follower_id=me, followee_id=user_id)
-    return FollowOut(user_id=user_id, following=False)
+    await service.unfollow(db=db, cache=cache, follower_id=me, followee_id=user_id)
+    return json_response({"user_id": user_id, "following": False})
 
 
 @router.get("/{user_id}/followers", response_model=UserPage, responses=error_responses(404, 422))
@@ -82,7 +87,7 @@ async def overview(
     return private_response(dump_json(result))
 
 
-@feed_router.get("/feed", response_model=PostPage, responses=error_responses(401, 422))
+@feed_router.get("", response_model=PostPage, responses=error_responses(401, 422))
 async def feed(me: CurrentUserId, db: DatabaseDep, params: PageQuery) -> Response:
     """Posts of the users the caller follows, newest first."""
     return json_response(await service.feed(db=db, user_id=me, page=params.to_page()))

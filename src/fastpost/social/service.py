@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fastpost.cache import Cache, Entry, cache_key
-from fastpost.db import Database, Row, after_commit, insert_ignoring_conflicts, table_of
+from fastpost.db import Database, Row, table_of
 from fastpost.errors import InvalidInput, NotFound, Unauthorized
 from fastpost.pagination import Cursor, Page, cut_page, keyset_page
 from fastpost.posts import service as posts_service
@@ -22,6 +22,7 @@ from fastpost.social.models import Follow
 from fastpost.timeutil import utcnow
 from fastpost.users import service as users_service
 from fastpost.users.models import User
+from fastpost.writes import Step, WriteProgram, insert_or_ignore
 
 follows = table_of(Follow)
 users = table_of(User)
@@ -34,6 +35,8 @@ OVERVIEW_FRIENDS = 10
 _USER_ID = bindparam("user_id", type_=BigInteger)
 _ACTIVE_USER = select(users.c.id).where(users.c.id == _USER_ID, users.c.is_active)
 _ANY_USER = select(users.c.id).where(users.c.id == _USER_ID)
+_FOLLOWEE_ID = bindparam("followee_id", type_=BigInteger)
+_ANY_FOLLOWEE = select(users.c.id).where(users.c.id == _FOLLOWEE_ID)
 
 
 async def _ensure_user(
@@ -48,54 +51,71 @@ async def _ensure_user(
         raise NotFound("User not found", code="user_not_found")
 
 
-def _invalidate_friends(
-    session: AsyncSession, cache: Cache, follower_id: int, followee_id: int
-) -> None:
+async def invalidate_friends(cache: Cache, follower_id: int, followee_id: int) -> None:
+    """Drop what a follow or unfollow made stale; call it after the commit."""
     # Friends are mutual follows: both users' overviews may change.
-    tags = [f"overview:{follower_id}", f"overview:{followee_id}"]
-    after_commit(session, lambda: cache.invalidate(tags=tags))
+    await cache.invalidate(tags=[f"overview:{follower_id}", f"overview:{followee_id}"])
 
 
-async def follow(
-    *, session: AsyncSession, cache: Cache, follower_id: int, followee_id: int
-) -> None:
-    """Follow a user; following again changes nothing."""
-    if follower_id == followee_id:
+_BOTH_USERS = select(users.c.id, users.c.is_active).where(
+    users.c.id.in_([bindparam("follower_id", type_=BigInteger), _FOLLOWEE_ID])
+)
+
+
+@cache
+def _add_follow(dialect: str) -> Any:
+    return insert_or_ignore(dialect, follows).values(
+        follower_id=bindparam("follower_id", type_=BigInteger),
+        followee_id=_FOLLOWEE_ID,
+        created_at=bindparam("now", type_=follows.c.created_at.type),
+    )
+
+
+_REMOVE_FOLLOW = follows.delete().where(
+    follows.c.follower_id == bindparam("follower_id", type_=BigInteger),
+    follows.c.followee_id == _FOLLOWEE_ID,
+)
+
+
+def follow_steps(dialect: str, params: dict[str, Any]) -> WriteProgram[None]:
+    """Make follower_id follow followee_id (a write program: see fastpost.writes)."""
+    if params["follower_id"] == params["followee_id"]:
         raise InvalidInput("You cannot follow yourself", code="follow_self", field="user_id")
-    # Both ends in one round trip: the caller's token can outlive its account, and the
-    # insert below would then fail on the foreign key (a 500) instead of answering 401.
-    rows = await session.execute(
-        select(users.c.id, users.c.is_active).where(users.c.id.in_((follower_id, followee_id)))
-    )
-    found: dict[int, bool] = {row.id: row.is_active for row in rows}
-    if follower_id not in found:
+    # Both ends in one statement: the caller's token can outlive its account, and the
+    # insert would then fail on the foreign key (a 500) instead of answering 401.
+    rows = yield Step(_BOTH_USERS, params)
+    found: dict[int, bool] = {row[0]: bool(row[1]) for row in rows}
+    if params["follower_id"] not in found:
         raise Unauthorized("Account no longer exists", code="account_gone")
-    if not found.get(followee_id):
+    if not found.get(params["followee_id"]):
         raise NotFound("User not found", code="user_not_found")
-    try:
-        await session.execute(
-            insert_ignoring_conflicts(session, follows).values(
-                follower_id=follower_id, followee_id=followee_id, created_at=utcnow()
-            )
-        )
-    except IntegrityError:
-        # One of the two accounts was deleted since the check above.
-        raise NotFound("User not found", code="user_not_found") from None
-    _invalidate_friends(session, cache, follower_id, followee_id)
+    yield Step(_add_follow(dialect), params)
 
 
-async def unfollow(
-    *, session: AsyncSession, cache: Cache, follower_id: int, followee_id: int
-) -> None:
-    """Stop following a user; a follow that is not there changes nothing."""
+def unfollow_steps(params: dict[str, Any]) -> WriteProgram[None]:
+    """Make follower_id stop following followee_id (a write program)."""
     # A deactivated account can still be unfollowed: its follow rows are still there.
-    await _ensure_user(session, followee_id, active=False)
-    _invalidate_friends(session, cache, follower_id, followee_id)
-    await session.execute(
-        follows.delete().where(
-            follows.c.follower_id == follower_id, follows.c.followee_id == followee_id
-        )
-    )
+    if not (yield Step(_ANY_FOLLOWEE, params)):
+        raise NotFound("User not found", code="user_not_found")
+    yield Step(_REMOVE_FOLLOW, params)
+
+
+async def follow(*, db: Database, cache: Cache, follower_id: int, followee_id: int) -> None:
+    """Follow a user; following again changes nothing."""
+    params = {"follower_id": follower_id, "followee_id": followee_id, "now": utcnow()}
+    try:
+        await db.write(follow_steps(db.dialect, params))
+    except IntegrityError:
+        # One of the two accounts was deleted since the check.
+        raise NotFound("User not found", code="user_not_found") from None
+    await invalidate_friends(cache, follower_id, followee_id)
+
+
+async def unfollow(*, db: Database, cache: Cache, follower_id: int, followee_id: int) -> None:
+    """Stop following a user; a follow that is not there changes nothing."""
+    params = {"follower_id": follower_id, "followee_id": followee_id}
+    await db.write(unfollow_steps(params))
+    await invalidate_friends(cache, follower_id, followee_id)
 
 
 def _summary(row: Row) -> dict[str, Any]:
@@ -160,15 +180,27 @@ async def list_friends(*, db: Database, user_id: int, page: Page) -> dict[str, A
 
 @cache
 def _feed_statement(shape: tuple[bool, bool]) -> Select[Any]:
-    stmt = (
-        posts_service.select_posts(with_viewer=True)
+    # The page's ids first, in a narrow subquery, then the page's columns for those rows
+    # alone. As one flat select, PostgreSQL (1,000,000 posts, a reader following 273 of
+    # 10,000 authors, `fastpost seed`) read every post of every followed author, wide rows
+    # and all, and sorted them: 290-420 ms (EXPLAIN ANALYZE). The narrow subquery walks
+    # ix_posts_status_created newest first and keeps the followed authors' posts until the
+    # page is full, and the wide columns, tags and likes are read for the page only: 2.5-5 ms
+    # there, warm.
+    page = posts_service.newest_first(
+        select(posts.c.id, posts.c.created_at)
         .join(follows, follows.c.followee_id == posts.c.author_id)
         .where(
             follows.c.follower_id == bindparam("viewer_id", type_=BigInteger),
             posts.c.status == PostStatus.published.value,
-        )
+        ),
+        shape,
+    ).subquery("page")
+    return (
+        posts_service.select_posts(with_viewer=True)
+        .join(page, page.c.id == posts.c.id)
+        .order_by(page.c.created_at.desc(), page.c.id.desc())
     )
-    return posts_service.newest_first(stmt, shape)
 
 
 async def feed(*, db: Database, user_id: int, page: Page) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from fastpost.cache import CacheDep
 from fastpost.db import DatabaseDep, WriteSession
-from fastpost.errors import InvalidInput, error_responses
-from fastpost.http_caching import cached_response
+from fastpost.errors import ErrorOut, InvalidInput, error_responses
+from fastpost.http_caching import cached_response, private_response
 from fastpost.routing import PrefixRouter
 from fastpost.security import CurrentUserId, Passwords, Tokens
 from fastpost.users import service
@@ -22,6 +22,10 @@ auth_router = PrefixRouter(prefix="/auth", tags=["auth"])
 users_router = PrefixRouter(prefix="/users", tags=["users"])
 
 UserIdPath = Annotated[int, Path(ge=1, le=2**53 - 1, description="User id")]
+# Routes that hash a password may shed load: see fastpost.security.Passwords.
+_BUSY: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorOut, "description": "Too many password checks queued; see Retry-After"}
+}
 
 
 def _passwords(request: Request) -> Passwords:
@@ -32,7 +36,7 @@ def _passwords(request: Request) -> Passwords:
 @auth_router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(409, 413, 422),
+    responses={**error_responses(409, 413, 422), **_BUSY},
 )
 async def register(body: RegisterIn, session: WriteSession, request: Request) -> MeOut:
     """Create an account."""
@@ -86,7 +90,7 @@ async def _read_login(request: Request) -> LoginIn:
 @auth_router.post(
     "/login",
     openapi_extra={"requestBody": _LOGIN_BODY},
-    responses=error_responses(401, 413, 422),
+    responses={**error_responses(401, 413, 422), **_BUSY},
 )
 async def login(request: Request, db: DatabaseDep) -> TokenOut:
     """Exchange a username and password for a bearer token (JSON or OAuth2 form)."""
@@ -102,13 +106,15 @@ async def login(request: Request, db: DatabaseDep) -> TokenOut:
     return TokenOut(access_token=issued.access_token, expires_in=issued.expires_in)
 
 
-@users_router.get("/me", responses=error_responses(401))
-async def read_me(user_id: CurrentUserId, db: DatabaseDep) -> MeOut:
+@users_router.get("/me", response_model=MeOut, responses=error_responses(401))
+async def read_me(user_id: CurrentUserId, db: DatabaseDep, cache: CacheDep) -> Response:
     """The caller's own profile."""
-    return MeOut.model_validate(await service.get_me(db=db, user_id=user_id))
+    # Serialised once, in MeOut's shape, and cached per user (users.service.cached_me);
+    # private, no-store for HTTP caches: it holds the email.
+    return private_response(await service.cached_me(db=db, cache=cache, user_id=user_id))
 
 
-@users_router.patch("/me", responses=error_responses(401, 409, 413, 422))
+@users_router.patch("/me", responses={**error_responses(401, 409, 413, 422), **_BUSY})
 async def update_me(
     body: MeUpdate,
     user_id: CurrentUserId,
