@@ -37,11 +37,12 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from fastpost.replicas import carries_position, primary_reads
 from fastpost.settings import Settings
 
 log = logging.getLogger("fastpost.cache")
@@ -67,6 +68,33 @@ end
 return 0
 """
 
+# Invalidate in one round trip. ARGV: the channel, the number n of keys, n keys, then the
+# Redis keys of tags. Drops each key and every key stored under a tag, bumps their
+# generations (see _SET_IF_GENERATION), drops the tags, tells the other workers; returns
+# the keys dropped.
+_INVALIDATE = """
+local keys, seen = {}, {}
+local n = tonumber(ARGV[2])
+for i = 3, n + 2 do
+  if not seen[ARGV[i]] then seen[ARGV[i]] = true; keys[#keys + 1] = ARGV[i] end
+end
+for i = n + 3, #ARGV do
+  for _, key in ipairs(redis.call('SMEMBERS', ARGV[i])) do
+    if not seen[key] then seen[key] = true; keys[#keys + 1] = key end
+  end
+  redis.call('DEL', ARGV[i])
+end
+for _, key in ipairs(keys) do
+  redis.call('DEL', key)
+  redis.call('INCR', key .. ':gen')
+  redis.call('EXPIRE', key .. ':gen', 86400)
+end
+if #keys > 0 then
+  redis.call('PUBLISH', ARGV[1], table.concat(keys, '\\n'))
+end
+return keys
+"""
+
 
 def cache_key(namespace: str, *parts: str | int) -> str:
     """A key every process computes the same: prefix, schema version, namespace, arguments."""
@@ -87,6 +115,10 @@ class Entry:
     # Tags the loader found while loading (the authors a page shows, say); not stored in
     # Redis as part of the value.
     tags: tuple[str, ...] = ()
+    # What readers derive from the body, once per entry a process holds (a page split into
+    # per-item fragments for logged-in callers: see fastpost.fragments). It lives and dies
+    # with the entry, so whatever drops the entry drops it too; never stored in Redis.
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(
@@ -210,6 +242,7 @@ class Cache:
         self._last_error_log = 0.0
         self._listener: asyncio.Task[None] | None = None
         self._set_script: Any = None
+        self._invalidate_script: Any = None
         self.stats: dict[tuple[str, str], int] = {}
 
     # -- life cycle --------------------------------------------------------------------
@@ -226,6 +259,7 @@ class Cache:
             health_check_interval=10,
         )
         self._set_script = self._redis.register_script(_SET_IF_GENERATION)
+        self._invalidate_script = self._redis.register_script(_INVALIDATE)
         self._listener = asyncio.create_task(self._listen(), name="cache-invalidation-listener")
 
     async def close(self) -> None:
@@ -262,7 +296,10 @@ class Cache:
         if not self.enabled:
             return await self._load(loader)
         tags = tuple(tags)
-        entry = self.local.get(key)
+        # A client that wrote moments ago (it carries a WAL position: fastpost.replicas) may
+        # reach a worker whose tier 1 has not had that write's invalidation yet; tier 2 was
+        # invalidated before the write was answered, so such a client reads from there.
+        entry = None if carries_position() else self.local.get(key)
         if entry is not None:
             self._count("local", "hit")
             return entry
@@ -363,7 +400,11 @@ class Cache:
 
     async def _load(self, loader: Loader) -> Entry:
         self._count("origin", "load")
-        return await loader()
+        # From the primary: an entry outlives the request that fills it, and a fill from a
+        # replica that has not yet replayed the write whose invalidation just dropped the
+        # entry would put the old value back for every caller (fastpost.replicas).
+        with primary_reads():
+            return await loader()
 
     # -- invalidation ------------------------------------------------------------------
 
@@ -376,27 +417,20 @@ class Cache:
         tags = tuple(tags)
         for tag in tags:
             keys |= self.local.keys_tagged(tag)
-        if self._redis_usable() and tags:
-            try:
-                for tag in tags:
-                    keys |= {k.decode() for k in await self._redis.smembers(tag_key(tag))}
-            except Exception as exc:
-                self._redis_failed(exc)
         self._drop_locally(keys)
-        if not keys or not self._redis_usable():
+        if not self._redis_usable() or not (keys or tags):
             return
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.delete(key)
-                    pipe.incr(f"{key}:gen")
-                    pipe.expire(f"{key}:gen", 86_400)
-                for tag in tags:
-                    pipe.delete(tag_key(tag))
-                pipe.publish(INVALIDATION_CHANNEL, "\n".join(sorted(keys)))
-                await pipe.execute()
+            # One round trip, whatever the number of keys and tags (tests/cache/
+            # test_invalidation_round_trips.py counts the commands Redis receives).
+            dropped = await self._invalidate_script(
+                args=[INVALIDATION_CHANNEL, len(keys), *keys, *map(tag_key, tags)]
+            )
         except Exception as exc:
             self._redis_failed(exc)
+            return
+        # Keys only Redis knew under a tag: this worker must not serve them either.
+        self._drop_locally({key.decode() for key in dropped} - keys)
 
     def _drop_locally(self, keys: Iterable[str]) -> None:
         for key in keys:

@@ -19,7 +19,12 @@ Either way a row is a mapping: `row["title"]`.
 On SQLite the writer is one connection per process whose transactions start with
 `BEGIN IMMEDIATE`, so concurrent requests queue in the pool instead of failing with
 "database is locked" when a deferred transaction tries to upgrade to a write lock; reader
-connections run beside it under WAL. Read replicas and shards will plug in here.
+connections run beside it under WAL.
+
+With read replicas configured (PostgreSQL), `fetch_all` asks `fastpost.replicas` which
+server a read goes to, and a committed write hands the client the primary's WAL position
+(read-your-writes); writes stay on the primary. Without replicas the read path is the one
+above plus one attribute test, and writes send no extra statement.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, TypeVar, cast
 
+import structlog
 from fastapi import Depends, Request
 from sqlalchemy import BigInteger, Integer, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -47,7 +53,12 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql import Select, TextClause
 
 from fastpost import querylog
+from fastpost.replicas import PRIMARY_LSN, PRIMARY_UNTIL_EXPIRY, ReplicaSet
+from fastpost.replicas import primary_reads as primary_reads  # one of the ways in, re-exported
 from fastpost.settings import DatabaseSettings
+from fastpost.writes import SqliteWriter, WriteProgram, run_on_postgres
+
+_replica_log = structlog.get_logger("fastpost.replicas")
 
 
 class Base(DeclarativeBase):
@@ -183,6 +194,7 @@ def insert_ignoring_conflicts(
 
 
 Row = Mapping[str, Any]
+T = TypeVar("T")
 ReadStatement = Select[Any] | TextClause
 
 
@@ -204,12 +216,17 @@ async def _keep_session(conn: Any) -> None:
 class Database:
     """The application's database: engines plus the two ways in."""
 
-    def __init__(self, settings: DatabaseSettings) -> None:
+    def __init__(self, settings: DatabaseSettings, *, redis_url: str | None = None) -> None:
         self.settings = settings
         self.write_engine, self.read_engine = create_engines(settings)
         self._sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._read_pool: Any = None  # asyncpg.Pool on PostgreSQL, once connected
         self._compiled: dict[int, _Compiled] = {}
+        # None without replicas: the read path then costs nothing more than this test.
+        # `redis_url` keeps logged-in users' last write positions (fastpost.replicas).
+        self.replicas: ReplicaSet | None = (
+            ReplicaSet(settings, redis_url=redis_url) if settings.replica_urls else None
+        )
 
     @property
     def dialect(self) -> str:
@@ -230,12 +247,49 @@ class Database:
             max_size=self.settings.pool_size,
             reset=_keep_session,
         )
+        if self.replicas is not None:
+            await self.replicas.connect(_keep_session)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """Open a session in a transaction; commit on success, roll back on error."""
         async with self._sessions() as session, session.begin():
             yield session
+
+    # Made on the first write (SQLite): the connection, and thread, that write programs run on.
+    _sqlite_writer: SqliteWriter | None = None
+
+    async def write(self, program: WriteProgram[T], *, atomic: bool = True) -> T:
+        """Run a write program (see fastpost.writes) on the primary, in one transaction; with
+        atomic=False on PostgreSQL, each of its statements commits on its own (for a write
+        that is one statement, or whose earlier statements are idempotent on their own)."""
+        log = _statement_log.get()
+        dialect = self.write_engine.dialect
+        if self.settings.is_sqlite:
+            if self._sqlite_writer is None:
+                self._sqlite_writer = SqliteWriter(
+                    make_url(self.settings.url).database or "",
+                    _sqlite_connect_hook(self.settings.sqlite_busy_timeout_ms, writer=True),
+                )
+            return await self._sqlite_writer.run(dialect, program, log)
+        # The write engine's own pool: the primary, with the connection budget it already has.
+        raw = await self.write_engine.raw_connection()
+        try:
+            result = await run_on_postgres(
+                raw.driver_connection, dialect, program, atomic=atomic, log=log
+            )
+        except BaseException as exc:
+            import asyncpg
+
+            if not isinstance(exc, Exception) or isinstance(exc, OSError | asyncpg.InterfaceError):
+                # Cancelled or cut off mid-statement: the connection's state is unknown.
+                raw.invalidate()
+            raise
+        finally:
+            raw.close()
+        if self.replicas is not None:  # read-your-writes (fastpost.replicas)
+            await self.hand_on_position()
+        return result
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncConnection]:
@@ -269,6 +323,18 @@ class Database:
         log = _statement_log.get()
         if log is not None:
             log.append(compiled.sql)
+        replicas = self.replicas
+        if replicas is not None:
+            replica = await replicas.choose()
+            if replica is not None:
+                started = time.perf_counter()
+                found = await replicas.fetch(replica, compiled.sql, args)
+                if found is not None:
+                    querylog.record(compiled.sql, time.perf_counter() - started, args)
+                    return cast(Sequence[Row], found)
+                # It failed there: once more, on the primary.
+                if log is not None:
+                    log.append(compiled.sql)
         pool = self._read_pool
         # asyncio.timeout rather than acquire(timeout=...): the latter wraps the wait in
         # asyncio.wait_for, a task per read.
@@ -288,6 +354,31 @@ class Database:
         """Run a read and return its first row, or None."""
         rows = await self.fetch_all(statement, params)
         return rows[0] if rows else None
+
+    async def primary_lsn(self) -> int:
+        """The primary's current WAL position (read-your-writes, after a commit)."""
+        log = _statement_log.get()
+        if log is not None:
+            log.append(PRIMARY_LSN)
+        started = time.perf_counter()
+        async with asyncio.timeout(self.settings.pool_timeout):
+            lsn: int = await self._read_pool.fetchval(PRIMARY_LSN)
+        querylog.record(PRIMARY_LSN, time.perf_counter() - started)
+        return lsn
+
+    async def hand_on_position(self) -> None:
+        """After a commit, with replicas: give the client the primary's WAL position, so
+        that its next reads see what it wrote (fastpost.replicas)."""
+        if self.replicas is None:
+            return
+        try:
+            lsn = await self.primary_lsn()
+        except Exception as exc:
+            # The write is committed: its answer must not turn into an error. Without its
+            # position, the client's reads go to the primary while one would matter.
+            _replica_log.warning("write_position_unknown", error=repr(exc)[:300])
+            lsn = PRIMARY_UNTIL_EXPIRY
+        await self.replicas.committed(lsn)
 
     async def explain(self, sql: str, args: Sequence[Any]) -> str | None:
         """The plan PostgreSQL chooses for a statement, without running it (slow query log)."""
@@ -311,9 +402,16 @@ class Database:
             size = self._read_pool.get_size()
             checked_out = size - self._read_pool.get_idle_size()
             usage["read"] = (checked_out, self._read_pool.get_max_size(), 0)
+        if self.replicas is not None:
+            usage.update(self.replicas.pool_usage())
         return usage
 
     async def dispose(self) -> None:
+        if self.replicas is not None:
+            await self.replicas.close()
+        if self._sqlite_writer is not None:
+            self._sqlite_writer.close()
+            self._sqlite_writer = None
         if self._read_pool is not None:
             await self._read_pool.close()
             self._read_pool = None
@@ -339,8 +437,13 @@ def after_commit(session: AsyncSession, callback: Callable[[], Awaitable[None]])
 
 
 async def _write_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.db.transaction() as session:
+    db: Database = request.app.state.db
+    if db.replicas is not None:
+        db.replicas.writing()
+    async with db.transaction() as session:
         yield session
+    if db.replicas is not None:
+        await db.hand_on_position()
     for callback in session.info.pop("after_commit", ()):
         await callback()
 

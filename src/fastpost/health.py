@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from fastpost.db import Database
+from fastpost.db import Database, primary_reads
 from fastpost.routing import PrefixRouter
 
 router = PrefixRouter(prefix="/health", tags=["health"])
@@ -23,10 +23,21 @@ class HealthOut(BaseModel):
     status: str
 
 
+class ReplicaOut(BaseModel):
+    replica: str  # host:port
+    in_rotation: bool
+    lag_seconds: float | None  # None: unknown (unreachable, or not a replica)
+    replay_lsn: str | None
+    reason: str | None  # why it is out of rotation
+
+
 class ReadyOut(BaseModel):
     status: str
     database: str
     reason: str | None = None
+    # Read replicas as each worker's monitor last saw them (no I/O here): a replica out of
+    # rotation leaves the instance ready, since the primary takes its reads.
+    replicas: list[ReplicaOut] = []
 
 
 @router.get("")
@@ -37,14 +48,15 @@ async def health() -> HealthOut:
 
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
 async def ready(request: Request) -> ReadyOut | JSONResponse:
-    """Readiness: the database answers a query."""
+    """Readiness: the database (the primary) answers a query; each replica's state."""
     db: Database = request.app.state.db
+    replicas = [ReplicaOut(**r) for r in db.replicas.status()] if db.replicas else []
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
-            await db.fetch_one(_PING)
+            with primary_reads():
+                await db.fetch_one(_PING)
     except Exception as exc:  # any failure means "not ready"; the reason says which
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        return JSONResponse(
-            ReadyOut(status="unavailable", database="down", reason=reason).model_dump(), 503
-        )
-    return ReadyOut(status="ok", database="up")
+        out = ReadyOut(status="unavailable", database="down", reason=reason, replicas=replicas)
+        return JSONResponse(out.model_dump(), 503)
+    return ReadyOut(status="ok", database="up", replicas=replicas)

@@ -88,6 +88,25 @@ db_pool_connections = Gauge(
     ["pool", "state"],
     multiprocess_mode="livesum",
 )
+# Read replicas (fastpost.replicas), labelled host:port. Each worker checks every replica;
+# the worst view of a live worker counts.
+db_replica_lag_seconds = Gauge(
+    "db_replica_lag_seconds",
+    "How far a replica's data is behind the primary's (+Inf: unreachable).",
+    ["replica"],
+    multiprocess_mode="livemax",
+)
+db_replica_in_rotation = Gauge(
+    "db_replica_in_rotation",
+    "1 when a replica takes reads, 0 when it is out of rotation (in any live worker).",
+    ["replica"],
+    multiprocess_mode="livemin",
+)
+db_reads_total = Counter(
+    "db_reads_total",
+    "Reads by the server that ran them (a replica's host:port, or primary) and why.",
+    ["target", "reason"],
+)
 cache_hits_total = Counter("cache_hits_total", "Cache hits.", ["cache", "tier"])
 cache_misses_total = Counter("cache_misses_total", "Cache misses.", ["cache", "tier"])
 cache_loads_total = Counter("cache_loads_total", "Values loaded on a miss.", ["cache"])
@@ -117,6 +136,9 @@ EXPORTED_METRICS = frozenset(
         "db_queries_total",
         "db_query_duration_seconds",
         "db_pool_connections",
+        "db_replica_lag_seconds",
+        "db_replica_in_rotation",
+        "db_reads_total",
         "cache_hits_total",
         "cache_misses_total",
         "cache_loads_total",
@@ -201,6 +223,7 @@ class BatchedHistogram:
 requests_counted = BatchedCounter(http_requests_total)
 request_durations = BatchedHistogram(http_request_duration_seconds, LATENCY_BUCKETS)
 queries_counted = BatchedCounter(db_queries_total)
+reads_routed = BatchedCounter(db_reads_total)  # only counts with replicas configured
 query_durations = BatchedHistogram(db_query_duration_seconds, QUERY_BUCKETS)
 # Requests this worker is serving: their scopes, keyed by their stats (hashed by identity,
 # cheaper than a call to id()). Counted by route at each flush, since the route is only
@@ -255,6 +278,7 @@ def flush() -> None:
     request_durations.flush()
     queries_counted.flush()
     query_durations.flush()
+    reads_routed.flush()
     for counter in (*_CACHE_COUNTERS.values(), _cache_loads):
         counter.flush()
     _count_in_progress()

@@ -1,0 +1,1 @@
+"""Local topologies on real engines: `fastpost cluster`."""
