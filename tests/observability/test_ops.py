@@ -116,10 +116,13 @@ def test_a_real_prometheus_scrapes_two_workers_and_reports_the_request_rate(
     with serve(tmp_path, workers=2) as server:
         port = free_port()
         config = tmp_path / "prometheus.yml"
+        # The cluster's instances (ops/prometheus/prometheus.yml) replaced by this server.
         config.write_text(
-            (PROMETHEUS_DIR / "prometheus.yml")
-            .read_text()
-            .replace("127.0.0.1:8000", server.base.removeprefix("http://"))
+            re.sub(
+                r"targets:\n(\s+- \S+\n)+",
+                f"targets: [{server.base.removeprefix('http://')}]\n",
+                (PROMETHEUS_DIR / "prometheus.yml").read_text(),
+            )
             .replace("scrape_interval: 15s", "scrape_interval: 1s")
             .replace("  - alerts.yml", f"  - {PROMETHEUS_DIR / 'alerts.yml'}")
         )
