@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastpost.bench.capacity import Step, search
+import pytest
+
+from fastpost.bench.capacity import Step, compare, search
 
 
 def server_with_knee(
@@ -55,3 +57,32 @@ def test_a_step_the_server_did_not_keep_up_with_fails() -> None:
     step = Step(1000, 700, 5, 10, 1000, 0, 0.3)
     assert step.failure(200) == "answered 700 of 1,000 req/s"
     assert Step(1000, 1000, 5, 10, 1000, 0, 0.95).failure(200) == "generator at 95% CPU"
+
+
+def test_capacity_is_compared_with_the_baselines_capacity_found_the_same_way() -> None:
+    _, ours = server_with_knee(1000)
+    _, theirs = server_with_knee(8000)
+    found = search(ours, start=100, factor=2, bound_ms=200, refine=2)  # type: ignore[arg-type]
+    baseline = search(theirs, start=100, factor=2, bound_ms=200, refine=2)  # type: ignore[arg-type]
+
+    assert baseline.sustained_rps == 8000
+    assert compare(found, baseline) == {
+        "ratio": 1000 / 8000,
+        "claim": "measured: both searches stopped on the server",
+    }
+
+
+def test_a_baseline_capacity_bounded_by_the_generator_makes_the_ratio_an_upper_bound() -> None:
+    _, ours = server_with_knee(1000)
+    found = search(ours, start=100, factor=2, bound_ms=200)
+
+    def generator_tops_out(rate: float) -> Step:
+        return Step(rate, rate, 1.0, 2.0, int(rate), 0, 0.95 if rate > 3000 else 0.5)
+
+    baseline = search(generator_tops_out, start=100, factor=2, bound_ms=200)
+    assert baseline.is_floor
+    comparison = compare(found, baseline)
+    assert comparison["ratio"] == found.sustained_rps / baseline.sustained_rps
+    assert str(comparison["claim"]).startswith("at most")
+    with pytest.raises(ValueError, match="different p99 bounds"):
+        compare(found, search(generator_tops_out, start=100, factor=2, bound_ms=50))

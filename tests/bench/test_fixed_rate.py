@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -9,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from fastpost.bench.fixed_rate import run
-from fastpost.bench.latency import summarise
+from fastpost.bench.fixed_rate import FixedRateResult, run
+from fastpost.bench.latency import Sample, summarise
 from fastpost.bench.requests_file import HttpRequest
+from fastpost.bench.routes import fixed_rate_rows
 from fastpost.bench.servers import free_port
+from tests.helpers import route_server
 from tests.servers import stop_group
 
 STALL_SECONDS = 1.0
@@ -71,3 +74,46 @@ def test_fixed_rate_keeps_the_schedule_and_counts_refused_connections_as_errors(
     assert len(result.samples) == 20
     assert summarise(result.samples).errors == 20
     assert [round(s.intended_s, 3) for s in result.samples[:3]] == [0.0, 0.02, 0.04]
+
+
+def test_fixed_rate_names_each_requests_route_and_why_it_failed() -> None:
+    requests = [
+        HttpRequest("GET", "/ok/1"),
+        HttpRequest("GET", "/status/503"),
+        HttpRequest("GET", "/close"),
+        HttpRequest("GET", "/hang"),
+    ]
+    with route_server() as url:
+        # Each hung request holds its connection: 16 leave room for the others.
+        result = run(url, requests, rate=40, duration=1, connections=16, timeout=0.5)
+    by_route: dict[str, list[Sample]] = {}
+    for sample in result.samples:
+        by_route.setdefault(sample.route, []).append(sample)
+
+    assert {route: len(group) for route, group in by_route.items()} == {
+        "GET /ok/{id}": 10, "GET /status/{id}": 10, "GET /close": 10, "GET /hang": 10,
+    }  # fmt: skip
+    assert {(s.status, s.error) for s in by_route["GET /ok/{id}"]} == {(200, "")}
+    assert {(s.status, s.error) for s in by_route["GET /status/{id}"]} == {(503, "")}
+    assert {(s.status, s.error) for s in by_route["GET /close"]} == {(0, "read")}
+    assert {(s.status, s.error) for s in by_route["GET /hang"]} == {(0, "timeout")}
+
+    rows = {row["route"]: row for row in fixed_rate_rows(result.samples, result.elapsed_s)}
+    assert rows["GET /status/{id}"]["errors"]["status"] == {"503": 10}
+    assert rows["GET /close"]["errors"]["socket"] == {"connect": 0, "read": 10, "write": 0}
+    assert rows["GET /hang"]["errors"]["timeout"] == 10
+    assert rows["GET /ok/{id}"]["error_rate"] == 0
+    assert all(row["share"] == 0.25 and row["attempted"] == 10 for row in rows.values())
+    # The samples keep their routes and errors through the JSON the generator writes.
+    again = FixedRateResult.from_json(json.loads(json.dumps(result.to_json())))
+    assert [(s.route, s.status, s.error) for s in again.samples] == [
+        (s.route, s.status, s.error) for s in result.samples
+    ]
+
+
+def test_refused_connections_are_connect_errors() -> None:
+    result = run(
+        f"http://127.0.0.1:{free_port()}", [HttpRequest("GET", "/")],
+        rate=50, duration=0.2, connections=2,
+    )  # fmt: skip
+    assert {(s.status, s.error, s.route) for s in result.samples} == {(0, "connect", "GET /")}

@@ -32,12 +32,26 @@ def test_write_scenario_pairs_every_like_and_follow_with_its_undo() -> None:
     assert all(r.path != f"/users/{user_of[r.authorization or '']}/follow" for r in follows)
 
 
-def test_mixed_scenario_has_the_course_weights_and_logs_in() -> None:
-    requests = build("mixed", DATA, length=6000)
-    counts = Counter((r.method, r.path) for r in requests)
-    assert counts[("GET", "/posts/")] / counts[("POST", "/posts/")] == pytest.approx(3, rel=0.15)
-    assert counts[("GET", "/users/me")] / counts[("POST", "/posts/")] == pytest.approx(2, rel=0.15)
+def test_mixed_scenario_has_the_course_weights_exactly_in_every_cycle_and_logs_in() -> None:
+    requests = build("mixed", DATA, length=600)
+
+    assert len(requests) == 600
+    # Every stretch of 6 (wherever a generator starts walking) holds 3 : 2 : 1 exactly.
+    cycle = requests + requests[:5]
+    for start in range(len(requests)):
+        window = Counter(r.route for r in cycle[start : start + 6])
+        assert window == {"GET /posts/": 3, "GET /users/me": 2, "POST /posts/": 1}
     assert all(r.authorization for r in requests)
+
+
+def test_a_mix_is_written_out_in_whole_cycles() -> None:
+    # 7 requests asked for: the list rounds up to the end of a cycle (6 turns, 12 requests).
+    requests = build("mixed", DATA, length=7)
+    assert Counter(r.route for r in requests) == {
+        "GET /posts/": 6, "GET /users/me": 4, "POST /posts/": 2,
+    }  # fmt: skip
+    read = Counter(r.route for r in build("read", DATA, length=90))
+    assert read["GET /posts/{id}"] == 4 * read["GET /users/{id}/posts"] == 40
 
 
 def test_route_scenarios_fill_ids_and_log_in_only_where_needed() -> None:

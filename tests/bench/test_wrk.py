@@ -1,17 +1,29 @@
-"""wrk's output, as captured from real runs (tests/bench/wrk_output/), read into figures; and
-servers loaded together."""
+"""wrk's output, as captured from real runs (tests/bench/wrk_output/), read into figures;
+per-route figures from lua/requests.lua; and servers loaded together."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
+from fastpost.bench.requests_file import HttpRequest, write_requests
+from fastpost.bench.routes import wrk_rows
 from fastpost.bench.servers import Server, base_env
-from fastpost.bench.wrk import duration_ms, parse_wrk, run_wrk_together, wrk_command
+from fastpost.bench.wrk import (
+    REQUESTS_SCRIPT,
+    WrkRun,
+    duration_ms,
+    parse_wrk,
+    run_wrk_together,
+    wrk_command,
+)
+from tests.helpers import route_server
 
 OUTPUT = Path(__file__).with_name("wrk_output")
 
@@ -104,3 +116,87 @@ def wait_for_port(port: int) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def test_parse_wrk_reads_each_routes_count_statuses_and_tail() -> None:
+    # Captured from lua/requests.lua against tests/bench/route_server.py.
+    figures = parse_wrk((OUTPUT / "routes.txt").read_text())
+    by_route = {r.route: r for r in figures.routes}
+
+    assert list(by_route) == ["GET /ok/{id}", "GET /status/{id}", "POST /status/{id}"]
+    assert sum(r.requests for r in figures.routes) == 49513 == figures.requests
+    assert by_route["GET /status/{id}"].statuses == {500: 12378}
+    assert by_route["GET /status/{id}"].status_errors == {500: 12378}
+    assert by_route["POST /status/{id}"].status_errors == {}  # 201 is a success
+    ok = by_route["GET /ok/{id}"]
+    assert ok.percentiles_ms["p50"] == 0.062
+    assert ok.percentiles_ms["p99.99"] == 29.988
+    assert ok.max_ms == 31.826
+    assert ok.unanswered == 1
+
+
+def test_parse_wrk_reads_socket_errors_by_kind_and_counts_attempts_once() -> None:
+    text = (
+        (OUTPUT / "plain.txt")
+        .read_text()
+        .replace(
+            "Requests/sec:", "  Socket errors: connect 3, read 2, write 1, timeout 5\nRequests/sec:"
+        )
+    )
+    figures = parse_wrk(text)
+    assert (figures.connect_errors, figures.read_errors, figures.write_errors) == (3, 2, 1)
+    assert figures.timeouts == 5
+    run = WrkRun(**{**asdict(figures), "routes": []}, wrk_cpu=0, server_cpu=0,
+                 server_cpu_us_per_request=0)  # fmt: skip
+    # Attempted: the 354 answered and the 6 lost to the socket; a timeout is a slow request.
+    assert run.attempted == 360
+    assert run.error_rate == 11 / 360
+
+
+def test_wrk_script_counts_each_route_by_the_request_id_the_server_sends_back(
+    tmp_path: Path,
+) -> None:
+    requests = [
+        HttpRequest("GET", "/ok/1"),
+        HttpRequest("GET", "/status/503"),
+        HttpRequest("GET", "/ok/2"),
+        HttpRequest("POST", "/status/201", "Bearer x", '{"a": 1}'),
+    ]
+    write_requests(tmp_path / "requests.tsv", requests)
+    with route_server() as url:
+        output = subprocess.run(
+            wrk_command(url, seconds=1, connections=8, threads=2,
+                        script=REQUESTS_SCRIPT, script_args=[str(tmp_path / "requests.tsv")]),
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+    figures = parse_wrk(output)
+    by_route = {r.route: r for r in figures.routes}
+
+    assert set(by_route) == {"GET /ok/{id}", "GET /status/{id}", "POST /status/{id}"}
+    assert sum(r.requests for r in figures.routes) == figures.requests
+    assert set(by_route["GET /status/{id}"].statuses) == {503}
+    assert set(by_route["POST /status/{id}"].statuses) == {201}
+    # The list holds /ok twice for each other request, and each thread walks it in order.
+    ok, other = by_route["GET /ok/{id}"].requests, by_route["GET /status/{id}"].requests
+    assert ok / other == pytest.approx(2, rel=0.01)
+    for route in by_route.values():
+        tail = [route.percentiles_ms[p] for p in ("p50", "p90", "p99", "p99.9")]
+        assert 0 < tail[0] <= tail[1] <= tail[2] <= tail[3] <= (route.max_ms or 0)
+
+
+def test_wrk_route_rows_give_shares_of_requests_sent_and_errors_of_answers() -> None:
+    figures = parse_wrk((OUTPUT / "routes.txt").read_text())
+    run = WrkRun(**{**asdict(figures), "routes": figures.routes}, wrk_cpu=0, server_cpu=0,
+                 server_cpu_us_per_request=0)  # fmt: skip
+    rows = {row["route"]: row for row in wrk_rows(run)}
+
+    # 24,757 + 1 of 49,513 + 3 sent (one of each route still out when wrk stopped).
+    assert rows["GET /ok/{id}"]["share"] == 24758 / 49516
+    assert sum(row["share"] for row in rows.values()) == pytest.approx(1)
+    assert rows["GET /status/{id}"]["errors"] == {
+        "timeout": None, "socket": None, "status": {"500": 12378},
+    }  # fmt: skip
+    assert rows["GET /status/{id}"]["error_rate"] == 1.0
+    assert rows["GET /ok/{id}"]["rps"] == pytest.approx(48287.28 * 24757 / 49513)
+    # The run's one error rate: the 500s over everything attempted.
+    assert run.error_rate == 12378 / 49513

@@ -44,10 +44,17 @@ def constant_app() -> Starlette:
 
 
 def constant_body_app() -> Starlette:
-    """Answer every path and method with the bytes of BENCH_BODY (one route, one match)."""
+    """Answer every path and method with the bytes of BENCH_BODY (one route, one match),
+    sending back the request's X-Request-ID as fastpost does: wrk's per-route figures
+    (lua/requests.lua) find each answer's request by it."""
     body = Path(os.environ["BENCH_BODY"]).read_bytes()
 
     async def constant(request: Request) -> Response:
+        for name, value in request.scope["headers"]:
+            if name == b"x-request-id":
+                return Response(
+                    body, media_type=JSON, headers={"x-request-id": value.decode("latin-1")}
+                )
         return Response(body, media_type=JSON)
 
     return Starlette(routes=[Route("/{path:path}", constant, methods=METHODS)])

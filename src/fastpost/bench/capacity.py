@@ -3,12 +3,17 @@
 The offered rate grows geometrically until a step fails (p99 over the bound, an error, the
 server answering less than it was offered, or the generator out of CPU); then the gap
 between the last passing and the first failing rate is bisected a few times.
+
+fastpost's capacity is compared with the baseline's found the same way (same steps, same
+bound, same generator): an open-loop capacity over a closed-loop wrk throughput would
+compare two different things.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 # A step whose answers fall short of the offered rate by more than this did not keep up.
 ACHIEVED_SHARE = 0.95
@@ -44,6 +49,31 @@ class Capacity:
     sustained_rps: float | None  # None: even the first step failed
     stopped_because: str
     steps: list[Step] = field(default_factory=list)
+
+    @property
+    def is_floor(self) -> bool:
+        """True when the search stopped on the generator's CPU or at --max-rate, not on the
+        server: the server can do at least this much, perhaps more."""
+        return self.stopped_because.startswith(("generator", "reached"))
+
+
+def compare(ours: Capacity, baseline: Capacity) -> dict[str, Any]:
+    """Return fastpost's capacity over the baseline's, with what the ratio can claim."""
+    if ours.bound_ms != baseline.bound_ms:
+        raise ValueError("capacities under different p99 bounds do not compare")
+    if not (ours.sustained_rps and baseline.sustained_rps):
+        return {"ratio": None, "claim": "no ratio: a search passed no step"}
+    ratio = ours.sustained_rps / baseline.sustained_rps
+    limit = "the generator or --max-rate, not on the server"
+    if baseline.is_floor and not ours.is_floor:
+        claim = f"at most: the baseline's search stopped on {limit}"
+    elif ours.is_floor and not baseline.is_floor:
+        claim = f"at least: fastpost's search stopped on {limit}"
+    elif ours.is_floor:
+        claim = f"unknown: both searches stopped on {limit}"
+    else:
+        claim = "measured: both searches stopped on the server"
+    return {"ratio": ratio, "claim": claim}
 
 
 def search(

@@ -8,8 +8,12 @@ workers and cores), warm both up, then:
 1. wrk on fastpost, then on the baseline (throughput; ratio to the baseline);
 2. the fixed-rate generator at --rate (latency from intended send times, server CPU at
    that normal load, the latency plots);
-3. with --capacity, the step search for the highest rate within --p99-bound.
+3. with --capacity, the step search for the highest rate within --p99-bound, on fastpost
+   and then on the baseline (the same steps), and the ratio of the two capacities.
 Everything started is stopped on the way out, also on Ctrl-C or SIGTERM.
+
+Exit status: 0 after a run (whatever its verdicts), 1 when the run itself failed, and with
+--fail-on-target 3 when any target failed (for CI; the failed targets are printed).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from fastpost.bench.database import DEFAULT_ADMIN_URL
 console = Console() if sys.stdout.isatty() else Console(width=130)
 REDIS_URL = "redis://127.0.0.1:6379/13"
 DB_NAME = "fastpost_bench_cli"
+# `--fail-on-target` exits with this when a target failed: not 1, which says the run broke.
+TARGET_FAILED_EXIT = 3
 
 
 class Backend(StrEnum):
@@ -159,6 +165,13 @@ def bench(
     client_cpu: Annotated[
         int | None, typer.Option(help="Core for the load generator (default: the last).")
     ] = None,
+    fail_on_target: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-target",
+            help=f"Exit with status {TARGET_FAILED_EXIT} when any target fails (for CI).",
+        ),
+    ] = False,
 ) -> None:
     """Load fastpost with wrk and a fixed-rate generator; report against the SLO targets."""
     try:
@@ -217,3 +230,8 @@ def bench(
         raise typer.Exit(1) from None
     report.print_report(result, console)
     console.print(f"report written to {folder}/report.json and report.md", highlight=False)
+    failed = report.failures(result)
+    if fail_on_target and failed:
+        for failure in failed:
+            console.print(f"[red]target failed:[/red] {failure}", highlight=False)
+        raise typer.Exit(TARGET_FAILED_EXIT)

@@ -62,10 +62,21 @@ class FixedRateResult:
         return answered / self.elapsed_s if self.elapsed_s else 0.0
 
     def to_json(self) -> dict[str, object]:
-        """Return the result with samples as compact rows [intended, latency, service, status]."""
+        """Return the result with samples as compact rows
+        [intended, latency, service, status, route number, error], and the route names."""
         data = asdict(self)
+        routes = sorted({s.route for s in self.samples})
+        number = {route: n for n, route in enumerate(routes)}
+        data["routes"] = routes
         data["samples"] = [
-            [round(s.intended_s, 6), round(s.latency_s, 6), round(s.service_s, 6), s.status]
+            [
+                round(s.intended_s, 6),
+                round(s.latency_s, 6),
+                round(s.service_s, 6),
+                s.status,
+                number[s.route],
+                s.error,
+            ]
             for s in self.samples
         ]
         return data
@@ -74,10 +85,31 @@ class FixedRateResult:
     def from_json(cls, data: dict[str, object]) -> FixedRateResult:
         """Rebuild a result written by to_json."""
         rows = data.pop("samples")
+        routes = data.pop("routes", [])
         assert isinstance(rows, list)
+        assert isinstance(routes, list)
         result = cls(**data)  # type: ignore[arg-type]
-        result.samples = [Sample(float(a), float(b), float(c), int(d)) for a, b, c, d in rows]
+        result.samples = [
+            Sample(
+                float(row[0]),
+                float(row[1]),
+                float(row[2]),
+                int(row[3]),
+                *_route_and_error(routes, row),
+            )
+            for row in rows
+        ]
         return result
+
+
+def _route_and_error(routes: list[str], row: list[object]) -> tuple[str, str]:
+    if len(row) < 6:  # written before samples had routes
+        return "", ""
+    return routes[int(row[4])], str(row[5])  # type: ignore[call-overload]
+
+
+class _WriteFailed(ConnectionResetError):
+    """The connection was closed before the request could be written."""
 
 
 class _Connection(asyncio.Protocol):
@@ -118,7 +150,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, raw: bytes) -> asyncio.Future[int]:
         if self.transport is None or self.closed:
-            raise ConnectionResetError("connection closed")
+            raise _WriteFailed("connection closed")
         self.waiter = self.loop.create_future()
         self.transport.write(raw)
         return self.waiter
@@ -135,13 +167,17 @@ async def drive(
 ) -> FixedRateResult:
     """Send `requests` in a cycle at `rate` per second for `duration` seconds.
 
-    Answers still missing `drain_seconds` after the schedule ends count as errors.
+    Each sample names its request's route and, for a request that got no answer, why:
+    `connect` (no connection), `write` (closed before the request went out), `read`
+    (closed or garbled before the answer), `timeout` (no answer `drain_seconds` after the
+    schedule ended). A status outside 2xx/3xx is an error of its own (`is_error`).
     """
     if rate <= 0 or duration <= 0 or connections < 1 or not requests:
         raise ValueError("rate, duration, connections and requests must be positive")
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     raws = [r.encode(f"{host}:{port}") for r in requests]
+    routes = [r.route for r in requests]
     loop = asyncio.get_running_loop()
     total = max(1, int(rate * duration))
     # (request number, intended send time on loop.time()), in schedule order.
@@ -171,14 +207,27 @@ async def drive(
             number, intended = due.popleft()
             sent = clock()
             status = 0
+            error = ""
             try:
                 if conn is None or conn.closed:
+                    error = "connect"
                     conn = await connect()
-                status = await conn.send(raws[number % len(raws)])
+                error = "write"
+                answer = conn.send(raws[number % len(raws)])
+                error = "read"
+                status = await answer
+                error = ""
             except (OSError, httptools.HttpParserError):
                 conn = None
             done = clock()
-            samples[number] = Sample(intended - start, done - intended, done - sent, status)
+            samples[number] = Sample(
+                intended - start,
+                done - intended,
+                done - sent,
+                status,
+                routes[number % len(routes)],
+                error,
+            )
 
     def wake_one() -> None:
         while idle:
@@ -220,7 +269,11 @@ async def drive(
     wall = time.monotonic() - wall_before
     # A request still unanswered at the end counts as an error whose latency runs to now.
     rows = [
-        s if s is not None else Sample(n / rate, end - (start + n / rate), end - start, 0)
+        s
+        if s is not None
+        else Sample(
+            n / rate, end - (start + n / rate), end - start, 0, routes[n % len(routes)], "timeout"
+        )
         for n, s in enumerate(samples)
     ]
     return FixedRateResult(

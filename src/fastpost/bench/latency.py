@@ -25,6 +25,8 @@ class Sample:
     latency_s: float  # from the intended send time to the end of the response
     service_s: float  # from the actual send to the end of the response (what wrk sees)
     status: int  # HTTP status; 0 for a connection error or no answer in time
+    route: str = ""  # the request's route (requests_file.route_of)
+    error: str = ""  # for status 0: connect, write, read or timeout (fixed_rate.drive)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fastpost.bench.routes import describe_errors
+
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}"
@@ -28,8 +30,12 @@ def _limit(verdict: dict[str, Any]) -> str:
 
 def _measured(verdict: dict[str, Any]) -> str:
     value = verdict["measured"]
+    if value is None:
+        return "-"
     if verdict["name"] in ("server_cpu", "error_rate"):
         return f"{value:.2%}"
+    if verdict["name"] == "capacity_ratio":
+        return f"{value:.3f}"
     return f"{value:,.1f}"
 
 
@@ -49,7 +55,8 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
                 _ms(run["p95_ms"]),
                 _ms(run["p99_ms"]),
                 _ms(run["max_ms"]),
-                f"{run['errors']:,} ({_pct(run['error_rate'])})",
+                f"{describe_errors(run['errors_by_type'])} "
+                f"({_pct(run['error_rate'])} of {run['attempted']:,})",
                 f"{run['server_cpu']:.0%}",
                 f"{run['wrk_cpu']:.0%}" + (" INVALID" if not run["valid"] else ""),
             )
@@ -65,7 +72,8 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
             _ms(latency["p95_ms"]),
             _ms(latency["p99_ms"]),
             _ms(latency["max_ms"]),
-            f"{latency['errors']:,} ({_pct(latency['error_rate'])})",
+            f"{describe_errors(fixed['errors_by_type'])} "
+            f"({_pct(latency['error_rate'])} of {fixed['attempted']:,})",
             f"{fixed['server_cpu']:.0%}",
             f"{fixed['generator_cpu']:.0%}" + (" INVALID" if not fixed["valid"] else ""),
         )
@@ -81,10 +89,110 @@ HEADERS = (
     "p95 ms",
     "p99 ms",
     "max ms",
-    "errors",
+    "errors (share of attempted)",
     "server CPU",
     "generator CPU",
 )
+ROUTE_HEADERS = ("route", "share", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors")
+STEP_HEADERS = ("offered req/s", "answered req/s", "p50 ms", "p99 ms", "errors", "verdict")
+WRK_ROUTE_NOTE = (
+    "share: of the requests sent; errors: of the answers; wrk's timeouts and socket errors "
+    "are not tied to a route, see its total row"
+)
+
+
+def _route_rows(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = [
+        (
+            row["route"],
+            _pct(row["share"]),
+            f"{row['rps']:,.0f}",
+            _ms(row["p50_ms"]),
+            _ms(row["p95_ms"]),
+            _ms(row["p99_ms"]),
+            _ms(row["max_ms"]),
+            f"{describe_errors(row['errors'])} ({_pct(row['error_rate'])})",
+        )
+        for row in rows
+    ]
+    return out
+
+
+def _route_sections(report: dict[str, Any]) -> list[tuple[str, list[tuple[str, ...]]]]:
+    """(title, rows) of each per-route table: wrk on each server, then the fixed rate."""
+    sections = []
+    for name in ("fastpost", "baseline"):
+        run = report["throughput"].get(name)
+        if run and run.get("routes"):
+            sections.append((f"wrk {name}, by route", _route_rows(run["routes"])))
+    fixed = report["fixed_rate"]
+    if fixed.get("routes"):
+        sections.append((f"fixed {fixed['rate']:g}/s, by route", _route_rows(fixed["routes"])))
+    return sections
+
+
+def _step_rows(capacity: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for step in sorted(capacity["steps"], key=lambda s: s["offered_rps"]):
+        why = _step_failure(step, capacity["bound_ms"])
+        rows.append(
+            (
+                f"{step['offered_rps']:,.0f}",
+                f"{step['achieved_rps']:,.0f}",
+                _ms(step["p50_ms"]),
+                _ms(step["p99_ms"]),
+                f"{step['errors']:,}",
+                why or "pass",
+            )
+        )
+    return rows
+
+
+def _step_failure(step: dict[str, Any], bound_ms: float) -> str | None:
+    from fastpost.bench.capacity import Step
+
+    return Step(**step).failure(bound_ms)
+
+
+def capacity_summary(report: dict[str, Any]) -> str | None:
+    """One sentence: both capacities, their ratio and what the ratio can claim."""
+    capacity = report.get("capacity")
+    if not capacity:
+        return None
+    found = capacity["sustained_rps"]
+    text = (
+        f"capacity at p99 <= {capacity['bound_ms']:g} ms: fastpost "
+        + (f"{found:,.0f} req/s" if found else "below the first step")
+        + f" (stopped: {capacity['stopped_because']})"
+    )
+    theirs = report.get("baseline_capacity")
+    if theirs:
+        text += (
+            ", baseline "
+            + (f"{theirs['sustained_rps']:,.0f} req/s" if theirs["sustained_rps"] else "none")
+            + f" (stopped: {theirs['stopped_because']}); ratio "
+            f"{_ratio(capacity.get('vs_baseline'))}, {capacity.get('vs_baseline_claim')}"
+        )
+    verdicts = [
+        v for v in report["verdict"]["ours"] if v["name"] in ("capacity_rps", "capacity_ratio")
+    ]
+    for verdict in verdicts:
+        text += f"; {verdict['what']} {_limit(verdict)}: " + (
+            "PASS" if verdict["passed"] else "FAIL"
+        )
+    return text
+
+
+def failures(report: dict[str, Any]) -> list[str]:
+    """Name every target the run failed, as `course: p95 latency ... <= 200 (measured 250.3)`."""
+    return [
+        f"{group}: {verdict['what']} {_limit(verdict)} (measured "
+        + (_measured(verdict) if verdict["measured"] is not None else "nothing")
+        + ")"
+        for group in ("course", "ours")
+        for verdict in report["verdict"][group]
+        if not verdict["passed"]
+    ]
 
 
 def print_report(report: dict[str, Any], console: Console) -> None:
@@ -102,6 +210,13 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     for row in _rows(report):
         table.add_row(*row)
     console.print(table)
+    for title, rows in _route_sections(report):
+        routes = Table(title=title)
+        for header in ROUTE_HEADERS:
+            routes.add_column(header, justify="left" if header == "route" else "right")
+        for route_row in rows:
+            routes.add_row(*route_row)
+        console.print(routes)
     for worker in report["server"]["workers"]:
         console.print(
             f"worker {worker['pid']}: {worker['cpu']:.0%} of a core, {worker['rss_mb']:.0f} MB RSS",
@@ -117,16 +232,9 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             f"({metrics['cache_hit_rate']:.0%} hits)",
             highlight=False,
         )
-    capacity = report.get("capacity")
-    if capacity:
-        found = capacity["sustained_rps"]
-        console.print(
-            f"capacity at p99 <= {capacity['bound_ms']:g} ms: "
-            + (f"[bold]{found:,.0f} req/s[/bold]" if found else "below the first step")
-            + f" ({_ratio(capacity.get('vs_baseline'))} of the baseline's wrk req/s); "
-            f"stopped: {capacity['stopped_because']}",
-            highlight=False,
-        )
+    summary = capacity_summary(report)
+    if summary:
+        console.print(summary, highlight=False)
     for group, title in (("course", "course targets"), ("ours", "our targets")):
         verdicts = Table(title=title)
         for header in ("target", "limit", "measured", "verdict"):
@@ -143,6 +251,11 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         console.print(f"[red]INVALID:[/red] {reason}", highlight=False)
     for note in report["notes"]:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return [*lines, *("| " + " | ".join(row) + " |" for row in rows), ""]
 
 
 def write_json(report: dict[str, Any], path: Path) -> Path:
@@ -167,9 +280,28 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
     ]
     if not report["valid"]:
         lines += ["**INVALID:** " + "; ".join(report["invalid_reasons"]), ""]
-    lines += ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
-    lines.append("")
+    lines += _table(HEADERS, _rows(report))
+    for title, rows in _route_sections(report):
+        lines += [f"### {title}", ""]
+        lines += _table(ROUTE_HEADERS, rows)
+        if title.startswith("wrk"):
+            lines += [f"({WRK_ROUTE_NOTE}.)", ""]
+    shares = report["scenario"].get("route_shares")
+    if shares:
+        lines.append(
+            "Mix as sent (the request list, walked in a cycle): "
+            + ", ".join(f"{route} {share:.1%}" for route, share in shares.items())
+        )
+        lines.append("")
+    pinning = report.get("pinning")
+    if pinning:
+        lines.append(
+            f"Cores: fastpost's workers {pinning['fastpost_workers'] or 'any'}, the baseline's "
+            f"workers {pinning['baseline_workers'] or 'any'}, wrk and the fixed-rate generator "
+            f"{pinning['generators'] or 'any'}, the database {pinning['database']}."
+            + "".join(f" Note: {note}." for note in pinning["shared"])
+        )
+        lines.append("")
     for worker in report["server"]["workers"]:
         lines.append(
             f"- worker {worker['pid']}: {worker['cpu']:.0%} of a core, "
@@ -183,13 +315,14 @@ def write_markdown(report: dict[str, Any], path: Path) -> Path:
             f"{metrics['query_ms_per_request']:.2f} ms per request); cache "
             f"{metrics['cache_hits']:,.0f} hits, {metrics['cache_misses']:,.0f} misses"
         )
+    lines.append("")
     capacity = report.get("capacity")
     if capacity:
-        lines.append(
-            f"- capacity at p99 <= {capacity['bound_ms']:g} ms: "
-            f"{_ms(capacity['sustained_rps'])} req/s; stopped: {capacity['stopped_because']}"
-        )
-    lines.append("")
+        lines += ["## Capacity", "", f"{capacity_summary(report)}.", ""]
+        for name, found in (("fastpost", capacity), ("baseline", report.get("baseline_capacity"))):
+            if found:
+                lines += [f"### {name}: steps", ""]
+                lines += _table(STEP_HEADERS, _step_rows(found))
     for group, title in (("course", "Course targets"), ("ours", "Our targets")):
         lines += [f"## {title}", "", "| target | limit | measured | verdict |", "|---|---|---|---|"]
         for verdict in report["verdict"][group]:

@@ -1,16 +1,26 @@
 """The request list both generators read: one request per line, tab-separated.
 
-    METHOD <tab> PATH <tab> AUTHORIZATION or - <tab> JSON BODY or -
+    METHOD <tab> PATH <tab> AUTHORIZATION or - <tab> JSON BODY or - <tab> ROUTE
 
 wrk reads it in lua/requests.lua, the fixed-rate generator in fixed_rate.py; both walk it
-in a cycle, so a mix is written out in its proportions (weights as repeated lines).
+in a cycle, so a mix is written out in its proportions (weights as repeated lines). ROUTE
+names the route each request is counted under in the per-route rows of a report
+(`GET /posts/{id}`): the method and the path with its numbers as `{id}` and no query.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+_NUMBER_SEGMENT = re.compile(r"/\d+(?=/|$)")
+
+
+def route_of(method: str, path: str) -> str:
+    """Name the route of `method path` for per-route figures: `GET /posts/{id}/like`."""
+    return f"{method} {_NUMBER_SEGMENT.sub('/{id}', path.partition('?')[0])}"
 
 
 @dataclass(frozen=True)
@@ -19,6 +29,10 @@ class HttpRequest:
     path: str
     authorization: str | None = None
     body: str | None = None  # JSON text, on one line
+
+    @property
+    def route(self) -> str:
+        return route_of(self.method, self.path)
 
     def encode(self, host: str) -> bytes:
         """Return the request as HTTP/1.1 bytes for a persistent connection."""
@@ -41,7 +55,9 @@ def write_requests(path: Path, requests: Iterable[HttpRequest]) -> int:
             fields = (request.method, request.path, request.authorization, request.body)
             if any(f is not None and ("\t" in f or "\n" in f) for f in fields):
                 raise ValueError(f"tab or newline in {request!r}")
-            file.write("\t".join(f if f is not None else "-" for f in fields) + "\n")
+            file.write(
+                "\t".join([*(f if f is not None else "-" for f in fields), request.route]) + "\n"
+            )
             count += 1
     return count
 
@@ -52,7 +68,8 @@ def read_requests(path: Path) -> list[HttpRequest]:
     for line in path.read_text().splitlines():
         if not line:
             continue
-        method, target, authorization, body = line.split("\t", 3)
+        # The route (a fifth field) is derived again from the method and path.
+        method, target, authorization, body = line.split("\t")[:4]
         requests.append(
             HttpRequest(
                 method,

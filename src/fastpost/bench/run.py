@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from fastpost.bench import capacity as capacity_search
-from fastpost.bench import plots, report, scenarios, targets
+from fastpost.bench import plots, report, routes, scenarios, targets
 from fastpost.bench.baseline import padded_json
 from fastpost.bench.command import Backend, Config, console
 from fastpost.bench.database import drop_postgres, prepare_postgres, prepare_sqlite
@@ -103,11 +103,54 @@ def _fixed_rate(
 
 def _wrk_row(run: WrkRun, baseline: WrkRun | None) -> dict[str, Any]:
     row = asdict(run)
-    row["errors"] = run.errors
-    row["error_rate"] = run.errors / run.requests if run.requests else 0.0
+    errors = routes.wrk_total_errors(run)
+    row["attempted"] = run.attempted
+    row["errors_by_type"] = errors
+    row["errors"] = routes.error_count(errors)
+    row["error_rate"] = row["errors"] / run.attempted if run.attempted else 0.0
+    row["routes"] = routes.wrk_rows(run)
     row["valid"] = run.wrk_cpu <= GENERATOR_CPU_LIMIT
     row["vs_baseline"] = run.rps / baseline.rps if baseline and baseline.rps else None
     return row
+
+
+def _fixed_errors(fixed: FixedRateResult) -> dict[str, Any]:
+    """The fixed-rate run's errors by type, all routes together."""
+    total: dict[str, Any] = {"timeout": 0, "socket": dict.fromkeys(routes.SOCKET_ERRORS, 0)}
+    status: dict[str, int] = {}
+    for row in routes.fixed_rate_rows(fixed.samples, fixed.elapsed_s):
+        total["timeout"] += row["errors"]["timeout"]
+        for kind, n in row["errors"]["socket"].items():
+            total["socket"][kind] += n
+        for code, n in row["errors"]["status"].items():
+            status[code] = status.get(code, 0) + n
+    total["status"] = dict(sorted(status.items()))
+    return total
+
+
+def _pinning(config: Config) -> dict[str, Any]:
+    """Which cores run what, and what shares a core."""
+    server = config.server_cpus
+    shared = []
+    if server is not None and config.workers > len(server):
+        shared.append(
+            f"fastpost's {config.workers} workers share core(s) {server}, and so do the "
+            f"baseline's {config.workers} (one server at a time)"
+        )
+    return {
+        "fastpost_workers": server,
+        "baseline_workers": server if config.baseline else None,
+        "generators": config.client_cpus,
+        "database": "not pinned",
+        "shared": shared,
+    }
+
+
+def _shares(requests: list[HttpRequest]) -> dict[str, float]:
+    counts: dict[str, int] = {}
+    for request in requests:
+        counts[request.route] = counts.get(request.route, 0) + 1
+    return {route: n / len(requests) for route, n in counts.items()}
 
 
 def run_bench(config: Config, out: Path) -> dict[str, Any]:
@@ -237,11 +280,12 @@ def run_bench(config: Config, out: Path) -> dict[str, Any]:
         )
 
         found: capacity_search.Capacity | None = None
-        if config.capacity:
+        found_baseline: capacity_search.Capacity | None = None
 
+        def search_capacity(server: Server) -> capacity_search.Capacity:
             def measure(rate: float) -> capacity_search.Step:
                 result = _fixed_rate(
-                    config, fastpost.base_url, requests_file, rate, config.step_duration, work
+                    config, server.base_url, requests_file, rate, config.step_duration, work
                 )
                 summary = summarise(result.samples)
                 step = capacity_search.Step(
@@ -254,19 +298,25 @@ def run_bench(config: Config, out: Path) -> dict[str, Any]:
                     generator_cpu=result.generator_cpu,
                 )
                 console.print(
-                    f"capacity step {rate:,.0f}/s: p99 {step.p99_ms:,.1f} ms, "
+                    f"capacity step {server.name} {rate:,.0f}/s: p99 {step.p99_ms:,.1f} ms, "
                     f"{step.errors} errors, answered {step.achieved_rps:,.0f}/s",
                     highlight=False,
                 )
                 return step
 
-            found = capacity_search.search(
+            return capacity_search.search(
                 measure,
                 start=config.start_rate,
                 factor=config.step_factor,
                 max_rate=config.max_rate,
                 bound_ms=config.p99_bound,
             )
+
+        if config.capacity:
+            found = search_capacity(fastpost)
+            # The same steps and bound on the baseline: capacity against capacity.
+            if baseline is not None:
+                found_baseline = search_capacity(baseline)
 
     server_cores = len(config.server_cpus) if config.server_cpus else os.cpu_count() or 1
     fixed_server_cpu = sum(w.cpu for w in fixed_usage.usage) / server_cores
@@ -291,19 +341,31 @@ def run_bench(config: Config, out: Path) -> dict[str, Any]:
             f"the fixed-rate run answered {fixed.achieved_rps:,.0f} of {config.rate:g} req/s "
             "offered: the server did not keep up at that rate"
         )
-    total_requests = fastpost_run.requests + fixed_latency.count
-    total_errors = fastpost_run.errors + fixed_latency.errors
-    measured = {
+    fastpost_row = _wrk_row(fastpost_run, baseline_run)
+    fixed_errors = _fixed_errors(fixed)
+    # One denominator: requests attempted, by wrk (answered or lost to a socket error) and
+    # by the fixed-rate generator (every scheduled request).
+    total_attempted = fastpost_run.attempted + fixed_latency.count
+    total_errors = fastpost_row["errors"] + routes.error_count(fixed_errors)
+    comparison = (
+        capacity_search.compare(found, found_baseline)
+        if found is not None and found_baseline is not None
+        else None
+    )
+    measured: dict[str, float | None] = {
         "p50_ms": fixed_latency.p50_ms,
         "p95_ms": fixed_latency.p95_ms,
         "p99_ms": fixed_latency.p99_ms,
         "rps": fastpost_run.rps,
         "server_cpu": fixed_server_cpu,
-        "error_rate": total_errors / total_requests if total_requests else 0.0,
+        "error_rate": total_errors / total_attempted if total_attempted else 0.0,
     }
+    if found is not None:
+        measured["capacity_rps"] = found.sustained_rps
+    if comparison is not None:
+        measured["capacity_ratio"] = comparison["ratio"]
     course = targets.judge(targets.COURSE, measured)
     ours = targets.judge(targets.parse_targets(config.targets), measured)
-    baseline_rps = baseline_run.rps if baseline_run else None
 
     plot_files = {
         "latency_over_time": plots.latency_over_time(
@@ -317,9 +379,23 @@ def run_bench(config: Config, out: Path) -> dict[str, Any]:
             title=f"{config.scenario} at {config.rate:g} req/s (fixed rate)",
         ).name,
     }
+    if fastpost_run.routes:
+        plot_files["wrk_tail_by_route"] = plots.tail_by_route(
+            fastpost_run.routes,
+            out / "wrk_tail_by_route.png",
+            title=f"{config.scenario} under wrk -c{config.connections}: latency tail by route",
+        ).name
+    plot_files["latency_over_time_by_route"] = plots.p99_over_time_by_route(
+        fixed.samples,
+        out / "latency_over_time_by_route.png",
+        title=f"{config.scenario} at {config.rate:g} req/s (fixed rate): p99 by route",
+    ).name
     if found is not None:
         plot_files["capacity"] = plots.capacity_curve(
-            found, out / "capacity.png", title=f"{config.scenario}: latency vs offered rate"
+            found,
+            out / "capacity.png",
+            title=f"{config.scenario}: latency vs offered rate",
+            baseline=found_baseline,
         ).name
 
     result: dict[str, Any] = {
@@ -334,26 +410,35 @@ def run_bench(config: Config, out: Path) -> dict[str, Any]:
         },
         "config": asdict(config),
         "method": (
-            f"server cores {config.server_cpus or 'any'}, generator core "
-            f"{config.client_cpus or 'any'}; wrk -t{config.threads} -c{config.connections} "
+            f"fastpost's and the baseline's workers on core(s) {config.server_cpus or 'any'}, "
+            f"wrk and the fixed-rate generator on core {config.client_cpus or 'any'}; "
+            f"wrk -t{config.threads} -c{config.connections} "
             f"-d{config.duration:g}s after {config.warmup:g} s warm-up; fixed rate "
             f"{config.rate:g} req/s for {config.fixed_duration:g} s on "
-            f"{config.fixed_connections} connections, latency from intended send time"
+            f"{config.fixed_connections} connections, latency from intended send time; "
+            "error rate = errors (timeouts, socket errors, statuses outside 2xx/3xx) / "
+            "requests attempted"
         ),
+        "pinning": _pinning(config),
         "scenario": {
             "name": config.scenario,
             "requests_in_cycle": len(requests),
+            # The list the generators walk in a cycle: its shares are the mix's weights.
+            "route_shares": _shares(requests),
             "median_body_bytes": body_bytes,
             "logged_in_users": len(sessions),
         },
         "throughput": {
-            "fastpost": _wrk_row(fastpost_run, baseline_run),
+            "fastpost": fastpost_row,
             "baseline": _wrk_row(baseline_run, baseline_run) if baseline_run else None,
         },
         "fixed_rate": {
             "rate": config.rate,
             "duration_s": config.fixed_duration,
             "achieved_rps": fixed.achieved_rps,
+            "attempted": fixed_latency.count,
+            "errors_by_type": fixed_errors,
+            "routes": routes.fixed_rate_rows(fixed.samples, fixed.elapsed_s),
             "latency": {**asdict(fixed_latency), "error_rate": fixed_latency.error_rate},
             "latency_from_send": asdict(summarise(fixed.samples, from_send=True)),
             "generator_cpu": fixed.generator_cpu,
@@ -365,6 +450,7 @@ def run_bench(config: Config, out: Path) -> dict[str, Any]:
         "metrics": metrics,
         "generator": {"wrk_cpu": fastpost_run.wrk_cpu, "fixed_rate_cpu": fixed.generator_cpu},
         "capacity": None,
+        "baseline_capacity": asdict(found_baseline) if found_baseline is not None else None,
         "verdict": {
             "course": course,
             "ours": ours,
@@ -373,15 +459,14 @@ def run_bench(config: Config, out: Path) -> dict[str, Any]:
         },
         "valid": not invalid,
         "invalid_reasons": invalid,
-        "notes": notes,
+        "notes": notes + _pinning(config)["shared"],
         "plots": plot_files,
     }
     if found is not None:
         result["capacity"] = {
             **asdict(found),
-            "vs_baseline": (
-                found.sustained_rps / baseline_rps if baseline_rps and found.sustained_rps else None
-            ),
+            "vs_baseline": comparison["ratio"] if comparison else None,
+            "vs_baseline_claim": comparison["claim"] if comparison else None,
         }
     report.write_json(result, out / "report.json")
     report.write_markdown(result, out / "report.md")

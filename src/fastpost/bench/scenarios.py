@@ -178,7 +178,7 @@ def build(scenario: str, data: Dataset, *, length: int = 600, seed: int = 1) -> 
             (1, get(lambda: f"/users/{user()}")),
             (1, get(lambda: f"/users/{user()}/posts")),
         ]
-        return _expand(read_mix, rng, length)
+        return _expand(read_mix, length)
     if scenario == "write":
         # Likes and follows come in do/undo pairs by the same user: the data stays the same
         # size, and the idempotent API answers 200 to both whatever the order they land in.
@@ -199,14 +199,14 @@ def build(scenario: str, data: Dataset, *, length: int = 600, seed: int = 1) -> 
                 HttpRequest("DELETE", f"/users/{target}/follow", me.authorization),
             ]
 
-        return _expand([(1, create_post), (1, like_pair), (1, follow_pair)], rng, length)
+        return _expand([(1, create_post), (1, like_pair), (1, follow_pair)], length)
     if scenario == "mixed":
         mixed: list[tuple[int, Maker]] = [
             (3, get(lambda: "/posts/", login=True)),
             (2, get(lambda: "/users/me", login=True)),
             (1, create_post),
         ]
-        return _expand(mixed, rng, length)
+        return _expand(mixed, length)
     route = parse_route(scenario)
     assert route is not None
     method, template = route
@@ -219,10 +219,24 @@ def build(scenario: str, data: Dataset, *, length: int = 600, seed: int = 1) -> 
     return requests
 
 
-def _expand(mix: list[tuple[int, Maker]], rng: random.Random, length: int) -> list[HttpRequest]:
-    # Weighted draws in a shuffled order, so every window of the list holds the mix.
-    makers = [make for weight, make in mix for _ in range(weight)]
+def _expand(mix: list[tuple[int, Maker]], length: int) -> list[HttpRequest]:
+    """Call the makers in their weights exactly, evenly interleaved, for whole cycles.
+
+    Smooth weighted round-robin (as nginx picks upstreams): each turn every maker gains its
+    weight, the one with the most goes and gives back the total. Each cycle of sum(weights)
+    turns calls every maker exactly `weight` times, spread out (3:2:1 gives A B A C B A), so
+    any stretch of the list a generator walks holds the mix to within one cycle; random
+    draws were off by several percent over a short run.
+    """
+    total = sum(weight for weight, _ in mix)
+    credit = [0] * len(mix)
     requests: list[HttpRequest] = []
-    while len(requests) < length:
-        requests.extend(rng.choice(makers)())
+    turns = 0
+    while len(requests) < length or turns % total:
+        for i, (weight, _) in enumerate(mix):
+            credit[i] += weight
+        chosen = max(range(len(mix)), key=credit.__getitem__)
+        credit[chosen] -= total
+        requests.extend(mix[chosen][1]())
+        turns += 1
     return requests

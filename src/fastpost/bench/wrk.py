@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +30,29 @@ class CpuMeasured(Protocol):
     def cpu_seconds(self) -> float: ...
 
 
+def is_error_status(status: int) -> bool:
+    """Count what wrk counts as an answered error: a status outside 2xx and 3xx."""
+    return not 200 <= status < 400
+
+
+@dataclass
+class RouteFigures:
+    """One route's share of a wrk run, as lua/requests.lua's done() prints it."""
+
+    route: str
+    requests: int  # answers received
+    statuses: dict[int, int] = field(default_factory=dict)
+    # "p50", "p95", "p99", "p99.9", ... -> ms, from the route's own latencies (1% buckets).
+    percentiles_ms: dict[str, float] = field(default_factory=dict)
+    max_ms: float | None = None
+    # Sent and never answered: in flight when wrk stopped, or lost with a socket error.
+    unanswered: int = 0
+
+    @property
+    def status_errors(self) -> dict[int, int]:
+        return {code: n for code, n in sorted(self.statuses.items()) if is_error_status(code)}
+
+
 @dataclass
 class WrkRun:
     rps: float
@@ -40,7 +63,12 @@ class WrkRun:
     max_ms: float
     requests: int
     non_2xx: int
-    socket_errors: int
+    socket_errors: int  # connect + read + write + timeout, as wrk prints them
+    connect_errors: int
+    read_errors: int
+    write_errors: int
+    timeouts: int
+    routes: list[RouteFigures]
     wrk_cpu: float  # share of one core the generator used
     server_cpu: float  # share of one core the server used (all workers together)
     # Server CPU time per request: unlike req/s it barely moves when another process takes
@@ -50,6 +78,17 @@ class WrkRun:
     @property
     def errors(self) -> int:
         return self.non_2xx + self.socket_errors
+
+    @property
+    def attempted(self) -> int:
+        """Requests attempted: answered, or lost to a connect, read or write error (a
+        timeout is a request still waiting, answered later or in flight at the end)."""
+        return self.requests + self.connect_errors + self.read_errors + self.write_errors
+
+    @property
+    def error_rate(self) -> float:
+        """Errors (statuses outside 2xx/3xx, socket errors, timeouts) / requests attempted."""
+        return self.errors / self.attempted if self.attempted else 0.0
 
 
 def paired_ratios(top: Sequence[WrkRun], bottom: Sequence[WrkRun], key: str) -> list[float]:
@@ -78,6 +117,30 @@ class WrkOutput:
     requests: int
     non_2xx: int
     socket_errors: int
+    connect_errors: int = 0
+    read_errors: int = 0
+    write_errors: int = 0
+    timeouts: int = 0
+    routes: list[RouteFigures] = field(default_factory=list)
+
+
+def parse_routes(output: str) -> list[RouteFigures]:
+    """Read the per-route lines lua/requests.lua prints (`route<TAB>NAME<TAB>KEY<TAB>VALUE`),
+    busiest route first."""
+    routes: dict[str, RouteFigures] = {}
+    for name, key, value in re.findall(r"^route\t([^\t]+)\t([^\t]+)\t(\d+)$", output, re.M):
+        figures = routes.setdefault(name, RouteFigures(name, 0))
+        if key == "count":
+            figures.requests = int(value)
+        elif key == "unanswered":
+            figures.unanswered = int(value)
+        elif key == "max":
+            figures.max_ms = int(value) / 1000
+        elif key.startswith("status "):
+            figures.statuses[int(key.removeprefix("status "))] = int(value)
+        elif key.startswith("p"):
+            figures.percentiles_ms[key] = int(value) / 1000
+    return sorted(routes.values(), key=lambda r: (-r.requests, r.route))
 
 
 def parse_wrk(output: str) -> WrkOutput:
@@ -100,6 +163,7 @@ def parse_wrk(output: str) -> WrkOutput:
     sockets = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
     )
+    connect, read, write, timeout = (int(n) for n in sockets.groups()) if sockets else (0,) * 4
     return WrkOutput(
         rps=float(rps[1]),
         p50_ms=percentiles[50],
@@ -109,7 +173,12 @@ def parse_wrk(output: str) -> WrkOutput:
         max_ms=duration_ms(latency[3]),
         requests=int(total[1]),
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
-        socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
+        socket_errors=connect + read + write + timeout,
+        connect_errors=connect,
+        read_errors=read,
+        write_errors=write,
+        timeouts=timeout,
+        routes=parse_routes(output),
     )
 
 
@@ -254,7 +323,7 @@ def _measure(runs: Sequence[tuple[list[str], CpuMeasured]]) -> list[WrkRun]:
         figures = parse_wrk(stdout)
         measured.append(
             WrkRun(
-                **asdict(figures),
+                **{**asdict(figures), "routes": figures.routes},
                 wrk_cpu=wrk_share,
                 server_cpu=server_seconds / elapsed,
                 server_cpu_us_per_request=server_seconds * 1e6 / max(figures.requests, 1),
