@@ -3,6 +3,7 @@ that it writes all of it or nothing, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -276,3 +277,43 @@ async def test_seeding_again_reuses_the_tags_already_there(settings: Settings) -
     await run(settings)
 
     assert (await fetch(settings, "SELECT count(*) FROM tags"))[0][0] == PLAN.tags
+
+
+async def test_post_counts_match_a_full_recount_after_seeding_twice(settings: Settings) -> None:
+    # PostgreSQL takes the counters from the generator, not from its disabled triggers.
+    await run(settings)
+    await run(settings, SeedPlan(users=30, posts=200, follows=100, likes=700, tags=5, seed=9))
+
+    recount = (
+        "SELECT 'a', 0, count(*) FROM posts WHERE status = 'published' "
+        "UNION ALL SELECT 'u', author_id, count(*) FROM posts WHERE status = 'published' "
+        "GROUP BY author_id "
+        "UNION ALL SELECT 't', pt.tag_id, count(*) FROM post_tags AS pt "
+        "JOIN posts AS p ON p.id = pt.post_id WHERE p.status = 'published' GROUP BY pt.tag_id "
+        "UNION ALL SELECT 'f', l.user_id, count(*) FROM likes AS l "
+        "JOIN posts AS p ON p.id = l.post_id WHERE p.status = 'published' GROUP BY l.user_id"
+    )
+    expected = sorted(await fetch(settings, recount))
+    stored = sorted(await fetch(settings, "SELECT kind, ref_id, n FROM post_counts WHERE n > 0"))
+    assert stored == expected
+    assert {row[0] for row in stored} == {"a", "u", "t", "f"}
+
+
+async def test_failure_while_posts_stream_leaves_no_rows_and_stops_the_encoder(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_posts = seed_module._Generator.posts
+
+    def posts_then_fail(self: seed_module._Generator) -> Iterator[tuple[Any, ...]]:
+        for n, row in enumerate(real_posts(self)):
+            if n == 150:
+                raise RuntimeError("generator failed mid-posts")
+            yield row
+
+    monkeypatch.setattr(seed_module._Generator, "posts", posts_then_fail)
+
+    with pytest.raises(RuntimeError, match="mid-posts"):
+        await run(settings)
+
+    assert await counts(settings) == dict.fromkeys(TABLES, 0)
+    assert seed_module.ENCODER_THREAD not in {t.name for t in threading.enumerate()}

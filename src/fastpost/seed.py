@@ -1,9 +1,10 @@
 """Deterministic demo and benchmark data, loaded in bulk.
 
 Rows are generated lazily and streamed to the database in one transaction, so memory stays
-flat whatever the count and a failed run leaves nothing behind:
-- PostgreSQL: binary COPY through asyncpg (`copy_records_to_table`), one COPY per table.
-  The generator runs in this process while the server parses and stores on the other core.
+flat whatever the count (but for post_tags and likes on PostgreSQL, held encoded ahead at
+38 bytes a row, see _EncodedAhead) and a failed run leaves nothing behind:
+- PostgreSQL: binary COPY through asyncpg, one COPY per table. The generator runs in this
+  process while the server parses and stores on the other core.
 - SQLite: `executemany` in batches through the standard sqlite3 module, inside one
   `BEGIN IMMEDIATE` transaction; the FTS5 triggers index each post as it lands.
 
@@ -23,6 +24,26 @@ per foreign key instead of millions of single-row updates. 1M posts, 2M likes, 1
 posts COPY in 0.7 s into an index-free copy of the table without the generated column and
 in 14.8 s into posts, so about 74 s per million posts that no client can take over (a
 generated column can't be supplied) and only the one backend of our transaction computes.
+
+Measurements of that backend's CPU time since (1M posts, the CLI's other defaults): the
+posts COPY costs it 31 s, 30 s of which a server-side COPY of the same rows into a copy of
+posts without its primary key costs too, and `SELECT to_tsvector(...)` over them alone
+27 s. So the work is PostgreSQL's, in one process: PostgreSQL 15 neither inserts nor builds
+a GIN index in parallel, and a second connection would be a second transaction (a default
+server has no prepared transactions to commit both at once). What this process still did
+while the server waited is gone:
+- post_counts: the generator counts what the disabled triggers would have added, instead
+  of a DELETE and one aggregate per kind over the whole tables (2.1 s of the server's time).
+- likes come from the counts posts() noted, instead of a second draw for every post (for
+  10,000 likes over a million posts, 1.0-1.8 s of this process's time, the server idle).
+- post_tags and likes are encoded for a binary COPY by a thread while the posts stream, so
+  their COPYs go at the server's pace (1.5M tags: 1.3-2.9 s before, 0.7-1.4 s after).
+Left as they were: the index rebuilds (10.5 s after a million posts, 4.5 s of it the GIN
+index on search_vector) took as long with `maintenance_work_mem` and `work_mem` raised to
+256 MB for the transaction, in paired runs; COPY FREEZE (into tables emptied in the same
+transaction) saved 1 of the 31 s in a server-side test, and asyncpg's record COPY has no
+option for it.
+`tests/test_seed.py` holds the counters to a full recount.
 """
 
 from __future__ import annotations
@@ -31,8 +52,12 @@ import asyncio
 import itertools
 import random
 import sqlite3
+import struct
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from array import array
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
@@ -41,7 +66,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from fastpost.posts.counts import PG_TRIGGERS, RECOUNT
+from fastpost.posts.counts import PG_TRIGGERS
 from fastpost.security import Passwords
 from fastpost.settings import Settings
 
@@ -319,6 +344,12 @@ class _Generator:
     another table's were consumed. Timestamps are integer microseconds since the Unix epoch.
     Generating 1M posts and 2M likes takes about 11 s of this process's CPU, so the server,
     not this loop, sets the pace of a PostgreSQL seed.
+
+    posts() notes each post's like count and whether it is published (5 bytes a post), which
+    post_tags() and likes() read, and `counts` adds up the published posts per list filter
+    as post_counts keeps them (migration 0002), so that PostgreSQL gets its counters from
+    here instead of from a recount of every table. post_tags() and likes() may run in
+    another thread while posts() is still being consumed: they wait for the posts they need.
     """
 
     def __init__(
@@ -338,11 +369,29 @@ class _Generator:
         self.now = int(datetime.now(UTC).timestamp()) * _SECOND
         self.history = HISTORY // timedelta(microseconds=1)
         self.user_ids = range(first_user_id, first_user_id + plan.users)
+        # Filled by posts(), by post offset.
+        self.like_counts = array("I")
+        self.published = bytearray()
+        # (kind, ref_id) -> published posts this seed adds to that list (post_counts' rows).
+        self.counts: Counter[tuple[str, int]] = Counter()
+        self.posts_done = threading.Event()
+        # Set to make a post_tags() or likes() waiting in another thread give up.
+        self.cancelled = threading.Event()
+
+    def _wait_for_posts(self, count: int) -> None:
+        """Return once posts() has generated `count` posts (or all of them)."""
+        while len(self.published) < count and not self.posts_done.is_set():
+            if self.cancelled.is_set():
+                raise RuntimeError("seed cancelled")
+            # Posts are made as fast as PostgreSQL takes them (30 us each): a short nap
+            # lets a few hundred pile up.
+            time.sleep(0.005)
+        if len(self.published) < count:
+            raise RuntimeError("posts() must be consumed before the tables that follow it")
 
     def _like_counts(self) -> Iterator[int]:
-        # Its own random stream, replayed by likes(): the counts written into
-        # posts.likes_count are exactly the likes inserted later, without holding a count
-        # per post in memory in between.
+        # Its own random stream, so that the posts' other columns don't depend on the plan's
+        # likes; posts() notes each count, which likes() then fills with as many rows.
         rng = random.Random(self.plan.seed * 1_000_003 + 2)
         return _spread(rng, self.plan.likes, self.plan.posts, self.plan.users)
 
@@ -388,6 +437,9 @@ class _Generator:
         cum_weights = list(accumulate(1.0 / (rank + 1) ** 0.8 for rank in range(plan.users)))
         times = self._post_times()
         like_counts = self._like_counts()
+        noted_likes = self.like_counts
+        published = self.published
+        authored: Counter[int] = Counter()
         batch = 4096
         for base in range(0, plan.posts, batch):
             chosen = rng.choices(authors, cum_weights=cum_weights, k=min(batch, plan.posts - base))
@@ -403,7 +455,12 @@ class _Generator:
                     f"{sentences[int(random_() * n_sentences)]} "
                     f"{sentences[int(random_() * n_sentences)]}"
                 )
-                status = "draft" if random_() < DRAFT_SHARE else "published"
+                is_draft = random_() < DRAFT_SHARE
+                published.append(not is_draft)
+                if not is_draft:
+                    authored[author_id] += 1
+                likes = next(like_counts)
+                noted_likes.append(likes)
                 # The words are lower-case ASCII, so this is slugify(title), without its cost;
                 # the id (not random bits, as for posts made by the API) keeps it unique.
                 slug = f"{title.lower().replace(' ', '-')}-{post_id}"
@@ -413,11 +470,14 @@ class _Generator:
                     title,
                     slug,
                     content,
-                    status,
-                    next(like_counts),
+                    "draft" if is_draft else "published",
+                    likes,
                     created,
                     created,
                 )
+        self.counts["a", 0] += sum(authored.values())
+        self.counts.update({("u", author): n for author, n in authored.items()})
+        self.posts_done.set()
 
     def post_tags(self) -> Iterator[Row]:
         tag_ids = self.tag_ids
@@ -426,23 +486,42 @@ class _Generator:
         rng = random.Random(self.plan.seed + 5)
         random_ = rng.random
         most = min(MAX_TAGS_PER_POST, len(tag_ids))
+        published = self.published
+        tagged: Counter[int] = Counter()
         # Each row carries its post's created_at (migration 0003).
-        for post_id, created in self._post_times():
+        for n, (post_id, created) in enumerate(self._post_times()):
+            if n >= len(published):
+                self._wait_for_posts(n + 1)
             k = int(random_() * (most + 1))
             for offset in _distinct(rng, k, len(tag_ids)) if k else ():
-                yield (post_id, tag_ids[offset], created)
+                tag_id = tag_ids[offset]
+                if published[n]:
+                    tagged[tag_id] += 1
+                yield (post_id, tag_id, created)
+        self.counts.update({("t", tag): n for tag, n in tagged.items()})
 
     def likes(self) -> Iterator[Row]:
         plan = self.plan
         rng = random.Random(plan.seed + 3)
         first_user = self.first_user_id
         if not plan.likes:
-            return  # rather than replaying a zero for every post
-        for (post_id, created), k in zip(self._post_times(), self._like_counts(), strict=True):
-            if k:
-                liked_at = created + _SECOND
-                for offset in _distinct(rng, k, plan.users):
-                    yield (first_user + offset, post_id, liked_at)
+            return  # rather than walking a zero for every post
+        self._wait_for_posts(plan.posts)
+        published = self.published
+        liked: Counter[int] = Counter()
+        first_post, step = self.first_post_id, self.history // max(plan.posts, 1)
+        start = self.now - self.history
+        # Only the posts someone liked: with 10,000 likes over a million posts, walking every
+        # post's count was most of this table's time.
+        for n in itertools.compress(range(plan.posts), self.like_counts):
+            k = self.like_counts[n]
+            post_id, liked_at = first_post + n, start + n * step + _SECOND
+            for offset in _distinct(rng, k, plan.users):
+                user_id = first_user + offset
+                if published[n]:
+                    liked[user_id] += 1
+                yield (user_id, post_id, liked_at)
+        self.counts.update({("f", user): n for user, n in liked.items()})
 
     def follows(self) -> Iterator[Row]:
         plan = self.plan
@@ -602,14 +681,26 @@ async def _seed_postgres(
             gen = _Generator(
                 plan, first_user, first_post, with_demo_user=demo_missing, tag_ids=tag_ids
             )
-            for table in TABLES:
-                started = time.perf_counter()
-                rows = _counting(_rows(gen, table, hashes), table, progress)
-                result = await conn.copy_records_to_table(
-                    table, records=rows, columns=_COLUMNS[table]
-                )
-                report.counts[table] = int(result.split()[-1])
-                report.phases[table] = time.perf_counter() - started
+            ahead = _EncodedAhead(gen, progress)
+            try:
+                for table in TABLES:
+                    started = time.perf_counter()
+                    if table in _LINK_TABLES:
+                        result = await conn.copy_to_table(
+                            table,
+                            source=_chunks(await ahead.encoded(table)),
+                            columns=_COLUMNS[table],
+                            format="binary",
+                        )
+                    else:
+                        rows = _counting(_rows(gen, table, hashes), table, progress)
+                        result = await conn.copy_records_to_table(
+                            table, records=rows, columns=_COLUMNS[table]
+                        )
+                    report.counts[table] = int(result.split()[-1])
+                    report.phases[table] = time.perf_counter() - started
+            finally:
+                ahead.stop()
             started = time.perf_counter()
             # Unique and primary keys are checked as they are rebuilt, foreign keys by one
             # join each when re-added: a duplicate or dangling row still fails the seed.
@@ -618,13 +709,123 @@ async def _seed_postgres(
                 progress("indexes", 1)
             if rebuild or relink:
                 report.phases["indexes"] = time.perf_counter() - started
-            for statement in RECOUNT:
-                await conn.execute(statement)
+            # What the disabled triggers would have added, as the generator counted it: the
+            # rows already there were counted by the triggers when they were written.
+            await _add_counts(conn, gen.counts)
             for table, trigger in PG_TRIGGERS:
                 await conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
         await conn.execute("ANALYZE users, posts, tags, post_tags, likes, follows, post_counts")
     finally:
         await conn.close()
+
+
+# Tables of (bigint, bigint, timestamptz) rows that reference posts: encoded for a binary
+# COPY in a thread while the posts are still streaming (see _EncodedAhead).
+_LINK_TABLES = ("post_tags", "likes")
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER = struct.pack("!h", -1)
+# Field count, then each field's length and value.
+_LINK_ROW = struct.Struct("!hiqiqiq")
+_CHUNK_BYTES = 1 << 20
+ENCODER_THREAD = "fastpost-seed-encoder"
+
+
+class _EncodedAhead:
+    """post_tags and likes, encoded as binary COPY data by a thread while posts load.
+
+    During the posts COPY PostgreSQL works (to_tsvector on each post, see the module's
+    docstring) and this process mostly waits; the tables after it were the other way
+    round, this process generating rows while the server waited. Encoded ahead, they
+    are ready when the posts are in, and their COPYs run at the server's pace. 38 bytes a
+    row: 57 MB for the 1.5M tags of a million posts, held until their COPY.
+    """
+
+    def __init__(self, gen: _Generator, progress: Progress) -> None:
+        self.gen = gen
+        self.progress = progress
+        self.done: dict[str, asyncio.Future[list[bytes]]] = {}
+        loop = asyncio.get_running_loop()
+        for table in _LINK_TABLES:
+            self.done[table] = loop.create_future()
+        self.thread = threading.Thread(
+            target=self._run, args=(loop,), name=ENCODER_THREAD, daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        for table in _LINK_TABLES:
+            future = self.done[table]
+            try:
+                generate = self.gen.post_tags if table == "post_tags" else self.gen.likes
+                rows = _counting(generate(), table, self.progress)
+                chunks = _encode_links(rows, self.gen.cancelled)
+            except BaseException as exc:  # handed to the awaiting side, which re-raises
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+                return
+            loop.call_soon_threadsafe(_settle, future, chunks, None)
+
+    async def encoded(self, table: str) -> list[bytes]:
+        """Wait for `table`'s COPY data and return it."""
+        return await self.done[table]
+
+    def stop(self) -> None:
+        """Make the thread give up if it is still waiting or encoding, and wait for it."""
+        self.gen.cancelled.set()
+        self.thread.join()
+        for future in self.done.values():
+            # A result still on its way finds the future cancelled (_settle); a failure
+            # nobody awaited is marked as seen, so asyncio doesn't log it.
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()
+
+
+def _settle(
+    future: asyncio.Future[list[bytes]], result: list[bytes] | None, exc: BaseException | None
+) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result or [])
+
+
+def _encode_links(rows: Iterator[Row], cancelled: threading.Event) -> list[bytes]:
+    """Encode (bigint, bigint, Unix-microseconds) rows as binary COPY data, in chunks."""
+    pack = _LINK_ROW.pack
+    chunks = [_COPY_HEADER]
+    chunk = bytearray()
+    for a, b, unix_us in rows:
+        chunk += pack(3, 8, a, 8, b, 8, unix_us - _PG_EPOCH_OFFSET)
+        if len(chunk) >= _CHUNK_BYTES:
+            if cancelled.is_set():
+                raise RuntimeError("seed cancelled")
+            chunks.append(bytes(chunk))
+            chunk.clear()
+    chunks.append(bytes(chunk) + _COPY_TRAILER)
+    return chunks
+
+
+async def _chunks(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+async def _add_counts(conn: Any, counts: Counter[tuple[str, int]]) -> None:
+    """Add `counts` to post_counts, as its triggers do (migration 0002)."""
+    if not counts:
+        return
+    kinds, refs, deltas = zip(*((kind, ref, n) for (kind, ref), n in counts.items()), strict=True)
+    await conn.execute(
+        "INSERT INTO post_counts (kind, ref_id, n) "
+        "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) "
+        "ON CONFLICT (kind, ref_id) DO UPDATE SET n = post_counts.n + excluded.n",
+        list(kinds),
+        list(refs),
+        list(deltas),
+    )
 
 
 def _to_pg_timestamp(unix_us: int) -> tuple[int]:
