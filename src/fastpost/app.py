@@ -18,6 +18,7 @@ from fastpost.comments.router import router as comments_router
 from fastpost.db import Database
 from fastpost.errors import install_error_handlers
 from fastpost.http_caching import CachedPostReads
+from fastpost.idempotency import IdempotencyKeys
 from fastpost.logging import access, configure_logging
 from fastpost.metrics import cache_event, flush_and_sample_forever, metrics_endpoint
 from fastpost.middleware import Edge
@@ -26,6 +27,7 @@ from fastpost.posts.router import tags_router, user_posts_router
 from fastpost.realworld.errors import install_realworld_errors
 from fastpost.realworld.router import PREFIX as REALWORLD_PREFIX
 from fastpost.realworld.router import router as realworld_router
+from fastpost.replicas import ReadYourWrites, position_ttl_seconds
 from fastpost.routing import build_routing_now
 from fastpost.security import Passwords, Tokens
 from fastpost.settings import Settings
@@ -67,9 +69,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.db)
+        db = Database(settings.db, redis_url=settings.redis_url)
         await db.connect()
         app.state.db = db
+        replica_monitor = None
+        if db.replicas is not None:
+            # Checked once before serving, so that the first reads already find them.
+            await db.replicas.check()
+            replica_monitor = asyncio.create_task(db.replicas.monitor(), name="replica-monitor")
         if observability.slow_query_ms is not None:
             querylog.slow_query_log = querylog.SlowQueryLog(
                 observability.slow_query_ms / 1000,
@@ -107,6 +114,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if replica_monitor is not None:
+                replica_monitor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await replica_monitor
             sampler.cancel()
             access_log_flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -141,14 +152,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     install_realworld_errors(app, REALWORLD_PREFIX)
+    if settings.db.replica_urls:
+        # Innermost: it reads the client's WAL position before any read, and sets it after
+        # a write; the cached answers outside it touch no database.
+        app.add_middleware(ReadYourWrites, max_age_seconds=position_ttl_seconds(settings.db))
     # Inside the edge, so that its hits are counted and logged too.
     app.add_middleware(CachedPostReads)
+    # Inside the CORS layer, so that a replayed answer carries CORS headers too.
+    app.add_middleware(
+        IdempotencyKeys,
+        ttl_seconds=settings.api.idempotency_ttl_seconds,
+        lock_seconds=settings.api.idempotency_lock_seconds,
+        realworld_prefix=REALWORLD_PREFIX,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
+            allow_headers=["Authorization", "Content-Type", "X-Requested-With", "Idempotency-Key"],
+            expose_headers=["Idempotency-Replayed"],
             max_age=600,
         )
     if observability.tracing != "off":
@@ -169,10 +192,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Routes are matched in order, one regular expression each: the hottest reads first.
     app.include_router(posts_router)
+    # Second: GET /users/me is the course's mixed workload's other read.
+    app.include_router(users_router)
     app.include_router(comments_router)
     app.include_router(tags_router)
     app.include_router(feed_router)
-    app.include_router(users_router)
     app.include_router(user_posts_router)
     app.include_router(social_router)
     app.include_router(auth_router)

@@ -36,6 +36,29 @@ class DatabaseSettings(BaseModel):
     # SQLite: how long a writer waits for another process's write lock.
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     echo: bool = False
+    # PostgreSQL streaming replicas that take the reads which may be slightly stale, as
+    # FASTPOST_DB__REPLICA_URLS=postgresql+asyncpg://...:5434/db,postgresql+asyncpg://...
+    # (see fastpost.replicas). Each worker opens pool_size connections to each of them.
+    replica_urls: Annotated[list[str], NoDecode] = []
+    # A replica further behind than this leaves the rotation until it catches up.
+    replica_max_lag_seconds: float = Field(default=5.0, gt=0)
+    # How often each worker asks every replica how far it has replayed.
+    replica_check_interval_seconds: float = Field(default=0.5, gt=0)
+
+    @field_validator("replica_urls", mode="before")
+    @classmethod
+    def _split_replica_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [url.strip() for url in value.split(",") if url.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _replicas_need_postgres(self) -> DatabaseSettings:
+        if self.replica_urls and (
+            self.is_sqlite or any(url.startswith("sqlite") for url in self.replica_urls)
+        ):
+            raise ValueError("read replicas (FASTPOST_DB__REPLICA_URLS) need PostgreSQL")
+        return self
 
     @property
     def is_sqlite(self) -> bool:
@@ -46,16 +69,28 @@ class AuthSettings(BaseModel):
     secret_key: str | None = None
     algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     token_lifetime_seconds: int = Field(default=3600, ge=60, le=30 * 24 * 3600)
-    # argon2-cffi's defaults are RFC 9106's low-memory profile; tests lower them.
-    argon2_time_cost: int = Field(default=3, ge=1)
-    argon2_memory_cost_kib: int = Field(default=65536, ge=8)
-    argon2_parallelism: int = Field(default=4, ge=1)
+    # Argon2id, OWASP Password Storage Cheat Sheet: m=19 MiB, t=2, p=1, one of its five
+    # configurations of equal strength (README, "Configuration", says why this one). A stored
+    # hash made with other parameters is rehashed at its owner's next login. Tests lower them.
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_cost_kib: int = Field(default=19456, ge=8)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    # Hashes running at once per process (None: the CPUs available to it); more logins wait.
+    password_hash_concurrency: int | None = Field(default=None, ge=1)
+    # A login or registration that waited this long for a hashing slot gets 503 with
+    # Retry-After (None: wait for ever).
+    password_queue_timeout_seconds: float | None = Field(default=5.0, gt=0)
 
 
 class ApiSettings(BaseModel):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     default_page_size: int = Field(default=20, ge=1)
     max_page_size: int = Field(default=100, ge=1)
+    # How long a POST's answer is kept for retries with its Idempotency-Key (24 h).
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
+    # How long a key stays in flight for its first request: longer than any POST may run,
+    # or a retry would run it a second time; after a crash, a retry runs once it is over.
+    idempotency_lock_seconds: float = Field(default=60.0, gt=0)
 
 
 class CacheSettings(BaseModel):
