@@ -183,6 +183,37 @@ async def test_a_burst_across_workers_loads_once(redis_url: str) -> None:
             await cache.close()
 
 
+async def test_a_worker_waiting_on_another_workers_load_stops_waiting_when_the_key_is_invalidated(
+    redis_url: str,
+) -> None:
+    holder, waiter = Cache(redis_url=redis_url), Cache(redis_url=redis_url)
+    await holder.start()
+    await waiter.start()
+    release = asyncio.Event()
+
+    async def held_load() -> Entry:
+        await release.wait()
+        return Entry.of(b'{"old":1}')
+
+    try:
+        holding = asyncio.create_task(holder.get_or_load("k", held_load, ttl=60))
+        await asyncio.sleep(0.05)  # `holder` has the lease and is reading the old row
+        fresh, calls = counting_loader(b'{"new":1}')
+        waiting = asyncio.create_task(waiter.get_or_load("k", fresh, ttl=60))
+        await asyncio.sleep(0.05)
+        assert calls["n"] == 0  # it waits for the holder's value...
+        await holder.invalidate(keys=["k"])  # ...which a write has just made stale
+        # The holder's value can no longer be written back: the waiter loads by itself.
+        assert (await asyncio.wait_for(waiting, 1)).body == b'{"new":1}'
+        assert calls["n"] == 1
+        release.set()
+        await holding
+    finally:
+        release.set()
+        await holder.close()
+        await waiter.close()
+
+
 async def test_a_load_that_raced_an_invalidation_is_not_written_to_redis(
     redis_url: str,
 ) -> None:
