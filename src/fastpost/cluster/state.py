@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,9 @@ class ClusterState:
         self.path = self.state_dir / STATE_FILE
         self.parts: list[Started] = []
         self.settings: dict[str, Any] = {}
+        # Parts start and restart side by side, in threads (instances, tests): each update of
+        # the list and of the file is whole, or one thread's would be lost or its rename fail.
+        self._lock = threading.RLock()
 
     @classmethod
     def load(cls, state_dir: Path) -> ClusterState | None:
@@ -78,27 +82,30 @@ class ClusterState:
 
     def record(self, started: Started) -> None:
         """Add or update the part named `started.name`, and write the file at once."""
-        self.parts = [p for p in self.parts if p.name != started.name] + [started]
-        self.save()
+        with self._lock:
+            self.parts = [p for p in self.parts if p.name != started.name] + [started]
+            self.save()
 
     def set_pid(self, name: str, pid: int | None) -> Started:
         """Write down the pid of the part `name` (already recorded)."""
-        (part,) = [p for p in self.parts if p.name == name]
-        updated = replace(part, pid=pid)
-        self.record(updated)
-        return updated
+        with self._lock:
+            (part,) = [p for p in self.parts if p.name == name]
+            updated = replace(part, pid=pid)
+            self.record(updated)
+            return updated
 
     def save(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        data = {
-            "version": VERSION,
-            "settings": self.settings,
-            "parts": [asdict(part) for part in self.parts],
-        }
-        # Written aside and renamed: a crash mid-write never leaves half a file to `down`.
-        tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, self.path)
+        with self._lock:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            data = {
+                "version": VERSION,
+                "settings": self.settings,
+                "parts": [asdict(part) for part in self.parts],
+            }
+            # Written aside and renamed: a crash mid-write never leaves half a file to `down`.
+            tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}")
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
+            os.replace(tmp, self.path)
 
 
 def secret_key(state_dir: Path) -> str:
