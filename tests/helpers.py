@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -11,9 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
+
 from fastpost.cluster.postgres import PgNode
+from fastpost.cluster.processes import free_port
 from fastpost.security import Passwords, Verification
 from fastpost.settings import Settings
+from tests.servers import stop_group, wait_until_ready
 
 T = TypeVar("T")
 
@@ -67,16 +74,6 @@ async def wait_until(condition: Callable[[], bool], within: float = 10) -> None:
 
 
 # --- PostgreSQL primary and streaming replicas (fastpost.cluster.postgres) ---------------
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -136,11 +133,6 @@ def postgres_missing_reason() -> str | None:
 def route_server() -> Iterator[str]:
     """Run tests/bench/route_server.py (answers by path, sends X-Request-ID back) on a free
     port; yield its base URL; stop it on the way out."""
-    import subprocess
-    import sys
-
-    from tests.servers import stop_group
-
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(Path(__file__).parent / "bench" / "route_server.py"), str(port)],
@@ -155,3 +147,90 @@ def route_server() -> Iterator[str]:
         if process.stdout is not None:
             process.stdout.close()
         stop_group(process)
+
+
+# --- The `fastpost` command in real processes ------------------------------------------
+
+# Argon2 at its cheapest: the seed and every login or registration hash a password.
+FAST_ENV = {
+    "FASTPOST_AUTH__ARGON2_TIME_COST": "1",
+    "FASTPOST_AUTH__ARGON2_MEMORY_COST_KIB": "8",
+    "FASTPOST_AUTH__ARGON2_PARALLELISM": "1",
+}
+
+
+def fastpost(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `fastpost ARGS` to its end in a process of its own; its output is captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "fastpost.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    """This process's environment without its FASTPOST_ settings, plus a SQLite database and
+    a data folder under `tmp_path`, and cheap password hashing."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FASTPOST_")},
+        **FAST_ENV,
+        "FASTPOST_DB__URL": f"sqlite+aiosqlite:///{tmp_path / 'data' / 'fastpost.db'}",
+        "FASTPOST_DATA_DIR": str(tmp_path / "data"),
+    }
+
+
+def migrate_and_seed(env: dict[str, str], cwd: Path, *seed_args: str) -> None:
+    """`fastpost db upgrade`, then `fastpost seed SEED_ARGS`; both must succeed."""
+    upgraded = fastpost("db", "upgrade", env=env, cwd=cwd)
+    assert upgraded.returncode == 0, upgraded.stderr
+    seeded = fastpost("seed", *seed_args, env=env, cwd=cwd)
+    assert seeded.returncode == 0, seeded.stderr
+
+
+@dataclass
+class Serving:
+    base: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@contextmanager
+def serve_fastpost(*args: str, env: dict[str, str], cwd: Path) -> Iterator[Serving]:
+    """Run `fastpost serve --port PORT ARGS` on a free port in a session of its own, its
+    output in `cwd`/server.log; yield it once /health/ready answers; stop it and its workers
+    on the way out."""
+    port = free_port()
+    log_path = cwd / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fastpost.cli", "serve", "--port", str(port), *args],
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(f"{base}/health/ready", process, log_path.read_text)
+        yield Serving(base, process, log_path)
+    finally:
+        stop_group(process)
+
+
+def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET /metrics on a fresh connection: {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

@@ -7,7 +7,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,53 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fastpost.cluster.processes import free_port
+from tests.helpers import environment, fastpost, migrate_and_seed, scrape, serve_fastpost
 from tests.servers import stop_group, wait_until_ready
-
-FAST_ENV = {
-    "FASTPOST_AUTH__ARGON2_TIME_COST": "1",
-    "FASTPOST_AUTH__ARGON2_MEMORY_COST_KIB": "8",
-    "FASTPOST_AUTH__ARGON2_PARALLELISM": "1",
-}
-
-
-def fastpost(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fastpost.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def environment(tmp_path: Path) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("FASTPOST_")},
-        **FAST_ENV,
-        "FASTPOST_DB__URL": f"sqlite+aiosqlite:///{tmp_path / 'data' / 'fastpost.db'}",
-        "FASTPOST_DATA_DIR": str(tmp_path / "data"),
-    }
-
-
-def migrate_and_seed(env: dict[str, str], cwd: Path, *seed_args: str) -> None:
-    """`fastpost db upgrade`, then `fastpost seed SEED_ARGS`; both must succeed."""
-    assert fastpost("db", "upgrade", env=env, cwd=cwd).returncode == 0
-    seeded = fastpost("seed", *seed_args, env=env, cwd=cwd)
-    assert seeded.returncode == 0, seeded.stderr
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return environment(tmp_path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_help_explains_every_command(env: dict[str, str], tmp_path: Path) -> None:
@@ -103,27 +63,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     migrate_and_seed(
         env, tmp_path, "--users", "20", "--posts", "50", "--follows", "30", "--likes", "60"
     )
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fastpost.cli", "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(
-            f"{base}/health/ready",
-            process,
-            lambda: repr(process.stderr.read()),  # type: ignore[union-attr]
-        )
-        yield base
-    finally:
-        stop_group(process)
-        if process.stderr:
-            process.stderr.close()
+    with serve_fastpost("--workers", "2", env=env, cwd=tmp_path) as serving:
+        yield serving.base
 
 
 def test_served_api_logs_in_the_demo_user_and_lists_posts(server: str) -> None:
@@ -158,17 +99,6 @@ def test_concurrent_writes_across_two_sqlite_worker_processes_never_fail(server:
 
     statuses = asyncio.run(hammer())
     assert statuses == [201] * 80
-
-
-def _metric_samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 @pytest.mark.skipif(
@@ -214,7 +144,7 @@ def test_granian_serves_two_workers_that_share_metrics_and_stops_cleanly_on_sigt
         # Whichever worker answers the scrape, it reports both and every request they served.
         deadline = time.monotonic() + 10
         while True:
-            samples = _metric_samples(base)
+            samples = scrape(base)
             pids = {
                 dict(labels)["pid"]
                 for name, labels in samples

@@ -7,7 +7,6 @@ its last bytes before the signal, and the rest after it.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import sqlite3
@@ -20,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fastpost.cluster.processes import free_port
+from tests.helpers import environment, migrate_and_seed
 from tests.servers import stop_group, wait_until_ready
 
 IN_FLIGHT_POSTS = 6
@@ -27,31 +28,6 @@ IN_FLIGHT_POSTS = 6
 READY_TIMEOUT_SECONDS = 60.0
 # How long the test gives the process to exit once the last request has its answer.
 EXIT_TIMEOUT_SECONDS = 15.0
-FAST_ARGON2 = {
-    "FASTPOST_AUTH__ARGON2_TIME_COST": "1",
-    "FASTPOST_AUTH__ARGON2_MEMORY_COST_KIB": "8",
-    "FASTPOST_AUTH__ARGON2_PARALLELISM": "1",
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _fastpost(env: dict[str, str], cwd: Path, *args: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "fastpost.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
 
 
 class Served:
@@ -66,19 +42,12 @@ class Served:
 def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     """Start `fastpost serve --workers 2 ARGS` on a seeded SQLite database."""
     database = tmp_path / "data" / "fastpost.db"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("FASTPOST_")},
-        **FAST_ARGON2,
-        "FASTPOST_DB__URL": f"sqlite+aiosqlite:///{database}",
-        "FASTPOST_DATA_DIR": str(tmp_path / "data"),
-        "FASTPOST_AUTH__SECRET_KEY": "k" * 48,
-    }
-    _fastpost(env, tmp_path, "db", "upgrade")
-    _fastpost(env, tmp_path, "seed", "--users", "5", "--posts", "20", "--follows", "5")
+    env = {**environment(tmp_path), "FASTPOST_AUTH__SECRET_KEY": "k" * 48}
+    migrate_and_seed(env, tmp_path, "--users", "5", "--posts", "20", "--follows", "5")
     started: list[subprocess.Popen[bytes]] = []
 
     def start(*args: str) -> Served:
-        port = _free_port()
+        port = free_port()
         command = ["serve", "--workers", "2", "--port", str(port), *args]
         process = subprocess.Popen(
             [sys.executable, "-m", "fastpost.cli", *command],

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import stop_group, wait_until_ready
-from tests.test_cli import environment, free_port, migrate_and_seed
+from fastpost.cluster.processes import free_port
+from tests.helpers import environment, migrate_and_seed, serve_fastpost
 
 LOADTESTS = Path(__file__).resolve().parent.parent / "loadtests"
 
@@ -69,23 +69,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp_path = tmp_path_factory.mktemp("loadtests")
     env = environment(tmp_path)
     migrate_and_seed(env, tmp_path, "--if-empty")
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fastpost.cli", "serve", "--port", str(port)],
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(f"{base}/health/ready", process, log_path.read_text)
-        yield base
-    finally:
-        stop_group(process)
+    with serve_fastpost(env=env, cwd=tmp_path) as serving:
+        yield serving.base
 
 
 def locust(

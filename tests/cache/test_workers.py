@@ -14,8 +14,8 @@ import redis
 
 from tests.cache.conftest import PrivateRedis, _free_port
 from tests.cache.counting_app import COUNTER
+from tests.helpers import environment, migrate_and_seed
 from tests.servers import stop_group, wait_until_ready
-from tests.test_cli import environment, migrate_and_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 # Other workers drop an entry on the pub/sub message, at the latest when their tier-1 TTL

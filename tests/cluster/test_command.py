@@ -25,21 +25,14 @@ from fastpost.cluster.lifecycle import Cluster
 from fastpost.cluster.postgres import PgNode
 from fastpost.cluster.processes import command_line
 from fastpost.cluster.state import ClusterState
+from tests import helpers
 from tests.cluster.traffic import skip_without_binaries
 
 skip_without_binaries()
 
 
 def fastpost(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fastpost.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    return helpers.fastpost(*args, env={**os.environ, "COLUMNS": "200"}, cwd=cwd, timeout=timeout)
 
 
 @dataclass

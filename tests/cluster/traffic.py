@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fastpost.cluster import nginx, redis
+from fastpost.cluster.lifecycle import missing_binaries
 from fastpost.cluster.processes import free_port
 from fastpost.cluster.topology import Part
 
@@ -103,14 +103,6 @@ def on_free_ports(parts: list[Part]) -> list[Part]:
 def skip_without_binaries() -> None:
     """Skip the calling test module when nginx, redis-server or PostgreSQL is missing,
     saying how to install it."""
-    from fastpost.cluster import postgres
-
-    for find, missing in (
-        (nginx.nginx_binary, nginx.NginxMissing),
-        (redis.redis_binary, redis.RedisMissing),
-        (postgres.pg_bindir, postgres.PostgresMissing),
-    ):
-        try:
-            find()
-        except missing as exc:
-            pytest.skip(str(exc), allow_module_level=True)
+    problems = missing_binaries()
+    if problems:
+        pytest.skip(" ".join(problems), allow_module_level=True)

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
-from tests.servers import stop_group, wait_until_ready
-from tests.test_cli import environment, fastpost, free_port
+from tests.helpers import environment, fastpost, scrape, serve_fastpost
 
 
 @dataclass
@@ -37,30 +32,8 @@ def serve(
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     assert fastpost("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fastpost.cli", "serve", "--port", str(port),
-             "--workers", str(workers)],
-            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(f"{base}/health/ready", process, log_path.read_text)
-        yield Served(base, process, tmp_path / "data" / "metrics", log_path)
-    finally:
-        stop_group(process)
-
-
-def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """GET /metrics on a fresh connection: {(sample name, sorted labels): value}."""
-    text = httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    with serve_fastpost("--workers", str(workers), env=env, cwd=tmp_path) as serving:
+        yield Served(serving.base, serving.process, tmp_path / "data" / "metrics", serving.log_path)
 
 
 def value(

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.observability.served import scrape, scrape_until, serve, value, worker_pids
+from tests.helpers import scrape
+from tests.observability.served import scrape_until, serve, value, worker_pids
 
 
 def _get_many(base: str, path: str, count: int) -> None:

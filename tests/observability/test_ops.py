@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fastpost.cluster.processes import free_port
 from fastpost.metrics import EXPORTED_METRICS
 from tests.observability.served import serve
-from tests.test_cli import free_port
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 PROMETHEUS_DIR = OPS / "prometheus"

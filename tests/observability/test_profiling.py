@@ -16,7 +16,7 @@ from fastpost.app import create_app
 from fastpost.settings import Settings
 from fastpost.users.models import User
 from tests.conftest import Factory, TestUser, make_settings
-from tests.test_cli import environment, fastpost, migrate_and_seed
+from tests.helpers import environment, fastpost, migrate_and_seed
 
 ELSEWHERE = "203.0.113.9"
 

@@ -5,8 +5,6 @@ answer it)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +13,8 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD, TEST_SECRET
-from tests.helpers import PgCluster, free_port
+from tests.helpers import FAST_ENV, PgCluster, serve_fastpost
 from tests.replicas.conftest import REDIS_URL, db_url
-from tests.servers import stop_group, wait_until_ready
 
 
 @pytest.fixture
@@ -31,25 +28,11 @@ def served(replicated: PgCluster, tmp_path: Path) -> Iterator[str]:
         "FASTPOST_DB__WRITE_POOL_SIZE": "2",
         "FASTPOST_REDIS_URL": REDIS_URL,
         "FASTPOST_AUTH__SECRET_KEY": TEST_SECRET,
-        "FASTPOST_AUTH__ARGON2_TIME_COST": "1",
-        "FASTPOST_AUTH__ARGON2_MEMORY_COST_KIB": "8",
-        "FASTPOST_AUTH__ARGON2_PARALLELISM": "1",
+        **FAST_ENV,
         "FASTPOST_OBSERVABILITY__ACCESS_LOG": "false",
     }
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fastpost.cli", "serve", "--port", str(port),
-             "--workers", "2"],
-            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(f"{base}/health/ready", process, log_path.read_text)
-        yield base
-    finally:
-        stop_group(process)
+    with serve_fastpost("--workers", "2", env=env, cwd=tmp_path) as serving:
+        yield serving.base
 
 
 async def test_every_worker_serves_a_client_its_own_writes(served: str) -> None:

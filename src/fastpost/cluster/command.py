@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fastpost.cluster import nginx, processes, redis
-from fastpost.cluster.lifecycle import Cluster, PartFailed, PartStatus
+from fastpost.cluster import nginx, processes
+from fastpost.cluster.lifecycle import Cluster, PartFailed, PartStatus, missing_binaries
 from fastpost.cluster.state import ClusterState
 from fastpost.cluster.topology import (
     DEFAULT_INSTANCES,
@@ -191,18 +191,7 @@ def _fresh_cluster(state_dir: Path) -> Cluster:
 
 
 def _require_binaries() -> None:
-    from fastpost.cluster import postgres
-
-    problems = []
-    for find, missing in (
-        (nginx.nginx_binary, nginx.NginxMissing),
-        (redis.redis_binary, redis.RedisMissing),
-        (postgres.pg_bindir, postgres.PostgresMissing),
-    ):
-        try:
-            find()
-        except missing as exc:
-            problems.append(str(exc))
+    problems = missing_binaries()
     if problems:
         for problem in problems:
             console.print(f"[red]{problem}[/red]")

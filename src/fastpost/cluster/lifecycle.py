@@ -50,6 +50,24 @@ def _quietly(description: str) -> Iterator[None]:
     yield
 
 
+def missing_binaries() -> list[str]:
+    """Return why each of nginx, redis-server and PostgreSQL's server binaries that the
+    cluster needs is missing here, with how to install it (empty: none is missing)."""
+    from fastpost.cluster import postgres
+
+    problems = []
+    for find, missing in (
+        (nginx.nginx_binary, nginx.NginxMissing),
+        (redis.redis_binary, redis.RedisMissing),
+        (postgres.pg_bindir, postgres.PostgresMissing),
+    ):
+        try:
+            find()
+        except missing as exc:
+            problems.append(str(exc))
+    return problems
+
+
 class PartFailed(RuntimeError):
     """A part did not come up; the message says which and where its log is."""
 
