@@ -156,15 +156,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Innermost: it reads the client's WAL position before any read, and sets it after
         # a write; the cached answers outside it touch no database.
         app.add_middleware(ReadYourWrites, max_age_seconds=position_ttl_seconds(settings.db))
-    # Inside the edge, so that its hits are counted and logged too.
-    app.add_middleware(CachedPostReads)
-    # Inside the CORS layer, so that a replayed answer carries CORS headers too.
+    # Inside the CORS layer, so that a replayed answer carries CORS headers too; inside the
+    # cached reads, so that a GET answered from tier 1 does not pass through it.
     app.add_middleware(
         IdempotencyKeys,
         ttl_seconds=settings.api.idempotency_ttl_seconds,
         lock_seconds=settings.api.idempotency_lock_seconds,
         realworld_prefix=REALWORLD_PREFIX,
     )
+    # Inside the edge, so that its hits are counted and logged too.
+    app.add_middleware(CachedPostReads)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
