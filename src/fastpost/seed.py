@@ -674,8 +674,8 @@ async def _seed_postgres(
                     keys_and_indexes, foreign_keys = await _defer_indexes(conn, table)
                     rebuild += keys_and_indexes
                     relink += foreign_keys
-            # Counted once after the load instead (see fastpost.posts.counts); like the
-            # index drops, undone by a rollback.
+            # The generator counts what they would have added (see fastpost.posts.counts);
+            # like the index drops, undone by a rollback.
             for table, trigger in PG_TRIGGERS:
                 await conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
             gen = _Generator(

@@ -742,16 +742,6 @@ async def change_follow(
     return {**profile_dict(target), "following": follow}
 
 
-_CREDENTIALS_BY_EMAIL = select(users.c.id, users.c.password_hash).where(
-    users.c.email == bindparam("email", type_=String), users.c.is_active
-)
-
-
-async def credentials_by_email(*, db: Database, email: str) -> Row | None:
-    """Return the id and password hash of the active account with this email."""
-    return await db.fetch_one(_CREDENTIALS_BY_EMAIL, {"email": email})
-
-
 def comment_dict(row: Row) -> dict[str, Any]:
     return {
         "id": row["id"],
