@@ -463,12 +463,6 @@ def _query(port: int, sql: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def lsn_to_int(lsn: str) -> int:
-    """A pg_lsn's text ("16/B374D848") as the byte position it stands for."""
-    high, _, low = lsn.partition("/")
-    return (int(high, 16) << 32) | int(low, 16)
-
-
 _REPLICA_STATE = (
     "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), "
     "extract(epoch FROM now() - pg_last_xact_replay_timestamp()), "
@@ -486,14 +480,16 @@ def replay_lag_seconds(node: PgNode) -> float | None:
     if in_recovery != "t" or not replay_lsn:
         return None
     if sender_port:
+        # The primary compares the positions itself (pg_lsn), with its own measure of lag.
         primary = _query(
             int(sender_port),
-            "SELECT pg_current_wal_lsn(), (SELECT extract(epoch FROM replay_lag) "
+            f"SELECT pg_current_wal_lsn() <= {_quote(replay_lsn)}::pg_lsn, "
+            "(SELECT extract(epoch FROM replay_lag) "
             f"FROM pg_stat_replication WHERE application_name = {_quote(node.name)} LIMIT 1)",
         )
         if primary:
-            primary_lsn, measured = primary.split("|")
-            if lsn_to_int(replay_lsn) >= lsn_to_int(primary_lsn):
+            caught_up, measured = primary.split("|")
+            if caught_up == "t":
                 return 0.0
             if measured:  # the primary's own measure: WAL flushed there until replayed here
                 return float(measured)
