@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+
+from fastpost.bench.servers import free_port
 
 REDIS_URL = os.environ.get("FASTPOST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -35,18 +36,11 @@ async def redis_url() -> str:
     return REDIS_URL
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class PrivateRedis:
     """A redis-server process of the test's own, which it may stop and start again."""
 
     def __init__(self, directory: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.directory = directory
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -12,7 +12,8 @@ import httpx
 import pytest
 import redis
 
-from tests.cache.conftest import PrivateRedis, _free_port
+from fastpost.bench.servers import free_port
+from tests.cache.conftest import PrivateRedis
 from tests.cache.counting_app import COUNTER
 from tests.helpers import environment, migrate_and_seed
 from tests.servers import stop_group, wait_until_ready
@@ -25,7 +26,7 @@ STALENESS_BOUND_SECONDS = 5.0
 
 class Server:
     def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", *args, "--port", str(self.port), "--no-access-log"],
             env=env,

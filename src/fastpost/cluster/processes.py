@@ -16,6 +16,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+# One way to find a free port, shared with the benchmarks' servers; re-exported here.
+from fastpost.bench.servers import free_port as free_port
+
 
 def spawn(
     command: Sequence[str], *, env: Mapping[str, str], log_file: Path, cwd: Path | None = None
@@ -124,14 +127,6 @@ def _reap(pid: int) -> None:
     # by init once they exit.
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nobody listens on at the moment."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def port_is_free(port: int) -> bool:
