@@ -16,7 +16,11 @@ How it stays correct across worker processes:
 - Tier 2 entries are written only if no invalidation happened since the loader started:
   each key has a generation counter, bumped by every invalidation, and the write is a Lua
   script that checks it. So a slow loader that read the database before a write cannot put
-  the old value back after the write's invalidation.
+  the old value back after the write's invalidation. That holds for an invalidation by tag
+  too: a key is filed under the tags its caller names before the load runs (with the lease),
+  so the invalidation finds it. (Tags the loader itself finds, the authors a page shows, are
+  filed after: an invalidation by one of those during the load is missed in Redis, and the
+  entry lives out its TTL.)
 - Single flight: concurrent misses for one key in a process share one load (a future per
   key); across processes, a short Redis lease (`SET NX PX`) lets one process load while the
   others poll tier 2 for its result, and load themselves only if the lease goes away
@@ -24,6 +28,15 @@ How it stays correct across worker processes:
 - Redis failures never fail a request: every Redis call is guarded, the cache then behaves
   as tier 1 alone, errors are logged at most once per `error_log_interval`, and calls skip
   Redis for a short back-off before trying again (redis-py reconnects by itself).
+
+On a Redis Cluster (`redis+cluster://`, fastpost.redis_client) every script and MGET names
+the keys it touches, all in one hash slot: an entry's value, generation and lease share the
+hash tag `{<key>}` (`redis_key()`); a tag's set lives in a slot of its own. So what one
+script does on a single server (the store with its tags, the invalidation) takes a couple
+of steps there, each a batch per node sent to every node at once, ordered so that no
+interleaving leaves a stale value (see `_store` and `_invalidate_on_cluster`). Invalidations
+travel by sharded pub/sub (SPUBLISH/SSUBSCRIBE), which Redis 7 confines to the channel's
+shard, instead of classic pub/sub, which the cluster copies to every node.
 """
 
 from __future__ import annotations
@@ -41,7 +54,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from redis.exceptions import MovedError
 
+from fastpost.redis_client import RedisLocation, connect, connect_node, parse_redis_url
 from fastpost.replicas import carries_position, primary_reads
 from fastpost.settings import Settings
 
@@ -53,41 +68,69 @@ PREFIX = "fastpost"
 INVALIDATION_CHANNEL = f"{PREFIX}:invalidate"
 # However slow the lease holder, a waiting process loads by itself after this long.
 MAX_WAIT_SECONDS = 10.0
+# How long a key's generation outlives its last invalidation: longer than any entry's TTL,
+# so that a load started before the invalidation still finds the generation moved on.
+GENERATION_TTL_SECONDS = 86_400
+# SPOP's count for "the whole set": a count at least the set's size returns every member
+# and deletes the set, in one command.
+_WHOLE_SET = 2**31 - 1
 
 # Set the value only if the key's generation is still the one seen before loading.
+# KEYS: the value, its generation, then (on a single server only: see _store) the tag sets
+# the entry's key joins. ARGV: the value, the generation seen, the TTL in ms, the key.
 _SET_IF_GENERATION = """
 local current = redis.call('GET', KEYS[2]) or '0'
-if current == ARGV[2] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-  for i = 4, #ARGV do
-    redis.call('SADD', ARGV[i], KEYS[1])
-    redis.call('PEXPIRE', ARGV[i], ARGV[3])
-  end
-  return 1
+if current ~= ARGV[2] then
+  return 0
 end
-return 0
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+for i = 3, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[4])
+  -- A tag set lives as long as the longest-lived entry under it: were it to expire first,
+  -- an invalidation by that tag would miss the entries still in Redis.
+  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[3]) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[3])
+  end
+end
+return 1
 """
 
-# Invalidate in one round trip. ARGV: the channel, the number n of keys, n keys, then the
-# Redis keys of tags. Drops each key and every key stored under a tag, bumps their
-# generations (see _SET_IF_GENERATION), drops the tags, tells the other workers; returns
-# the keys dropped.
+# Take the lease on loading a key, filing the key first under the tags known before loading
+# (see Cache._lease): one round trip, as the bare SET NX it replaces when there are tags; on
+# a single server only (on a cluster the tag sets live in other slots). KEYS: the lease, then
+# the tag sets. ARGV: the token, the lease's ms, the key, the entry's TTL in ms.
+_LEASE_AND_FILE = """
+for i = 2, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[3])
+  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[4]) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[4])
+  end
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+"""
+
+# Invalidate in one round trip, on a single server (on a cluster the keys it derives live in
+# other hash slots: see Cache._invalidate_on_cluster). KEYS: the tag sets. ARGV: the
+# channel, the generations' lifetime, then the keys. Drops each key and every key stored
+# under a tag, bumps their generations (see _SET_IF_GENERATION), drops the tags, tells the
+# other workers; returns the keys dropped. Redis names are derived as redis_key() and
+# generation_key() derive them.
 _INVALIDATE = """
 local keys, seen = {}, {}
-local n = tonumber(ARGV[2])
-for i = 3, n + 2 do
+for i = 3, #ARGV do
   if not seen[ARGV[i]] then seen[ARGV[i]] = true; keys[#keys + 1] = ARGV[i] end
 end
-for i = n + 3, #ARGV do
-  for _, key in ipairs(redis.call('SMEMBERS', ARGV[i])) do
+for i = 1, #KEYS do
+  for _, key in ipairs(redis.call('SMEMBERS', KEYS[i])) do
     if not seen[key] then seen[key] = true; keys[#keys + 1] = key end
   end
-  redis.call('DEL', ARGV[i])
+  redis.call('DEL', KEYS[i])
 end
 for _, key in ipairs(keys) do
-  redis.call('DEL', key)
-  redis.call('INCR', key .. ':gen')
-  redis.call('EXPIRE', key .. ':gen', 86400)
+  local value = '{' .. key .. '}'
+  redis.call('DEL', value)
+  redis.call('INCR', value .. ':gen')
+  redis.call('EXPIRE', value .. ':gen', ARGV[2])
 end
 if #keys > 0 then
   redis.call('PUBLISH', ARGV[1], table.concat(keys, '\\n'))
@@ -101,7 +144,25 @@ def cache_key(namespace: str, *parts: str | int) -> str:
     return ":".join((PREFIX, f"v{SCHEMA_VERSION}", namespace, *map(str, parts)))
 
 
+def redis_key(key: str) -> str:
+    """Where `key`'s value lives in Redis. The braces make the whole key a hash tag: on a
+    Redis Cluster the value, its generation and its lease (below) then share one hash slot,
+    as the script and the MGETs that use them together require. (Should `key` hold a `}`,
+    the tag ends there, the same for all three names; it must not start with one, which
+    would make the tag empty, and so no tag: `cache_key()`'s never do.)"""
+    return "{" + key + "}"
+
+
+def generation_key(key: str) -> str:
+    return redis_key(key) + ":gen"
+
+
+def lease_key(key: str) -> str:
+    return redis_key(key) + ":lease"
+
+
 def tag_key(tag: str) -> str:
+    """The set of the keys stored under `tag`; in a slot of its own on a cluster."""
     return f"{PREFIX}:tag:{tag}"
 
 
@@ -233,34 +294,54 @@ class Cache:
         self.error_log_interval = error_log_interval
         self._on_event = on_event
         self._inflight: dict[str, asyncio.Future[Entry]] = {}
+        # The tags of each load in flight, known before it ran: see invalidate().
+        self._inflight_tags: dict[str, tuple[str, ...]] = {}
         # Keys invalidated while their load was in flight: the result must not be kept.
         self._stale_loads: set[str] = set()
         self._redis: Any = None
         self._redis_url = redis_url
+        self._location: RedisLocation | None = None
         self._redis_timeout = redis_timeout
         self._redis_down_until = 0.0
         self._last_error_log = 0.0
         self._listener: asyncio.Task[None] | None = None
         self._set_script: Any = None
+        self._lease_script: Any = None
         self._invalidate_script: Any = None
         self.stats: dict[tuple[str, str], int] = {}
 
     # -- life cycle --------------------------------------------------------------------
 
+    @property
+    def on_cluster(self) -> bool:
+        """Whether tier 2 is a Redis Cluster (`redis+cluster://`: fastpost.redis_client)."""
+        return self._location is not None and self._location.cluster
+
     async def start(self) -> None:
         if not self.enabled or self._redis_url is None or self._redis is not None:
             return
-        import redis.asyncio as redis
-
-        self._redis = redis.Redis.from_url(
-            self._redis_url,
-            socket_timeout=self._redis_timeout,
-            socket_connect_timeout=self._redis_timeout,
-            health_check_interval=10,
-        )
+        self._location = parse_redis_url(self._redis_url)
+        self._redis = connect(self._location, **self._connection_options())
         self._set_script = self._redis.register_script(_SET_IF_GENERATION)
-        self._invalidate_script = self._redis.register_script(_INVALIDATE)
-        self._listener = asyncio.create_task(self._listen(), name="cache-invalidation-listener")
+        if self.on_cluster:
+            try:
+                # Learn the cluster's slots now rather than in the first request.
+                await self._redis.initialize()
+            except Exception as exc:
+                self._redis_failed(exc)
+            listen = self._listen_on_cluster()
+        else:
+            self._lease_script = self._redis.register_script(_LEASE_AND_FILE)
+            self._invalidate_script = self._redis.register_script(_INVALIDATE)
+            listen = self._listen()
+        self._listener = asyncio.create_task(listen, name="cache-invalidation-listener")
+
+    def _connection_options(self) -> dict[str, Any]:
+        return {
+            "socket_timeout": self._redis_timeout,
+            "socket_connect_timeout": self._redis_timeout,
+            "health_check_interval": 10,
+        }
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -309,6 +390,8 @@ class Cache:
             return await asyncio.shield(inflight)
         future: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
+        if tags:
+            self._inflight_tags[key] = tags
         try:
             entry = await self._load_through_redis(key, loader, ttl, tags)
             tags = (*tags, *entry.tags)
@@ -324,6 +407,7 @@ class Cache:
             return entry
         finally:
             del self._inflight[key]
+            self._inflight_tags.pop(key, None)
             self._stale_loads.discard(key)
 
     def _local_ttl(self, ttl: float) -> float:
@@ -336,7 +420,7 @@ class Cache:
         if not self._redis_usable():
             return await self._load(loader)
         try:
-            raw, generation = await self._redis.mget(key, f"{key}:gen")
+            raw, generation = await self._redis.mget(redis_key(key), generation_key(key))
         except Exception as exc:
             self._redis_failed(exc)
             return await self._load(loader)
@@ -345,10 +429,11 @@ class Cache:
             return Entry.from_bytes(raw)
         self._count("redis", "miss")
         generation = generation or b"0"
-        lease = f"{key}:lease"
+        lease = lease_key(key)
         token = uuid.uuid4().hex
+        ttl_ms = max(1, int(ttl * random.uniform(0.9, 1.1) * 1000))
         try:
-            leased = await self._redis.set(lease, token, nx=True, px=self.lease_ms)
+            leased = await self._lease(key, token, ttl_ms, tags)
             if not leased:
                 waited = await self._wait_for_other_process(key, lease, generation)
                 if waited is not None:
@@ -364,18 +449,64 @@ class Cache:
                 with contextlib.suppress(Exception):
                     await self._release_lease(lease, token)
             raise
-        ttl_ms = max(1, int(ttl * random.uniform(0.9, 1.1) * 1000))
-        all_tags = {*tags, *entry.tags}
         try:
-            await self._set_script(
-                keys=[key, f"{key}:gen"],
-                args=[entry.to_bytes(), generation, ttl_ms, *map(tag_key, sorted(all_tags))],
-            )
+            # The tags found while loading; those known before were filed with the lease.
+            await self._store(key, entry, generation, ttl_ms, sorted(set(entry.tags) - {*tags}))
             if leased:
                 await self._release_lease(lease, token)
         except Exception as exc:
             self._redis_failed(exc)
         return entry
+
+    async def _lease(self, key: str, token: str, ttl_ms: int, tags: tuple[str, ...]) -> bool:
+        """Take the lease on loading `key` (False: another process holds it), and file the
+        key under the tags known before loading. Filed before the load reads anything: an
+        invalidation by one of those tags while it runs (a new post dropping the first
+        pages) then finds the key and bumps its generation, and the load's result, read
+        before that write, is not stored. Found only after the load, the key would be in no
+        tag's set yet, and the stale result would stay in Redis for its whole TTL."""
+        lease = lease_key(key)
+        if not tags:
+            return bool(await self._redis.set(lease, token, nx=True, px=self.lease_ms))
+        if not self.on_cluster:
+            return bool(
+                await self._lease_script(
+                    keys=[lease, *map(tag_key, tags)], args=[token, self.lease_ms, key, ttl_ms]
+                )
+            )
+        pipe = self._redis.pipeline()  # one batch per node, all at once
+        self._file_on_cluster(pipe, key, tags, ttl_ms)
+        pipe.set(lease, token, nx=True, px=self.lease_ms)
+        return bool((await pipe.execute())[-1])
+
+    async def _store(
+        self, key: str, entry: Entry, generation: bytes, ttl_ms: int, tags: list[str]
+    ) -> None:
+        """Write the entry unless its key was invalidated since `generation` was read, and
+        file its key under `tags`."""
+        value = [redis_key(key), generation_key(key)]
+        args = [entry.to_bytes(), generation, ttl_ms, key]
+        if not self.on_cluster:
+            # One atomic script: the tag sets are declared keys like the others.
+            await self._set_script(keys=[*value, *map(tag_key, tags)], args=args)
+            return
+        if tags:
+            # On a cluster each tag set lives in a slot of its own, so it cannot join the
+            # script; filed first: an invalidation by the tag between the two steps then
+            # finds the key, bumps its generation, and the value below is not written. The
+            # other order would leave a value in Redis that no invalidation by tag finds.
+            pipe = self._redis.pipeline()
+            self._file_on_cluster(pipe, key, tags, ttl_ms)
+            await pipe.execute()
+        await self._set_script(keys=value, args=args)
+
+    @staticmethod
+    def _file_on_cluster(pipe: Any, key: str, tags: Iterable[str], ttl_ms: int) -> None:
+        for tag in map(tag_key, tags):
+            pipe.sadd(tag, key)
+            # At least as long as the longest-lived entry under it (_SET_IF_GENERATION).
+            pipe.pexpire(tag, ttl_ms, nx=True)
+            pipe.pexpire(tag, ttl_ms, gt=True)
 
     async def _wait_for_other_process(
         self, key: str, lease: str, generation: bytes
@@ -391,11 +522,11 @@ class Cache:
         `fastpost bench --scenario mixed` was hundreds of milliseconds."""
         deadline = time.monotonic() + MAX_WAIT_SECONDS
         delay = 0.002
-        gen_key = f"{key}:gen"
+        names = (redis_key(key), lease, generation_key(key))  # one hash slot
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
-            raw, held, now = await self._redis.mget(key, lease, gen_key)
+            raw, held, now = await self._redis.mget(*names)
             if raw is not None:
                 self._count("redis", "hit")
                 return Entry.from_bytes(raw)
@@ -427,20 +558,60 @@ class Cache:
         tags = tuple(tags)
         for tag in tags:
             keys |= self.local.keys_tagged(tag)
+        if tags and self._inflight_tags:
+            # Loads in flight under one of the tags read before this write: their results
+            # must not be kept (in this process: below; in Redis: their generations move).
+            dropped_tags = set(tags)
+            keys |= {k for k, kt in self._inflight_tags.items() if dropped_tags.intersection(kt)}
         self._drop_locally(keys)
         if not self._redis_usable() or not (keys or tags):
             return
         try:
-            # One round trip, whatever the number of keys and tags (tests/cache/
-            # test_invalidation_round_trips.py counts the commands Redis receives).
-            dropped = await self._invalidate_script(
-                args=[INVALIDATION_CHANNEL, len(keys), *keys, *map(tag_key, tags)]
-            )
+            if self.on_cluster:
+                dropped = await self._invalidate_on_cluster(keys, tags)
+            else:
+                # One round trip, whatever the number of keys and tags (tests/cache/
+                # test_invalidation_round_trips.py counts the commands Redis receives).
+                found = await self._invalidate_script(
+                    keys=list(map(tag_key, tags)),
+                    args=[INVALIDATION_CHANNEL, GENERATION_TTL_SECONDS, *keys],
+                )
+                dropped = {key.decode() for key in found}
         except Exception as exc:
             self._redis_failed(exc)
             return
         # Keys only Redis knew under a tag: this worker must not serve them either.
-        self._drop_locally({key.decode() for key in dropped} - keys)
+        self._drop_locally(dropped - keys)
+
+    async def _invalidate_on_cluster(self, keys: set[str], tags: tuple[str, ...]) -> set[str]:
+        """What _INVALIDATE does on one server, on a cluster, where a key, its tags and the
+        channel live in different hash slots: in up to three steps, each one batch per node
+        involved, sent to all of them at once (redis-py's cluster pipeline). Returns the
+        keys found under the tags."""
+        found: set[str] = set()
+        if tags:
+            pipe = self._redis.pipeline()
+            for tag in tags:
+                # Read and removed in one command: a key filed between a read and a removal
+                # would lose its only link to the tag.
+                pipe.spop(tag_key(tag), _WHOLE_SET)
+            for members in await pipe.execute():
+                found.update(member.decode() for member in members or ())
+        every_key = keys | found
+        if not every_key:
+            return found
+        pipe = self._redis.pipeline()
+        for key in every_key:
+            # Generation first (in order: one slot, one node, one connection): a fill that
+            # writes after it fails its generation check; one that wrote before is deleted.
+            pipe.incr(generation_key(key))
+            pipe.expire(generation_key(key), GENERATION_TTL_SECONDS)
+            pipe.delete(redis_key(key))
+        await pipe.execute()
+        # Only now: a worker told before the deletes could read the old value back from
+        # Redis into its tier 1.
+        await self._redis.spublish(INVALIDATION_CHANNEL, "\n".join(sorted(every_key)))
+        return found
 
     def _drop_locally(self, keys: Iterable[str]) -> None:
         for key in keys:
@@ -466,15 +637,60 @@ class Cache:
                 self._redis_failed(exc)
                 await asyncio.sleep(0.5)
 
+    async def _listen_on_cluster(self) -> None:
+        """The same on a cluster: a sharded subscription (SSUBSCRIBE, Redis 7) on the node
+        that owns the channel's hash slot, over a connection of its own; resubscribed
+        wherever the slot lives now after a failure or when the node lets the channel go
+        (its slot moved: Redis then sends an unrequested `sunsubscribe`).
+
+        Sharded, because a classic PUBLISH on a cluster is copied over the cluster bus to
+        every node, whoever listens there, while SPUBLISH reaches the channel's shard only
+        (tests/cache/test_cluster.py counts the bus messages). Our own few lines rather than
+        redis-py's cluster pub/sub, which its 8.x releases are still settling."""
+        assert self._location is not None
+        while True:
+            try:
+                # The client learns the cluster's slots on first use (then this is a no-op);
+                # it is asked afresh at the end of the loop, after a failure or a move.
+                await self._redis.initialize()
+                node = self._redis.get_node_from_key(INVALIDATION_CHANNEL)
+                client = connect_node(
+                    self._location, node.host, node.port, **self._connection_options()
+                )
+                async with client, client.pubsub() as pubsub:
+                    await pubsub.ssubscribe(INVALIDATION_CHANNEL)
+                    async for message in pubsub.listen():
+                        kind = message.get("type")
+                        if kind == "ssubscribe":
+                            # Messages may have been missed while not subscribed.
+                            self.local.clear()
+                        elif kind == "smessage":
+                            self._drop_locally(message["data"].decode().split("\n"))
+                        elif kind == "sunsubscribe":
+                            break
+            except asyncio.CancelledError:
+                raise
+            except MovedError:
+                # The slot moved before this client's map of the cluster knew it.
+                await asyncio.sleep(0.05)
+            except Exception as exc:
+                # Logged, but no reason for the cache to skip Redis: its own commands tell
+                # whether the nodes that hold its keys are away.
+                self._redis_failed(exc, back_off=False)
+                await asyncio.sleep(0.5)
+            with contextlib.suppress(Exception):
+                await self._redis.nodes_manager.initialize()
+
     # -- Redis health ------------------------------------------------------------------
 
     def _redis_usable(self) -> bool:
         return self._redis is not None and time.monotonic() >= self._redis_down_until
 
-    def _redis_failed(self, exc: BaseException) -> None:
+    def _redis_failed(self, exc: BaseException, *, back_off: bool = True) -> None:
         now = time.monotonic()
-        # Skip Redis for a moment rather than paying a timeout on every request.
-        self._redis_down_until = now + 1.0
+        if back_off:
+            # Skip Redis for a moment rather than paying a timeout on every request.
+            self._redis_down_until = now + 1.0
         # Kept here, not reported as a cache event: the metrics count hits, misses, loads
         # and invalidations; Redis errors show in the log (once per interval).
         self.stats[("redis", "error")] = self.stats.get(("redis", "error"), 0) + 1

@@ -272,12 +272,15 @@ class ReplicaSet:
                 min_size=0,
                 max_size=self.settings.pool_size,
                 reset=keep_session,
+                # A frozen replica accepts TCP and never answers: only this ends a connect.
+                timeout=self.settings.connect_timeout,
             )
         if self._redis_url is not None:
-            import redis.asyncio as redis
+            from fastpost.redis_client import connect, parse_redis_url
 
-            self._redis = redis.Redis.from_url(
-                self._redis_url, socket_timeout=0.25, socket_connect_timeout=0.25
+            # One server or a cluster: a position is one key, and _KEEP_GREATER declares it.
+            self._redis = connect(
+                parse_redis_url(self._redis_url), socket_timeout=0.25, socket_connect_timeout=0.25
             )
             self._keep_greater = self._redis.register_script(_KEEP_GREATER)
 
@@ -349,6 +352,12 @@ class ReplicaSet:
                 conn = await pool.acquire()
                 try:
                     rows: Sequence[Any] = await conn.fetch(sql, *args)
+                except BaseException:
+                    # Cut off or timed out mid-statement: released as it is, it would wait
+                    # for the replica to acknowledge a cancel (for ever, if it is frozen).
+                    with contextlib.suppress(Exception):  # already back if it was closed
+                        conn.terminate()
+                    raise
                 finally:
                     await pool.release(conn)
             return rows

@@ -1,5 +1,6 @@
-"""Redis for the cache tests: the machine's server (database 15, emptied per test), or a
-private server on a port of its own for tests that stop and restart it."""
+"""Redis for the cache tests: the machine's server (database 15, emptied per test) and the
+session's 3-master Redis Cluster (`redis_url` gives each in turn), or a private server on a
+port of its own for tests that stop and restart it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import redis
 import redis.asyncio as aioredis
 
 from fastpost.bench.servers import free_port
+from tests.helpers import RedisClusterNodes
 
 REDIS_URL = os.environ.get("FASTPOST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -26,8 +28,13 @@ def _redis_available(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-async def redis_url() -> str:
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def redis_url(request: pytest.FixtureRequest) -> str:
+    """Each test that takes it runs on one Redis server and again on a Redis Cluster."""
+    if request.param == "redis-cluster":
+        nodes: RedisClusterNodes = request.getfixturevalue("redis_cluster_nodes")
+        nodes.flush()
+        return nodes.url
     if not _redis_available(REDIS_URL):
         pytest.skip(f"no Redis at {REDIS_URL}")
     client = aioredis.Redis.from_url(REDIS_URL)

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from fastpost.cache import SCHEMA_VERSION, Cache, Entry, cache_key
+from fastpost.cache import SCHEMA_VERSION, Cache, Entry, cache_key, redis_key, tag_key
+from fastpost.redis_client import connect, parse_redis_url
 from tests.cache.conftest import PrivateRedis
 
 
@@ -284,3 +285,56 @@ async def test_every_event_reaches_the_metrics_hook_by_cache_and_tier(redis_url:
     assert ("http", "origin", "load") in events
     assert ("http", "local", "hit") in events
     assert ("http", "local", "invalidation") in events
+
+
+async def test_a_tag_outlives_the_longest_lived_entry_filed_under_it(redis_url: str) -> None:
+    # Were the tag's set to expire with a shorter-lived entry, an invalidation by the tag
+    # (a profile edit, say) would miss the longer-lived entries still in Redis.
+    writer, reader = Cache(redis_url=redis_url), Cache(redis_url=redis_url)
+    await writer.start()
+    await reader.start()
+    raw = connect(parse_redis_url(redis_url))
+    try:
+        long_lived, _ = counting_loader(b'{"profile":1}')
+        short_lived, _ = counting_loader(b'{"list":1}')
+        await reader.get_or_load("profile", long_lived, ttl=300, tags=["user:7"])
+        await reader.get_or_load("list", short_lived, ttl=1, tags=["user:7"])
+        assert await raw.pttl(tag_key("user:7")) > 200_000
+        await writer.invalidate(tags=["user:7"])
+        assert await raw.get(redis_key("profile")) is None
+    finally:
+        await raw.aclose()
+        await writer.close()
+        await reader.close()
+
+
+async def test_an_invalidation_by_tag_during_a_load_keeps_the_stale_result_out() -> None:
+    # A first page being read when a new post's write drops the tag of first pages: the
+    # page read before the write must not be kept.
+    cache = Cache()
+    slow, _ = counting_loader(b'{"old":1}', delay=0.05)
+    task = asyncio.create_task(cache.get_or_load("k", slow, ttl=60, tags=["posts:first"]))
+    await asyncio.sleep(0.01)
+    await cache.invalidate(tags=["posts:first"])
+    await task
+    assert cache.peek("k") is None
+
+
+async def test_a_load_that_raced_an_invalidation_by_tag_is_not_written_to_redis(
+    redis_url: str,
+) -> None:
+    a, b = Cache(redis_url=redis_url), Cache(redis_url=redis_url)
+    await a.start()
+    await b.start()
+    try:
+        slow, _ = counting_loader(b'{"old":1}', delay=0.1)
+        task = asyncio.create_task(a.get_or_load("k", slow, ttl=60, tags=["posts:first"]))
+        await asyncio.sleep(0.03)
+        await b.invalidate(tags=["posts:first"])  # a new post committed while `a` read
+        await task
+        fresh, calls = counting_loader(b'{"new":1}')
+        assert (await b.get_or_load("k", fresh, ttl=60)).body == b'{"new":1}'
+        assert calls["n"] == 1
+    finally:
+        await a.close()
+        await b.close()

@@ -7,7 +7,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from fastpost.cache import Cache, Entry
+from fastpost.cache import Cache, Entry, generation_key, redis_key
 from tests.cache.conftest import PrivateRedis
 
 END = "end-of-invalidation"
@@ -65,8 +65,8 @@ async def test_an_invalidation_of_many_keys_and_tags_is_one_round_trip(
         # And it did the whole job: every key stored under the tags is gone from Redis, its
         # generation moved on, and the other worker's tier 1 dropped it.
         for i in range(10):
-            assert await marker.get(f"key{i}") is None
-            assert await marker.get(f"key{i}:gen") == b"1"
+            assert await marker.get(redis_key(f"key{i}")) is None
+            assert await marker.get(generation_key(f"key{i}")) == b"1"
         for _ in range(100):
             if len(other.local) == 0:
                 break

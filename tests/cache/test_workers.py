@@ -15,7 +15,7 @@ import redis
 from fastpost.bench.servers import free_port
 from tests.cache.conftest import PrivateRedis
 from tests.cache.counting_app import COUNTER
-from tests.helpers import environment, migrate_and_seed
+from tests.helpers import RedisClusterNodes, environment, migrate_and_seed
 from tests.servers import stop_group, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,3 +121,40 @@ def test_a_burst_on_a_cold_post_loads_it_once_across_two_workers(
         assert int(counter.get(COUNTER) or 0) <= 1
     finally:
         server.stop()
+
+
+def test_an_edit_through_one_process_reaches_two_others_through_a_redis_cluster(
+    tmp_path: Path, redis_cluster_nodes: RedisClusterNodes
+) -> None:
+    redis_cluster_nodes.flush()
+    env = {
+        **environment(tmp_path),
+        "FASTPOST_REDIS_URL": redis_cluster_nodes.url,
+        "FASTPOST_AUTH__SECRET_KEY": "k" * 48,
+        "PYTHONPATH": str(ROOT),
+        # Far beyond the test: only the invalidation message, through the cluster's sharded
+        # pub/sub, can make the readers drop the copy they hold.
+        "FASTPOST_CACHE__LOCAL_TTL_SECONDS": "600",
+    }
+    migrate_and_seed(env, tmp_path, "--users", "5", "--posts", "5")
+    servers = [Server(env, "fastpost.app:create_app", "--factory") for _ in range(3)]
+    writer, readers = servers[0], servers[1:]
+    try:
+        headers = _login(writer.url)
+        created = httpx.post(
+            f"{writer.url}/posts/", headers=headers, json={"title": "Version 1", "content": "c"}
+        ).json()
+        path = f"/posts/{created['id']}"
+        for reader in readers:
+            for _ in range(2):  # the second from the reader's tier 1
+                assert httpx.get(reader.url + path).json()["title"] == "Version 1"
+        edited = httpx.patch(writer.url + path, headers=headers, json={"title": "Version 2"})
+        assert edited.status_code == 200
+        started = time.monotonic()
+        for reader in readers:
+            while httpx.get(reader.url + path).json()["title"] != "Version 2":
+                assert time.monotonic() - started < STALENESS_BOUND_SECONDS
+                time.sleep(0.02)
+    finally:
+        for server in servers:
+            server.stop()

@@ -98,12 +98,14 @@ def make_app(replicated: PgCluster) -> AppMaker:
     async def build(
         replicas: list[PgNode | str],
         *,
-        redis: bool = True,
+        redis: bool | str = True,
         cache: bool = True,
         in_rotation: bool = True,
         **db_settings: Any,
     ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-        settings = make_settings(db_url(replicated.primary), redis_url=REDIS_URL if redis else None)
+        # `redis`: the machine's Redis, none, or the URL of another (a cluster's).
+        redis_url = redis if isinstance(redis, str) else REDIS_URL if redis else None
+        settings = make_settings(db_url(replicated.primary), redis_url=redis_url)
         urls = [r if isinstance(r, str) else db_url(r) for r in replicas]
         settings.db = settings.db.model_copy(update={"replica_urls": urls, **db_settings})
         settings.cache = settings.cache.model_copy(update={"enabled": cache})

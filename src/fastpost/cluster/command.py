@@ -68,6 +68,14 @@ def up(
         str | None,
         typer.Option(help="Replicas replay WAL this late (recovery_min_apply_delay, e.g. 2s)."),
     ] = None,
+    redis_cluster: Annotated[
+        int,
+        typer.Option(
+            "--redis-cluster",
+            min=0,
+            help="A Redis Cluster of this many masters (3 or more) instead of one Redis.",
+        ),
+    ] = 0,
     free_ports: Annotated[
         bool,
         typer.Option(
@@ -87,6 +95,7 @@ def up(
             port=port or processes.free_port(),
             weights=_parse_weights(weights),
             backup=backup,
+            redis_masters=redis_cluster,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -6,6 +6,7 @@ Under the state directory:
     primary/, replica-N/         the PostgreSQL nodes: data folder, log, socket
                                  (fastpost.cluster.postgres)
     redis/                       redis-server's folder and log
+    redis-N/                     with --redis-cluster: each node's folder, log, nodes.conf
     instances/instance-N/        an instance's working folder, data folder and log
     nginx/                       nginx's prefix: nginx.conf, logs/, temp/
 """
@@ -30,6 +31,7 @@ from fastpost.cluster.topology import (
     WRITE_POOL_SIZE,
     Part,
     instance_environment,
+    is_redis_cluster,
 )
 
 if TYPE_CHECKING:
@@ -112,7 +114,7 @@ class Cluster:
         each answers. `step(description)` wraps each stage (a progress display)."""
         by_kind = {kind: [p for p in parts if p.kind == kind] for kind in ("primary", "replica")}
         (primary_part,) = by_kind["primary"]
-        (redis_part,) = [p for p in parts if p.kind == "redis"]
+        redis_parts = [p for p in parts if p.kind == "redis"]
         (nginx_part,) = [p for p in parts if p.kind == "nginx"]
         instance_parts = [p for p in parts if p.kind == "instance"]
         self.state.settings = {"workers": workers, "replica_apply_delay": apply_delay}
@@ -130,8 +132,7 @@ class Cluster:
             delay = f", replays {apply_delay} late" if apply_delay else ""
             with step(f"PostgreSQL {part.name} on :{part.port} (pg_basebackup, start{delay})"):
                 replicas.append(self.start_replica(part, primary, apply_delay=apply_delay))
-        with step(f"Redis on :{redis_part.port}"):
-            self.wait_ready(self.start_redis(redis_part))
+        self.start_redis(redis_parts, step=step)
         env = instance_environment(parts)
         env["FASTPOST_DB__URL"] = url
         if replicas:
@@ -186,10 +187,28 @@ class Cluster:
         # Before it starts: if `up` dies while the server starts, `down` finds its data folder.
         self.state.record(Started.of(part, directory=node.data_dir, log_file=node.log_file))
 
-    def start_redis(self, part: Part) -> Started:
-        directory = self.dir / "redis"
+    def start_redis(self, parts: Sequence[Part], *, step: Step = _quietly) -> None:
+        """Start one Redis, or (several parts) the nodes of a Redis Cluster and form it."""
+        if not is_redis_cluster(parts):
+            (part,) = parts
+            with step(f"Redis on :{part.port}"):
+                self.wait_ready(self._start_redis_node(part, self.dir / "redis"))
+            return
+        ports = ", ".join(f":{p.port}" for p in parts)
+        with step(f"Redis Cluster of {len(parts)} masters on {ports}"):
+            started = [
+                self._start_redis_node(p, self.dir / p.name, cluster_port=processes.free_port())
+                for p in parts
+            ]
+            for node in started:
+                self.wait_ready(node)
+            redis.create_cluster([p.port for p in parts])
+
+    def _start_redis_node(
+        self, part: Part, directory: Path, *, cluster_port: int | None = None
+    ) -> Started:
         log_file = directory / "redis.log"
-        pid = redis.start(directory, port=part.port, log_file=log_file)
+        pid = redis.start(directory, port=part.port, log_file=log_file, cluster_port=cluster_port)
         started = Started.of(part, directory=directory, log_file=log_file, pid=pid)
         self.state.record(started)
         return started

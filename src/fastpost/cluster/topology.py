@@ -35,6 +35,8 @@ REPLICA_MAX_LAG_SECONDS: float = DatabaseSettings.model_fields["replica_max_lag_
 # With this many instances or more, the last one waits as a backup unless told otherwise
 # (as the course's upstream block does).
 BACKUP_FROM = 3
+# `redis-cli --cluster create` wants at least three masters.
+MIN_REDIS_MASTERS = 3
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,13 @@ def plan(
     redis_port: int = DEFAULT_REDIS_PORT,
     weights: Sequence[int] | None = None,
     backup: bool | None = None,
+    redis_masters: int = 0,
 ) -> list[Part]:
     """Return the parts of a cluster in the order they start (primary first, nginx last).
 
     Instances, replicas: consecutive ports from `instance_port` and `postgres_port + 1`.
+    `redis_masters`: 0 for one Redis; else a Redis Cluster of that many masters,
+    `redis-1`, `redis-2`... on consecutive ports from `redis_port`.
     `weights` give the active instances' nginx weights (1 each by default); `backup` makes
     the last instance the upstream's backup (default: with BACKUP_FROM instances or more).
     """
@@ -82,9 +87,16 @@ def plan(
         )
     if any(weight < 1 for weight in weights):
         raise ValueError("weights are whole numbers from 1")
+    if redis_masters and redis_masters < MIN_REDIS_MASTERS:
+        raise ValueError(f"a Redis Cluster needs at least {MIN_REDIS_MASTERS} masters")
     parts = [Part("primary", "primary", postgres_port)]
     parts += [Part("replica", f"replica-{n}", postgres_port + n) for n in range(1, replicas + 1)]
-    parts.append(Part("redis", "redis", redis_port))
+    if redis_masters:
+        parts += [
+            Part("redis", f"redis-{n}", redis_port + n - 1) for n in range(1, redis_masters + 1)
+        ]
+    else:
+        parts.append(Part("redis", "redis", redis_port))
     for n in range(1, instances + 1):
         is_backup = backup and n == instances
         weight = 1 if is_backup else weights[n - 1]
@@ -118,7 +130,7 @@ def instance_environment(
     where = {**{p.name: host for p in parts}, **(hosts or {})}
     by_kind = {kind: [p for p in parts if p.kind == kind] for kind in ("primary", "replica")}
     (primary,) = by_kind["primary"]
-    redis = next(p for p in parts if p.kind == "redis")
+    redis = [p for p in parts if p.kind == "redis"]
     env = {
         "FASTPOST_ENV": "production",
         "FASTPOST_DB__URL": postgres_url(
@@ -126,11 +138,14 @@ def instance_environment(
         ),
         "FASTPOST_DB__POOL_SIZE": str(POOL_SIZE),
         "FASTPOST_DB__WRITE_POOL_SIZE": str(WRITE_POOL_SIZE),
-        "FASTPOST_REDIS_URL": f"redis://{where[redis.name]}:{redis.port}/0",
+        "FASTPOST_REDIS_URL": redis_url(redis, where),
         # nginx's client_max_body_size is rendered from the same figure.
         "FASTPOST_API__MAX_BODY_BYTES": str(max_body_bytes()),
         # JSON lines carry the request id that nginx's JSON log carries too.
         "FASTPOST_OBSERVABILITY__LOG_FORMAT": "json",
+        # Prometheus scrapes each instance directly: from this host, or in ops/compose.yaml
+        # from another container on the compose network. nginx never passes /metrics on.
+        "FASTPOST_SECURITY__METRICS_ALLOW": "127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16",
     }
     if by_kind["replica"]:
         env["FASTPOST_DB__REPLICA_URLS"] = ",".join(
@@ -142,6 +157,18 @@ def instance_environment(
     if data_dir is not None:
         env["FASTPOST_DATA_DIR"] = str(data_dir)
     return env
+
+
+def redis_url(redis: Sequence[Part], where: Mapping[str, str]) -> str:
+    """FASTPOST_REDIS_URL for the cluster's Redis: one server, or every master of a Redis
+    Cluster (fastpost.redis_client's URL forms)."""
+    if len(redis) == 1:
+        return f"redis://{where[redis[0].name]}:{redis[0].port}/0"
+    return "redis+cluster://" + ",".join(f"{where[p.name]}:{p.port}" for p in redis)
+
+
+def is_redis_cluster(parts: Sequence[Part]) -> bool:
+    return sum(p.kind == "redis" for p in parts) > 1
 
 
 def max_body_bytes() -> int:
