@@ -11,6 +11,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from fastpost.cache_keys import user_tag
 from fastpost.db import Database
 from tests.conftest import Factory
 
@@ -100,6 +101,9 @@ async def test_reading_my_profile_sends_one_statement_then_none_until_i_change_i
     client: httpx.AsyncClient, factory: Factory, statements: list[str]
 ) -> None:
     me = await factory.user()
+    # Cold: the factory cached the account as a login does; dropped, the account check
+    # and the route share the one statement that loads it.
+    await factory.app.state.cache.invalidate(tags=[user_tag(me.id)])
     statements.clear()
     response = await client.get("/users/me", headers=me.headers)
     assert response.status_code == 200
@@ -150,5 +154,6 @@ async def test_a_realworld_favorite_reads_the_article_back_in_its_one_transactio
     response = await method(f"/api/articles/{slug}/favorite", headers=token)
     article = response.json()["article"]
     assert (article["favorited"], article["favoritesCount"]) == (favorite, int(favorite))
-    # The slug, the like (check, change, count) and the article: five statements.
-    assert len(statements) == {"postgres": 5, "sqlite": 7}[_backend(db)]
+    # The like by slug (check, change, count) and the article: four statements (the slug was
+    # a lookup of its own before the read model's post_for_viewer_write took it).
+    assert len(statements) == {"postgres": 4, "sqlite": 6}[_backend(db)]

@@ -8,11 +8,11 @@ from fastapi import Path, Response, status
 
 from fastpost.comments import service
 from fastpost.comments.schemas import CommentCreate, CommentOut, CommentPage
-from fastpost.db import DatabaseDep, WriteSession
+from fastpost.db import DatabaseDep
 from fastpost.errors import error_responses
 from fastpost.ids import MAX_ID
 from fastpost.pagination import PageQuery
-from fastpost.posts import service as posts_service
+from fastpost.posts.queries import PostRef
 from fastpost.responses import json_response
 from fastpost.routing import PrefixRouter
 from fastpost.security import CurrentUserId, OptionalUserId
@@ -47,12 +47,11 @@ async def list_comments(
     responses=error_responses(401, 404, 413, 422),
 )
 async def add_comment(
-    post_id: PostIdPath, body: CommentCreate, user_id: CurrentUserId, session: WriteSession
+    post_id: PostIdPath, body: CommentCreate, user_id: CurrentUserId, db: DatabaseDep
 ) -> Any:
     """Comment on a post as the caller."""
-    await posts_service.visible_post_author(session=session, post_id=post_id, user_id=user_id)
     row = await service.add_comment(
-        session=session, post_id=post_id, author_id=user_id, body=body.body
+        db=db, post=PostRef.by_id(post_id), author_id=user_id, body=body.body
     )
     return service.comment_dict(row)
 
@@ -64,10 +63,9 @@ async def add_comment(
     responses=error_responses(401, 403, 404, 422),
 )
 async def delete_comment(
-    post_id: PostIdPath, comment_id: CommentIdPath, user_id: CurrentUserId, session: WriteSession
+    post_id: PostIdPath, comment_id: CommentIdPath, user_id: CurrentUserId, db: DatabaseDep
 ) -> None:
     """Delete a comment (its author only)."""
-    await posts_service.visible_post_author(session=session, post_id=post_id, user_id=user_id)
     await service.delete_comment(
-        session=session, post_id=post_id, comment_id=comment_id, user_id=user_id
+        db=db, post=PostRef.by_id(post_id), comment_id=comment_id, user_id=user_id
     )

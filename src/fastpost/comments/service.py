@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, Select, bindparam, exists, select, tuple_
+from sqlalchemy import BigInteger, Integer, Select, bindparam, exists, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from fastpost.comments.models import Comment
 from fastpost.db import Database, Row, table_of
 from fastpost.errors import Forbidden, NotFound, Unauthorized
 from fastpost.pagination import Cursor, Page, cut_page
+from fastpost.posts import queries
 from fastpost.posts import service as posts_service
+from fastpost.posts.queries import PostRef
 from fastpost.social.models import Follow
 from fastpost.timeutil import utcnow
 from fastpost.users.models import User
+from fastpost.writes import Step, WriteProgram
 
 comments = table_of(Comment)
 users = table_of(User)
 follows = table_of(Follow)
-posts = posts_service.posts
+posts = queries.posts
 
 # A post's comments are few next to its readers; this bounds a response all the same.
 MAX_COMMENTS = 500
@@ -82,7 +85,7 @@ def _page_statement(with_viewer: bool, shape: tuple[bool, bool]) -> Select[Any]:
     stmt = (
         _select_comments(with_viewer=False)
         .join(posts, posts.c.id == comments.c.post_id)
-        .where(posts_service.visible_posts(with_viewer=with_viewer))
+        .where(queries.visible(with_viewer=with_viewer))
     )
     if after_cursor:
         # Ascending twin of pagination.keyset_page: the index on (post_id, created_at) is
@@ -136,44 +139,124 @@ async def list_comments_page(
     return {"items": [comment_dict(row) for row in items], "next_cursor": cursor}
 
 
-async def add_comment(
-    *, session: AsyncSession, post_id: int, author_id: int, body: str
-) -> dict[str, Any]:
+# Writes are write programs (fastpost.writes) that find the post by id or slug with the read
+# model's visibility rule, in the statement that also checks the caller, and answer from
+# what they wrote: a comment is two statements, whichever API asks.
+
+
+@cache
+def _comment_target(key: queries.Key) -> Select[Any]:
+    """The post's id if :viewer_id may see it (NULL otherwise), and :viewer_id's own
+    username, bio and image (no row when the account is gone: a token can outlive it)."""
+    post_id = (
+        select(posts.c.id)
+        .where(queries.by_key(key), queries.visible(with_viewer=True))
+        .scalar_subquery()
+    )
+    return select(post_id.label("post_id"), users.c.username, users.c.bio, users.c.image).where(
+        users.c.id == queries.VIEWER
+    )
+
+
+_INSERT_COMMENT = (
+    insert(comments)
+    .values(
+        post_id=bindparam("post_id", type_=BigInteger),
+        author_id=bindparam("viewer_id", type_=BigInteger),
+        body=bindparam("body", type_=comments.c.body.type),
+        created_at=bindparam("now", type_=comments.c.created_at.type),
+        updated_at=bindparam("now", type_=comments.c.updated_at.type),
+    )
+    .returning(comments.c.id)
+)
+
+
+def add_comment_steps(
+    *, post: PostRef, author_id: int, body: str, now: datetime
+) -> WriteProgram[dict[str, Any]]:
+    """Comment on a post by id or slug (a write program); return the comment with its
+    author, as the reads give it."""
+    rows = yield Step(_comment_target(post.key), {**post.params, "viewer_id": author_id})
+    if not rows:
+        raise Unauthorized("Account no longer exists", code="account_gone")
+    target = rows[0]
+    if target["post_id"] is None:
+        raise NotFound("Post not found", code="post_not_found")
+    post_id = int(target["post_id"])
+    params = {"post_id": post_id, "viewer_id": author_id, "body": body, "now": now}
+    (row,) = yield Step(_INSERT_COMMENT, params)
+    return {
+        "id": row[0],
+        "post_id": post_id,
+        "body": body,
+        "created_at": now,
+        "updated_at": now,
+        "author_id": author_id,
+        "author_username": target["username"],
+        "author_bio": target["bio"],
+        "author_image": target["image"],
+    }
+
+
+async def add_comment(*, db: Database, post: PostRef, author_id: int, body: str) -> dict[str, Any]:
     """Comment on a post as the caller; return the comment with its author."""
-    now = utcnow()
-    comment = Comment(
-        post_id=post_id, author_id=author_id, body=body, created_at=now, updated_at=now
-    )
-    session.add(comment)
     try:
-        await session.flush()
+        # atomic=False (PostgreSQL): the look-up and the INSERT each in autocommit, two round
+        # trips; a post deleted in between fails the INSERT on its foreign key.
+        return await db.write(
+            add_comment_steps(post=post, author_id=author_id, body=body, now=utcnow()),
+            atomic=False,
+        )
     except IntegrityError:
-        # The token outlived its account (or the post went away meanwhile).
-        raise Unauthorized("Account no longer exists", code="account_gone") from None
-    row = (
-        (
-            await session.execute(
-                _comments_statement(False).where(comments.c.id == comment.id),
-                {"post_id": post_id},
-            )
-        )
-        .mappings()
-        .one()
-    )
-    return dict(row)
+        # The post went away meanwhile (or the account did).
+        raise NotFound("Post not found", code="post_not_found") from None
 
 
-async def delete_comment(
-    *, session: AsyncSession, post_id: int, comment_id: int, user_id: int
-) -> None:
-    """Delete a comment of the post; only its author may."""
-    author_id = await session.scalar(
-        select(comments.c.author_id).where(
-            comments.c.id == comment_id, comments.c.post_id == post_id
-        )
+@cache
+def _comment_for_delete(key: queries.Key) -> Select[Any]:
+    """The post's id if :viewer_id may see it, the author of its comment :comment_id, and
+    whether :viewer_id's account exists, in one row."""
+    post_id = (
+        select(posts.c.id)
+        .where(queries.by_key(key), queries.visible(with_viewer=True))
+        .scalar_subquery()
     )
-    if author_id is None:
+    author_id = (
+        select(comments.c.author_id)
+        .where(
+            comments.c.id == bindparam("comment_id", type_=BigInteger),
+            comments.c.post_id == post_id,
+        )
+        .scalar_subquery()
+    )
+    account = select(users.c.id).where(users.c.id == queries.VIEWER).exists()
+    return select(post_id.label("post_id"), author_id.label("author_id"), account.label("account"))
+
+
+_DELETE_COMMENT = comments.delete().where(
+    comments.c.id == bindparam("comment_id", type_=BigInteger)
+)
+
+
+def delete_comment_steps(*, post: PostRef, comment_id: int, user_id: int) -> WriteProgram[None]:
+    """Delete a comment of a post by id or slug; only its author may (a write program)."""
+    params = {**post.params, "comment_id": comment_id, "viewer_id": user_id}
+    (row,) = yield Step(_comment_for_delete(post.key), params)
+    if not row["account"]:
+        raise Unauthorized("Account no longer exists", code="account_gone")
+    if row["post_id"] is None:
+        raise NotFound("Post not found", code="post_not_found")
+    if row["author_id"] is None:
         raise NotFound("Comment not found", code="comment_not_found", field="comment")
-    if author_id != user_id:
+    if row["author_id"] != user_id:
         raise Forbidden("Only its author may delete a comment", code="not_author", field="comment")
-    await session.execute(comments.delete().where(comments.c.id == comment_id))
+    yield Step(_DELETE_COMMENT, params)
+
+
+async def delete_comment(*, db: Database, post: PostRef, comment_id: int, user_id: int) -> None:
+    """Delete a comment of the post; only its author may."""
+    # atomic=False: a comment deleted between the check and the DELETE is deleted all the
+    # same (the DELETE then finds nothing); its author never changes.
+    await db.write(
+        delete_comment_steps(post=post, comment_id=comment_id, user_id=user_id), atomic=False
+    )

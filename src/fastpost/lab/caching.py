@@ -13,12 +13,12 @@ from sqlalchemy import text
 
 from fastpost.app import create_app
 from fastpost.cache import Cache
+from fastpost.cache_keys import post as post_key
 from fastpost.db import record_statements
 from fastpost.lab.context import Lab
 from fastpost.lab.measure import median
 from fastpost.lab.result import ExperimentResult, Measurement
 from fastpost.posts.models import PostStatus
-from fastpost.posts.service import post_key
 
 
 async def published_post_ids(lab: Lab, count: int) -> list[int]:
@@ -121,4 +121,10 @@ async def run(lab: Lab) -> ExperimentResult:
         f"cold: {cold.queries} query and {(cold.ratio or 0):.1f}x the time of warm, which made "
         f"{warm.queries} queries" + ("" if tier2 else " (no --redis-url: tier 1 only)")
     )
+    result.verdict_params = {
+        "cold_queries": cold.queries,
+        "ratio": cold.ratio or 0,
+        "warm_queries": warm.queries,
+        "tier_note": "" if tier2 else "lab.cache.tier1_only",
+    }
     return result

@@ -14,6 +14,7 @@ from fastpost.pagination import MAX_LIMIT, MAX_OFFSET, PageQuery
 from fastpost.posts import service
 from fastpost.posts import tags as tags_service
 from fastpost.posts.models import PostStatus
+from fastpost.posts.queries import PostRef
 from fastpost.posts.schemas import (
     LikeOut,
     PostCreate,
@@ -216,7 +217,7 @@ async def delete_post(
     post_id: PostIdPath, user_id: CurrentUserId, db: DatabaseDep, cache: CacheDep
 ) -> None:
     """Delete a post (its author only)."""
-    await service.delete_post(db=db, cache=cache, user_id=user_id, post_id=post_id)
+    await service.delete_post(db=db, cache=cache, user_id=user_id, post=PostRef.by_id(post_id))
 
 
 @router.post("/{post_id}/like", response_model=LikeOut, responses=error_responses(401, 404, 422))

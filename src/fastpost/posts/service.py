@@ -2,10 +2,9 @@
 
 Reads are one statement per request: the page, each post's author, its tags and, for a
 logged-in caller, whether they liked it come back in one round trip whatever the page size
-(no N+1).
-Each read statement is built once per shape (anonymous or not, filtered by author or not,
-after a cursor or not) and cached; values travel as bound parameters, so the database layer
-compiles it once too (see fastpost.db). Writes run in the caller's transaction.
+(no N+1). The statements are the post read model's (fastpost.posts.queries), which the
+feed, comments and RealWorld read through as well. Writes are write programs (see
+fastpost.writes) that return what an API needs to answer without reading the post again.
 """
 
 from __future__ import annotations
@@ -23,85 +22,47 @@ from sqlalchemy import (
     Select,
     bindparam,
     column,
-    exists,
     func,
     literal_column,
-    or_,
     select,
     table,
     text,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from fastpost import fragments
-from fastpost.bound_lists import one_of
-from fastpost.cache import Cache, Entry, cache_key
-from fastpost.db import Database, Row, table_of
+from fastpost import cache_keys, fragments
+from fastpost.cache import Cache, Entry
+from fastpost.db import Database, Row
 from fastpost.errors import Forbidden, NotFound, PreconditionFailed, Unauthorized
 from fastpost.http_caching import etag_matches, http_date
-from fastpost.pagination import Cursor, Page, cut_page, keyset_page
+from fastpost.pagination import Cursor, Page, cut_page
+from fastpost.posts import queries
 from fastpost.posts import tags as post_tags
 from fastpost.posts import writes as post_writes
-from fastpost.posts.models import Like, Post, PostStatus
+from fastpost.posts.models import PostStatus
+from fastpost.posts.queries import PostRead, PostRef
 from fastpost.posts.slugs import make_slug
 from fastpost.responses import dump_json
 from fastpost.timeutil import as_utc, unix_micros, utcnow
-from fastpost.users.models import User
 from fastpost.writes import Step, WriteProgram, insert_or_ignore
 
-posts = table_of(Post)
-likes = table_of(Like)
-users = table_of(User)
+posts = queries.posts
+likes = queries.likes
+users = queries.users
 # SQLite's full-text index (made by the migration, not mapped).
 posts_fts = table("posts_fts", column("rowid"), column("rank"))
 
-_POST_COLUMNS = (
-    posts.c.id,
-    posts.c.slug,
-    posts.c.title,
-    posts.c.description,
-    posts.c.content,
-    posts.c.status,
-    posts.c.likes_count,
-    posts.c.created_at,
-    posts.c.updated_at,
-    posts.c.author_id,
-    users.c.username.label("author_username"),
-    users.c.image.label("author_image"),
-    post_tags.tag_names_of_post().label("tag_names"),
-)
 _PUBLISHED: ColumnElement[str] = literal_column(f"'{PostStatus.published.value}'")
 
 PostDict = dict[str, Any]
 
-
-def select_posts(*, with_viewer: bool) -> Select[Any]:
-    """SELECT posts with their author, their tags and, given a :viewer_id, whether they
-    liked each."""
-    stmt = select(*_POST_COLUMNS).select_from(posts.join(users, users.c.id == posts.c.author_id))
-    if with_viewer:
-        # A correlated EXISTS probes the likes primary key once per row of the page: the
-        # same statement, not a query per post.
-        liked = exists().where(
-            likes.c.user_id == bindparam("viewer_id", type_=BigInteger),
-            likes.c.post_id == posts.c.id,
-        )
-        stmt = stmt.add_columns(liked.label("liked_by_me"))
-    return stmt
+# What the native API reads: every column, and liked_by_me for a logged-in caller.
+_ANONYMOUS = PostRead()
+_VIEWER = PostRead(viewer=True)
 
 
-def visible_posts(*, with_viewer: bool) -> ColumnElement[bool]:
-    """Published posts, plus the :viewer_id's own drafts."""
-    published = posts.c.status == _PUBLISHED
-    if not with_viewer:
-        return published
-    return or_(published, posts.c.author_id == bindparam("viewer_id", type_=BigInteger))
-
-
-def newest_first(stmt: Select[Any], shape: tuple[bool, bool]) -> Select[Any]:
-    """Order posts by (created_at, id) descending and page them."""
-    return keyset_page(stmt, shape, posts.c.created_at, posts.c.id)
+def _read(with_viewer: bool) -> PostRead:
+    return _VIEWER if with_viewer else _ANONYMOUS
 
 
 def _cursor_of(row: Row) -> Cursor:
@@ -138,13 +99,8 @@ def post_page(rows: Sequence[Row], page: Page, viewer_id: int | None) -> PostDic
 def _list_statement(
     with_viewer: bool, by_author: bool, by_tag: bool, shape: tuple[bool, bool]
 ) -> Select[Any]:
-    stmt = select_posts(with_viewer=with_viewer).where(posts.c.status == bindparam("status"))
-    if by_author:
-        stmt = stmt.where(posts.c.author_id == bindparam("author_id", type_=BigInteger))
-    if by_tag:
-        stmt, created_at, post_id = post_tags.tagged(stmt)
-        return keyset_page(stmt, shape, created_at, post_id)
-    return newest_first(stmt, shape)
+    author: queries.AuthorFilter = "id" if by_author else None
+    return queries.list_statement(_read(with_viewer), tag=by_tag, author=author, shape=shape)
 
 
 async def list_posts(
@@ -172,9 +128,7 @@ async def list_posts(
 
 @cache
 def _detail_statement(with_viewer: bool) -> Select[Any]:
-    return select_posts(with_viewer=with_viewer).where(
-        posts.c.id == bindparam("post_id", type_=BigInteger), visible_posts(with_viewer=with_viewer)
-    )
+    return queries.post_statement(_read(with_viewer), "id")
 
 
 async def get_post(*, db: Database, viewer_id: int | None, post_id: int) -> PostDict:
@@ -188,12 +142,7 @@ async def get_post(*, db: Database, viewer_id: int | None, post_id: int) -> Post
 
 @cache
 def _popular_statement(with_viewer: bool) -> Select[Any]:
-    return (
-        select_posts(with_viewer=with_viewer)
-        .where(posts.c.status == _PUBLISHED)
-        .order_by(posts.c.likes_count.desc(), posts.c.id.desc())
-        .limit(bindparam("limit", type_=Integer))
-    )
+    return queries.popular_statement(_read(with_viewer))
 
 
 async def list_popular_posts(*, db: Database, viewer_id: int | None, limit: int) -> list[PostDict]:
@@ -211,7 +160,7 @@ def _fts5_query(q: str) -> str:
 
 @cache
 def _search_statement(dialect: str, with_viewer: bool) -> Select[Any]:
-    stmt = select_posts(with_viewer=with_viewer).where(posts.c.status == _PUBLISHED)
+    stmt = queries.select_posts(_read(with_viewer)).where(posts.c.status == _PUBLISHED)
     if dialect == "postgresql":
         query = func.websearch_to_tsquery(literal_column("'english'"), bindparam("q"))
         vector: ColumnElement[Any] = literal_column("posts.search_vector")
@@ -241,18 +190,19 @@ async def search_posts(
     return [post_dict(r, viewer_id) for r in await db.fetch_all(stmt, params)]
 
 
-@cache
-def _exists_statement(with_viewer: bool) -> Select[Any]:
-    return select(posts.c.id).where(
-        posts.c.id == bindparam("post_id", type_=BigInteger), visible_posts(with_viewer=with_viewer)
-    )
+async def visible_post_id(*, db: Database, viewer_id: int | None, post: PostRef) -> int:
+    """Return the post's id if it exists and the viewer may see it (404 otherwise)."""
+    stmt = queries.visible_id_statement(post.key, viewer_id is not None)
+    row = await db.fetch_one(stmt, {**post.params, "viewer_id": viewer_id})
+    if row is None:
+        raise NotFound("Post not found", code="post_not_found")
+    post_id: int = row["id"]
+    return post_id
 
 
 async def ensure_post_visible(*, db: Database, viewer_id: int | None, post_id: int) -> None:
     """Raise 404 unless the post exists and the viewer may see it."""
-    stmt = _exists_statement(viewer_id is not None)
-    if await db.fetch_one(stmt, {"post_id": post_id, "viewer_id": viewer_id}) is None:
-        raise NotFound("Post not found", code="post_not_found")
+    await visible_post_id(db=db, viewer_id=viewer_id, post=PostRef.by_id(post_id))
 
 
 # Cached representations, as anonymous callers see them. Logged-in callers are served the
@@ -262,16 +212,6 @@ async def ensure_post_visible(*, db: Database, viewer_id: int | None, post_id: i
 # users.service.
 POST_TTL = 300.0  # Redis lifetime; invalidation normally ends an entry long before
 LIST_TTL = 30.0
-
-
-def post_key(post_id: int) -> str:
-    return cache_key("post", post_id)
-
-
-def post_tag(post_id: int) -> str:
-    """The tag of entries that show one post under another key (RealWorld's article by
-    slug): every write to the post drops it (stale_after_post_write)."""
-    return f"post:{post_id}"
 
 
 def post_etag(post_id: int, updated_at: datetime, likes_count: int) -> str:
@@ -285,12 +225,12 @@ def _post_entry(row: Row) -> Entry:
         dump_json(post_dict(row, None)),
         etag=post_etag(row["id"], row["updated_at"], row["likes_count"]),
         last_modified=http_date(as_utc(row["updated_at"])),
-        tags=[f"user:{row['author_id']}"],
+        tags=[cache_keys.user_tag(row["author_id"])],
     )
 
 
 def _authors_of(items: list[PostDict]) -> list[str]:
-    return sorted({f"user:{item['author']['id']}" for item in items})
+    return sorted({cache_keys.user_tag(item["author"]["id"]) for item in items})
 
 
 async def cached_post(*, db: Database, cache: Cache, post_id: int) -> Entry:
@@ -302,7 +242,7 @@ async def cached_post(*, db: Database, cache: Cache, post_id: int) -> Entry:
             raise NotFound("Post not found", code="post_not_found")
         return _post_entry(row)
 
-    return await cache.get_or_load(post_key(post_id), load, ttl=POST_TTL)
+    return await cache.get_or_load(cache_keys.post(post_id), load, ttl=POST_TTL)
 
 
 async def cached_first_page(
@@ -328,20 +268,7 @@ async def cached_first_page(
 
 def _first_page_key(limit: int, author_id: int | None, tag: str | None) -> tuple[str, str]:
     """The cache key of a first page, and the tag its writes drop."""
-    # Every post write drops "posts:first" and its author's tag (see stale_after_post_write), so
-    # the pages filtered by a tag need no tag of their own: a write that adds or removes a
-    # tag, or changes a post that carries one, is such a write.
-    name = "posts:first" if author_id is None else f"author:{author_id}:posts"
-    key = cache_key(
-        "posts", "first", "all" if author_id is None else author_id, limit, *_tag_part(tag)
-    )
-    return key, name
-
-
-def _tag_part(tag: str | None) -> tuple[str, ...]:
-    # Keys are joined with ":", which a tag name may contain: the name goes last, after a
-    # marker, so that no tag can make the key of another filter.
-    return () if tag is None else ("tag", tag)
+    return cache_keys.first_page(limit, author_id, tag), cache_keys.first_page_tag(author_id)
 
 
 async def cached_popular(*, db: Database, cache: Cache, limit: int) -> Entry:
@@ -351,8 +278,8 @@ async def cached_popular(*, db: Database, cache: Cache, limit: int) -> Entry:
         items = await list_popular_posts(db=db, viewer_id=None, limit=limit)
         return Entry.of(dump_json(items), tags=_authors_of(items))
 
-    key = cache_key("posts", "popular", limit)
-    return await cache.get_or_load(key, load, ttl=LIST_TTL, tags=["posts:popular"])
+    key = cache_keys.popular(limit)
+    return await cache.get_or_load(key, load, ttl=LIST_TTL, tags=[cache_keys.POPULAR])
 
 
 # For a logged-in caller: the shared entries above, completed with what depends on them.
@@ -373,22 +300,6 @@ async def cached_popular(*, db: Database, cache: Cache, limit: int) -> Entry:
 _VIEWER_POSTS = "posts"  # the name of a post entry's fragments (fastpost.fragments.derived)
 
 
-@cache
-def _viewer_flags_statement(dialect: str) -> Select[Any]:
-    liked = exists().where(
-        likes.c.user_id == bindparam("viewer_id", type_=BigInteger),
-        likes.c.post_id == posts.c.id,
-    )
-    # Visibility as a column, not a condition: in WHERE, SQLite's planner chose to read the
-    # published posts by index (a MULTI-INDEX OR) over probing the primary key per id.
-    return select(
-        posts.c.id,
-        posts.c.likes_count,
-        liked.label("liked_by_me"),
-        visible_posts(with_viewer=True).label("visible"),
-    ).where(one_of(posts.c.id, "ids", dialect=dialect, item_type=BigInteger()))
-
-
 def _post_end(likes_count: int, liked: Any) -> bytes:
     return b',"likes_count":%d,"liked_by_me":%s}' % (likes_count, b"true" if liked else b"false")
 
@@ -401,9 +312,8 @@ async def _viewer_ends(db: Database, viewer_id: int, post_ids: list[int]) -> dic
     """Each post's end as the viewer sees it; a post gone or hidden since has none."""
     if not post_ids:
         return {}
-    rows = await db.fetch_all(
-        _viewer_flags_statement(db.dialect), {"ids": post_ids, "viewer_id": viewer_id}
-    )
+    stmt = queries.viewer_flags_statement(db.dialect, "id", with_following=False)
+    rows = await db.fetch_all(stmt, {"post_ids": post_ids, "viewer_id": viewer_id})
     return _ends_of([row for row in rows if row["visible"]])
 
 
@@ -446,7 +356,7 @@ async def post_for_viewer(*, db: Database, cache: Cache, viewer_id: int, post_id
         return _post_entry(row)
 
     try:
-        entry = await cache.get_or_load(post_key(post_id), load, ttl=POST_TTL)
+        entry = await cache.get_or_load(cache_keys.post(post_id), load, ttl=POST_TTL)
     except NotFound:
         if not loaded:
             # Another request's load (anonymous, so published posts only) found nothing:
@@ -506,12 +416,17 @@ def stale_after_post_write(
     """The keys and tags a write to a post makes stale: the post itself, the lists it may be
     on, its author's overview, and (tags_in_use) the list of tags, whose membership and
     order follow how many published posts carry each tag. Dropped after the commit."""
-    keys = [] if post_id is None else [post_key(post_id)]
-    tags = ["posts:first", "posts:popular", f"author:{author_id}:posts", f"overview:{author_id}"]
+    keys = [] if post_id is None else [cache_keys.post(post_id)]
+    tags = [
+        cache_keys.FIRST_PAGES,
+        cache_keys.POPULAR,
+        cache_keys.author_posts_tag(author_id),
+        cache_keys.overview_tag(author_id),
+    ]
     if tags_in_use:
-        tags.append(post_tags.TAGS_CACHE_TAG)
+        tags.append(cache_keys.TAGS_IN_USE)
     if post_id is not None:
-        tags.append(post_tag(post_id))
+        tags.append(cache_keys.post_tag(post_id))
     return keys, tags
 
 
@@ -570,32 +485,32 @@ async def create_post(
     return post, bio
 
 
-def _author_check(*, user_id: int, post_id: int) -> WriteProgram[tuple[int, datetime, int]]:
-    """Lock the post, check that the user wrote it; return its author_id, updated_at and
+def own_post(*, user_id: int, post: PostRef) -> WriteProgram[tuple[int, datetime, int]]:
+    """Lock the post, check that the user wrote it; return its id, updated_at and
     likes_count."""
-    rows = yield Step(post_writes.POST_FOR_WRITE, {"post_id": post_id})
-    if not rows or (rows[0][1] != PostStatus.published and rows[0][0] != user_id):
+    rows = yield Step(queries.post_for_write(post.key), post.params)
+    if not rows or (rows[0]["status"] != PostStatus.published and rows[0]["author_id"] != user_id):
         raise NotFound("Post not found", code="post_not_found")
-    author_id, _, updated_at, likes_count = rows[0]
+    post_id, author_id, _, updated_at, likes_count = rows[0]
     if author_id != user_id:
         raise Forbidden("Only the author may change or delete this post", code="not_author")
     if isinstance(updated_at, str):  # SQLite's rows, straight from sqlite3
         updated_at = datetime.fromisoformat(updated_at)
-    return int(author_id), updated_at, int(likes_count)
+    return int(post_id), updated_at, int(likes_count)
 
 
 def update_steps(
     dialect: str,
     *,
     user_id: int,
-    post_id: int,
+    post: PostRef,
     changes: dict[str, Any],
     tags: Sequence[str] | None,
     if_match: str | None,
 ) -> WriteProgram[int]:
     """Apply the author's changes (a write program: see fastpost.writes); return the post's
-    author."""
-    author_id, updated_at, likes_count = yield from _author_check(user_id=user_id, post_id=post_id)
+    id. The post is looked up (and locked) once, by id or slug."""
+    post_id, updated_at, likes_count = yield from own_post(user_id=user_id, post=post)
     # Checked under the row lock, so no write can slip in between.
     if if_match is not None and not etag_matches(
         if_match, post_etag(post_id, updated_at, likes_count), weak=False
@@ -611,7 +526,7 @@ def update_steps(
     yield Step(post_writes.update_post_statement(columns), params)
     if tags is not None:
         yield from post_writes.set_tags(dialect, post_id, post_tags.normalise_tags(tags))
-    return int(author_id)
+    return post_id
 
 
 def _written_post(dialect: str, row: Any) -> dict[str, Any]:
@@ -626,10 +541,12 @@ def _written_post(dialect: str, row: Any) -> dict[str, Any]:
 def _update_and_read_back(
     dialect: str, *, user_id: int, post_id: int, **change: Any
 ) -> WriteProgram[tuple[int, dict[str, Any]]]:
-    author_id = yield from update_steps(dialect, user_id=user_id, post_id=post_id, **change)
+    post = PostRef.by_id(post_id)
+    yield from update_steps(dialect, user_id=user_id, post=post, **change)
     # In the same transaction, on the primary: the caller sees what it just wrote.
     (row,) = yield Step(_detail_statement(True), {"post_id": post_id, "viewer_id": user_id})
-    return author_id, _written_post(dialect, row)
+    # The author is the caller: update_steps checked it.
+    return user_id, _written_post(dialect, row)
 
 
 async def update_post(
@@ -678,50 +595,25 @@ async def invalidate_update(
 _DELETE_POST = posts.delete().where(posts.c.id == bindparam("post_id", type_=BigInteger))
 
 
-def delete_steps(*, user_id: int, post_id: int) -> WriteProgram[int]:
-    """Delete the author's post (a write program); return its author."""
-    author_id, _, _ = yield from _author_check(user_id=user_id, post_id=post_id)
+def delete_steps(*, user_id: int, post: PostRef) -> WriteProgram[int]:
+    """Delete the author's post (a write program), looked up by id or slug; return its id
+    (its author is the user: checked)."""
+    post_id, _, _ = yield from own_post(user_id=user_id, post=post)
     # Its likes, tags and comments go with it: ON DELETE CASCADE.
     yield Step(_DELETE_POST, {"post_id": post_id})
-    return author_id
+    return post_id
 
 
-async def delete_post(*, db: Database, cache: Cache, user_id: int, post_id: int) -> None:
-    """Delete the author's post, with its likes, tags and comments."""
-    author_id = await db.write(delete_steps(user_id=user_id, post_id=post_id))
-    await invalidate_delete(cache, post_id=post_id, author_id=author_id)
+async def delete_post(*, db: Database, cache: Cache, user_id: int, post: PostRef) -> None:
+    """Delete the author's post (by id or slug), with its likes, tags and comments."""
+    post_id = await db.write(delete_steps(user_id=user_id, post=post))
+    await invalidate_delete(cache, post_id=post_id, author_id=user_id)
 
 
 async def invalidate_delete(cache: Cache, *, post_id: int, author_id: int) -> None:
     """Drop what showed a deleted post; call it after the commit."""
     keys, tags = stale_after_post_write(post_id=post_id, author_id=author_id, tags_in_use=True)
     await cache.invalidate(keys=keys, tags=tags)
-
-
-_LIKEABLE = select(
-    select(posts.c.author_id)
-    .where(posts.c.id == bindparam("post_id", type_=BigInteger), visible_posts(with_viewer=True))
-    .scalar_subquery()
-    .label("author_id"),
-    select(users.c.id)
-    .where(users.c.id == bindparam("viewer_id", type_=BigInteger))
-    .exists()
-    .label("account"),
-)
-
-
-async def visible_post_author(*, session: AsyncSession, post_id: int, user_id: int) -> int:
-    """Return the post's author, checking in one round trip that the user may see the post
-    and that the user still exists (a token can outlive its account, and a like or comment
-    would then fail on the foreign key and be reported as a missing post)."""
-    result = await session.execute(_LIKEABLE, {"post_id": post_id, "viewer_id": user_id})
-    row = result.one()
-    if not row.account:
-        raise Unauthorized("Account no longer exists", code="account_gone")
-    if row.author_id is None:
-        raise NotFound("Post not found", code="post_not_found")
-    author_id: int = row.author_id
-    return author_id
 
 
 @cache
@@ -761,19 +653,22 @@ _COUNT = select(posts.c.likes_count).where(posts.c.id == bindparam("post_id", ty
 
 
 def set_like(
-    dialect: str, *, user_id: int, post_id: int, liked: bool
-) -> WriteProgram[tuple[int, int, bool]]:
-    """Add (liked) or remove the user's like (a write program: see fastpost.writes); return
-    the post's author, its likes_count and whether anything changed."""
+    dialect: str, *, user_id: int, post: PostRef, liked: bool
+) -> WriteProgram[tuple[int, int, int, bool]]:
+    """Add (liked) or remove the user's like of a post by id or slug (a write program: see
+    fastpost.writes); return the post's id, its author, its likes_count and whether
+    anything changed."""
     # The clock is read in the transaction, as the ORM's column defaults were.
-    params = {"post_id": post_id, "viewer_id": user_id, "now": utcnow()}
-    (row,) = yield Step(_LIKEABLE, params)
+    params: dict[str, Any] = {**post.params, "viewer_id": user_id, "now": utcnow()}
+    (row,) = yield Step(queries.post_for_viewer_write(post.key), params)
     # A token can outlive its account: the insert would then fail on the foreign key and be
     # reported as a missing post.
-    if not row[1]:
+    if not row["account"]:
         raise Unauthorized("Account no longer exists", code="account_gone")
-    if row[0] is None:
+    if row["author_id"] is None:
         raise NotFound("Post not found", code="post_not_found")
+    post_id = int(row["post_id"])
+    params["post_id"] = post_id
     changed = yield Step(_add_like(dialect) if liked else _REMOVE_LIKE, params)
     if changed:
         counts = yield Step(_COUNT_CHANGE, {**params, "delta": 1 if liked else -1})
@@ -781,15 +676,15 @@ def set_like(
         counts = yield Step(_COUNT, params)
     if not counts:
         raise NotFound("Post not found", code="post_not_found")
-    return row[0], int(counts[0][0]), bool(changed)
+    return post_id, int(row["author_id"]), int(counts[0][0]), bool(changed)
 
 
 async def _like(
     *, db: Database, cache: Cache, user_id: int, post_id: int, liked: bool
 ) -> dict[str, Any]:
     try:
-        author_id, count, changed = await db.write(
-            set_like(db.dialect, user_id=user_id, post_id=post_id, liked=liked)
+        _, author_id, count, changed = await db.write(
+            set_like(db.dialect, user_id=user_id, post=PostRef.by_id(post_id), liked=liked)
         )
     except IntegrityError:
         # The post or the account was deleted since the check.

@@ -25,7 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import GenericFunction
 
-from fastpost.cache import Cache, Entry, cache_key
+from fastpost import cache_keys
+from fastpost.cache import Cache, Entry
 from fastpost.db import Database, table_of
 from fastpost.posts.models import Post, PostCount, PostTag, Tag
 from fastpost.responses import dump_json
@@ -44,9 +45,9 @@ TagName = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_TAG_LENGTH, pattern=r"^[^\x00-\x1f]+$")
 ]
 
-# Every anonymous GET /tags/ and GET /api/tags reads this entry; writes that change which
-# tags are in use, or how often, drop it (see posts.service.stale_after_post_write).
-TAGS_CACHE_TAG = "tags"
+# Every anonymous GET /tags/ and GET /api/tags reads the tags in use; writes that change
+# which tags are in use, or how often, drop them (cache_keys.TAGS_IN_USE, dropped by
+# posts.service.stale_after_post_write).
 TAGS_TTL = 30.0
 
 
@@ -97,13 +98,14 @@ def tag_list(value: Any) -> list[str]:
     return sorted(name for name in names if name is not None)
 
 
-def _tag_id() -> ColumnElement[Any]:
+def tag_id_named() -> ColumnElement[Any]:
+    """The id of the tag named :tag (a scalar subquery)."""
     return select(tags.c.id).where(tags.c.name == bindparam("tag", type_=String)).scalar_subquery()
 
 
 def has_tag() -> ColumnElement[bool]:
     """The current posts row carries the tag named :tag (for counts; lists use tagged())."""
-    return exists().where(post_tags.c.post_id == posts.c.id, post_tags.c.tag_id == _tag_id())
+    return exists().where(post_tags.c.post_id == posts.c.id, post_tags.c.tag_id == tag_id_named())
 
 
 # Its own name: the tag list of each post (tag_names_of_post) reads post_tags as well, and
@@ -116,7 +118,8 @@ def tagged(stmt: Select[Any]) -> tuple[Select[Any], ColumnElement[Any], ColumnEl
     order it by, newest first: the tag's rows of ix_post_tags_tag_created (tag_id,
     created_at DESC, post_id DESC) in index order, a range read for any tag (migration
     0003), where a filter on posts would probe every post in date order for a rare one."""
-    joined = stmt.join(_tagged, (_tagged.c.post_id == posts.c.id) & (_tagged.c.tag_id == _tag_id()))
+    on = (_tagged.c.post_id == posts.c.id) & (_tagged.c.tag_id == tag_id_named())
+    joined = stmt.join(_tagged, on)
     return joined, _tagged.c.created_at, _tagged.c.post_id
 
 
@@ -145,5 +148,5 @@ async def cached_tags(*, db: Database, cache: Cache) -> Entry:
         return Entry.of(dump_json(await list_tags(db=db)))
 
     return await cache.get_or_load(
-        cache_key("tags", "in-use"), load, ttl=TAGS_TTL, tags=[TAGS_CACHE_TAG]
+        cache_keys.tags_in_use(), load, ttl=TAGS_TTL, tags=[cache_keys.TAGS_IN_USE]
     )

@@ -176,13 +176,7 @@ def new_post_values(
 
 
 _POST_ID = bindparam("post_id", type_=BigInteger)
-# The row a change is checked against, locked until the commit (SQLite: BEGIN IMMEDIATE
-# already holds the database's write lock).
-POST_FOR_WRITE = (
-    select(posts.c.author_id, posts.c.status, posts.c.updated_at, posts.c.likes_count)
-    .where(posts.c.id == _POST_ID)
-    .with_for_update()
-)
+# The row a change is checked against (locked) is the read model's: posts.queries.post_for_write.
 
 
 @cache

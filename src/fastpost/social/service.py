@@ -7,16 +7,18 @@ import asyncio
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Select, bindparam, exists, select
+from sqlalchemy import BigInteger, ColumnElement, Select, String, bindparam, exists, false, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fastpost.cache import Cache, Entry, cache_key
+from fastpost import cache_keys
+from fastpost.cache import Cache, Entry
 from fastpost.db import Database, Row, table_of
 from fastpost.errors import InvalidInput, NotFound, Unauthorized
 from fastpost.pagination import Cursor, Page, cut_page, keyset_page
+from fastpost.posts import queries
 from fastpost.posts import service as posts_service
-from fastpost.posts.models import PostStatus
+from fastpost.posts.queries import PostRead
 from fastpost.responses import dump_json
 from fastpost.social.models import Follow
 from fastpost.timeutil import utcnow
@@ -54,7 +56,9 @@ async def _ensure_user(
 async def invalidate_friends(cache: Cache, follower_id: int, followee_id: int) -> None:
     """Drop what a follow or unfollow made stale; call it after the commit."""
     # Friends are mutual follows: both users' overviews may change.
-    await cache.invalidate(tags=[f"overview:{follower_id}", f"overview:{followee_id}"])
+    await cache.invalidate(
+        tags=[cache_keys.overview_tag(follower_id), cache_keys.overview_tag(followee_id)]
+    )
 
 
 _BOTH_USERS = select(users.c.id, users.c.is_active).where(
@@ -118,6 +122,74 @@ async def unfollow(*, db: Database, cache: Cache, follower_id: int, followee_id:
     await invalidate_friends(cache, follower_id, followee_id)
 
 
+# Profiles by username (the RealWorld API names users so): the user's public columns and
+# whether :viewer_id follows them.
+@cache
+def _profile_statement(with_viewer: bool) -> Select[Any]:
+    stmt = select(users.c.id, users.c.username, users.c.bio, users.c.image).where(
+        users.c.username == bindparam("username", type_=String), users.c.is_active
+    )
+    following = queries.following(users.c.id) if with_viewer else false()
+    return stmt.add_columns(following.label("following"))
+
+
+async def profile_by_username(*, db: Database, viewer_id: int | None, username: str) -> Row:
+    """Return an active user's profile (id, username, bio, image) and whether the viewer
+    follows them; 404 when there is no such user."""
+    stmt = _profile_statement(viewer_id is not None)
+    row = await db.fetch_one(stmt, {"username": username, "viewer_id": viewer_id})
+    if row is None:
+        raise NotFound("User not found", code="user_not_found")
+    return row
+
+
+# A follow by username: the target's profile and whether the caller's account still exists,
+# in the one statement that the follow then needs (as _BOTH_USERS does by id).
+_TARGET_BY_USERNAME = select(
+    users.c.id,
+    users.c.username,
+    users.c.bio,
+    users.c.image,
+    select(users.c.id)
+    .where(users.c.id == bindparam("follower_id", type_=BigInteger))
+    .exists()
+    .label("account"),
+).where(users.c.username == bindparam("username", type_=String), users.c.is_active)
+
+
+def change_follow_by_username_steps(
+    dialect: str, params: dict[str, Any], *, follow: bool
+) -> WriteProgram[dict[str, Any]]:
+    """Make :follower_id follow (or stop following) the active user named :username (a
+    write program); return that user's id, username, bio and image."""
+    rows = yield Step(_TARGET_BY_USERNAME, params)
+    if not rows:
+        raise NotFound("User not found", code="user_not_found")
+    target = dict(rows[0])
+    if not target.pop("account"):
+        raise Unauthorized("Account no longer exists", code="account_gone")
+    change = {**params, "followee_id": target["id"]}
+    if change["follower_id"] == change["followee_id"]:
+        raise InvalidInput("You cannot follow yourself", code="follow_self", field="user_id")
+    yield Step(_add_follow(dialect) if follow else _REMOVE_FOLLOW, change)
+    return target
+
+
+async def change_follow_by_username(
+    *, db: Database, cache: Cache, follower_id: int, username: str, follow: bool
+) -> dict[str, Any]:
+    """Follow (or stop following) a user by name, in two statements; return their profile
+    (id, username, bio, image)."""
+    params = {"follower_id": follower_id, "username": username, "now": utcnow()}
+    try:
+        target = await db.write(change_follow_by_username_steps(db.dialect, params, follow=follow))
+    except IntegrityError:
+        # The account was deleted since the check.
+        raise NotFound("User not found", code="user_not_found") from None
+    await invalidate_friends(cache, follower_id, target["id"])
+    return target
+
+
 def _summary(row: Row) -> dict[str, Any]:
     return {"id": row["id"], "username": row["username"], "image": row["image"]}
 
@@ -178,34 +250,13 @@ async def list_friends(*, db: Database, user_id: int, page: Page) -> dict[str, A
     return await _user_page(db, _friends_statement(page.shape), page, user_id)
 
 
-@cache
-def _feed_statement(shape: tuple[bool, bool]) -> Select[Any]:
-    # The page's ids first, in a narrow subquery, then the page's columns for those rows
-    # alone. As one flat select, PostgreSQL (1,000,000 posts, a reader following 273 of
-    # 10,000 authors, `fastpost seed`) read every post of every followed author, wide rows
-    # and all, and sorted them: 290-420 ms (EXPLAIN ANALYZE). The narrow subquery walks
-    # ix_posts_status_created newest first and keeps the followed authors' posts until the
-    # page is full, and the wide columns, tags and likes are read for the page only: 2.5-5 ms
-    # there, warm.
-    page = posts_service.newest_first(
-        select(posts.c.id, posts.c.created_at)
-        .join(follows, follows.c.followee_id == posts.c.author_id)
-        .where(
-            follows.c.follower_id == bindparam("viewer_id", type_=BigInteger),
-            posts.c.status == PostStatus.published.value,
-        ),
-        shape,
-    ).subquery("page")
-    return (
-        posts_service.select_posts(with_viewer=True)
-        .join(page, page.c.id == posts.c.id)
-        .order_by(page.c.created_at.desc(), page.c.id.desc())
-    )
+_FEED = PostRead(viewer=True)
 
 
 async def feed(*, db: Database, user_id: int, page: Page) -> dict[str, Any]:
     """Published posts of the users user_id follows, newest first."""
-    rows = await db.fetch_all(_feed_statement(page.shape), {**page.params, "viewer_id": user_id})
+    stmt = queries.feed_statement(_FEED, page.shape)
+    rows = await db.fetch_all(stmt, {**page.params, "viewer_id": user_id})
     return posts_service.post_page(rows, page, user_id)
 
 
@@ -249,11 +300,11 @@ async def cached_overview(*, db: Database, cache: Cache, user_id: int) -> Entry:
     async def load() -> Entry:
         result = await overview(db=db, user_id=user_id, viewer_id=None)
         shown = {user_id, *(friend["id"] for friend in result["friends"])}
-        return Entry.of(dump_json(result), tags=[f"user:{u}" for u in sorted(shown)])
+        return Entry.of(dump_json(result), tags=[cache_keys.user_tag(u) for u in sorted(shown)])
 
     return await cache.get_or_load(
-        cache_key("overview", user_id),
+        cache_keys.overview(user_id),
         load,
         ttl=posts_service.LIST_TTL,
-        tags=[f"overview:{user_id}", f"author:{user_id}:posts"],
+        tags=[cache_keys.overview_tag(user_id), cache_keys.author_posts_tag(user_id)],
     )
