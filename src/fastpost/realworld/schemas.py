@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
+from pydantic.config import JsonDict
 
 from fastpost.pagination import MAX_LIMIT, MAX_OFFSET
 from fastpost.posts.schemas import Content, Title
+from fastpost.posts.tags import MAX_TAGS
 from fastpost.schemas import SafeText, refuse_nul
 from fastpost.users.schemas import Bio, Password, Username
 
 Description = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 TagName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")]
+TagList = Annotated[list[TagName], Field(max_length=MAX_TAGS)]
 CommentBody = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
 Email = Annotated[EmailStr, StringConstraints(max_length=254)]
 # Front ends send "" to clear an image; any other value must be a web address.
@@ -52,6 +55,29 @@ class RealWorldBody(BaseModel):
         return refuse_nul(value) if isinstance(value, str) else value
 
 
+def _not_null(value: object) -> object:
+    """For a field the spec's schema lets a client omit but not set to null: omitted means
+    "unchanged", null is refused (422, "can't be blank": see realworld.errors)."""
+    if value is None:
+        raise ValueError("must not be null")
+    return value
+
+
+def _without_null(schema: JsonDict) -> None:
+    # OpenAPI shows such a field as the spec does: a string (or a list), never null, and
+    # with no default (omitted means unchanged).
+    schema.pop("default", None)
+    options = schema.pop("anyOf", [])
+    for option in options if isinstance(options, list) else []:
+        if isinstance(option, dict) and option.get("type") != "null":
+            schema.update(option)
+
+
+def _omissible() -> Any:
+    """The default of a field that may be omitted but not null (see _not_null)."""
+    return Field(None, json_schema_extra=_without_null)
+
+
 class NewUser(RealWorldBody):
     username: Username
     email: Email
@@ -72,30 +98,25 @@ class LoginUserIn(RealWorldBody):
 
 
 class UpdateUser(RealWorldBody):
-    email: Email | None = None
-    username: Username | None = None
-    password: Password | None = None
+    email: Email | None = _omissible()
+    username: Username | None = _omissible()
+    password: Password | None = _omissible()
+    # Nullable in the spec: null or "" clears them.
     bio: Bio | None = None
     image: Image | None = None
+
+    _present = field_validator("email", "username", "password", mode="before")(_not_null)
 
 
 class UpdateUserIn(RealWorldBody):
     user: UpdateUser
 
 
-def _tag_list(value: list[str] | None) -> list[str] | None:
-    if value is not None and len(value) > 20:
-        raise ValueError("at most 20 tags")
-    return value
-
-
 class NewArticle(RealWorldBody):
     title: Title
     description: Description
     body: Content
-    tagList: list[TagName] | None = None  # noqa: N815 (the API's name)
-
-    _tags = field_validator("tagList")(_tag_list)
+    tagList: TagList = Field(default_factory=list)  # noqa: N815 (the API's name)
 
 
 class NewArticleIn(RealWorldBody):
@@ -103,13 +124,13 @@ class NewArticleIn(RealWorldBody):
 
 
 class UpdateArticle(RealWorldBody):
-    title: Title | None = None
-    description: Description | None = None
-    body: Content | None = None
-    # Omitted or null: the tags stay as they are; []: the article loses them all.
-    tagList: list[TagName] | None = None  # noqa: N815
+    title: Title | None = _omissible()
+    description: Description | None = _omissible()
+    body: Content | None = _omissible()
+    # Omitted: the tags stay as they are; []: the article loses them all; null: 422.
+    tagList: TagList | None = _omissible()  # noqa: N815
 
-    _tags = field_validator("tagList")(_tag_list)
+    _present = field_validator("title", "description", "body", "tagList", mode="before")(_not_null)
 
 
 class UpdateArticleIn(RealWorldBody):
@@ -210,6 +231,7 @@ _ERROR_DESCRIPTIONS = {
     404: "No such resource",
     409: "Already taken",
     422: "Invalid input, by field",
+    429: "Too many requests; see Retry-After and RateLimit",
 }
 
 
