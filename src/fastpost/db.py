@@ -25,11 +25,19 @@ With read replicas configured (PostgreSQL), `fetch_all` asks `fastpost.replicas`
 server a read goes to, and a committed write hands the client the primary's WAL position
 (read-your-writes); writes stay on the primary. Without replicas the read path is the one
 above plus one attribute test, and writes send no extra statement.
+
+A database that cannot be reached, or does not answer in time, is a `DatabaseUnavailable`
+(503 with Retry-After), never a 500 and never a hang: connects, statements (the app's pools,
+PostgreSQL) and waits for a pooled connection all have timeouts, and a connection cut off or
+timed out mid-statement is dropped at once rather than released (a release would wait on
+the server). A pooled connection the server closed meanwhile (a restart) is replaced at
+checkout, so no request meets it. tests/test_db_availability.py and tests/faults/ show it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -40,6 +48,7 @@ from typing import Annotated, Any, TypeVar, cast
 import structlog
 from fastapi import Depends, Request
 from sqlalchemy import BigInteger, Integer, Table, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
@@ -53,12 +62,84 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql import Select, TextClause
 
 from fastpost import querylog
+from fastpost.errors import ServiceUnavailable
 from fastpost.replicas import PRIMARY_LSN, PRIMARY_UNTIL_EXPIRY, ReplicaSet
 from fastpost.replicas import primary_reads as primary_reads  # one of the ways in, re-exported
 from fastpost.settings import DatabaseSettings
 from fastpost.writes import SqliteWriter, WriteProgram, run_on_postgres
 
 _replica_log = structlog.get_logger("fastpost.replicas")
+_log = structlog.get_logger("fastpost.db")
+
+# At most one warning per this many seconds while the database is unavailable: a worker
+# answering hundreds of 503s a second must not write hundreds of log lines a second.
+UNAVAILABLE_LOG_INTERVAL_SECONDS = 5.0
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database could not be reached or did not answer in time; its cause is chained."""
+
+    def __init__(self) -> None:
+        super().__init__("The database is unavailable, try again shortly")
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it wraps: SQLAlchemy's DBAPIError wraps the adapted driver error,
+    which chains the driver's own."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return
+        yield seen
+        orig = getattr(seen, "orig", None) if isinstance(seen, sa_exc.DBAPIError) else None
+        seen = orig if isinstance(orig, BaseException) else seen.__cause__
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached or did not answer in time (try
+    again: 503), rather than that a statement was wrong (a bug: 500)."""
+    for cause in _causes(exc):
+        # Refused, reset, unreachable; TimeoutError (an OSError): a connect, a statement or a
+        # wait for a pooled connection ran out of time.
+        if isinstance(cause, OSError | sa_exc.TimeoutError):
+            return True
+        if isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated:
+            return True
+        module = type(cause).__module__
+        if module.startswith("asyncpg"):
+            import asyncpg
+
+            if isinstance(
+                cause,
+                # 08: connection lost or refused; 57: shutting down, starting up, cancelled
+                # (statement timeout); 53: too many connections, out of memory or disk.
+                asyncpg.PostgresConnectionError
+                | asyncpg.exceptions.OperatorInterventionError
+                | asyncpg.exceptions.InsufficientResourcesError,
+            ):
+                return True
+            if isinstance(cause, asyncpg.InterfaceError) and "closed" in str(cause):
+                return True
+            # The protocol's state broke mid-operation: seen when a statement is sent on a
+            # connection whose server's goodbye (a shutdown) has arrived but not been read.
+            if isinstance(cause, asyncpg.exceptions.InternalClientError):
+                return True
+    return False
+
+
+def _drop_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    # A connection that the server closed while it sat in the pool (a restart): asyncpg
+    # knows without a round trip. SQLAlchemy then checks out a fresh connection instead of
+    # handing on one whose first statement would fail ("connection is closed").
+    if record.driver_connection.is_closed():
+        raise sa_exc.DisconnectionError("closed by the server while pooled")
+
+
+def _terminate_invalidated(dbapi_connection: Any, record: Any, exception: Any) -> None:
+    # An invalidated connection is broken or stuck: SQLAlchemy's graceful close of it would
+    # wait on the server, 2 s on a frozen one, while the request that found it waits too.
+    if record.driver_connection is not None:
+        record.driver_connection.terminate()
 
 
 class Base(DeclarativeBase):
@@ -132,8 +213,11 @@ def _begin_immediate(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engines(settings: DatabaseSettings) -> tuple[AsyncEngine, AsyncEngine]:
-    """Return (write engine, read engine) for a database URL."""
+def create_engines(
+    settings: DatabaseSettings, *, statement_timeout: float | None = None
+) -> tuple[AsyncEngine, AsyncEngine]:
+    """Return (write engine, read engine) for a database URL; on PostgreSQL, statements that
+    run longer than `statement_timeout` seconds fail with TimeoutError."""
     if settings.is_sqlite:
         writer = create_async_engine(
             settings.url,
@@ -164,13 +248,19 @@ def create_engines(settings: DatabaseSettings) -> tuple[AsyncEngine, AsyncEngine
             _sqlite_connect_hook(settings.sqlite_busy_timeout_ms, writer=False),
         )
     else:
+        connect_args: dict[str, Any] = {"timeout": settings.connect_timeout}
+        if statement_timeout is not None:
+            connect_args["command_timeout"] = statement_timeout
         writer = create_async_engine(
             settings.url,
             echo=settings.echo,
             pool_size=settings.write_pool_size,
             max_overflow=0,
             pool_timeout=settings.pool_timeout,
+            connect_args=connect_args,
         )
+        event.listen(writer.sync_engine, "checkout", _drop_closed_connection)
+        event.listen(writer.sync_engine, "invalidate", _terminate_invalidated)
         # For the occasional ad-hoc read through SQLAlchemy (`reader()`); the hot reads use
         # asyncpg's pool (Database.fetch_all). Same pool as the writer, without BEGIN/ROLLBACK.
         reader = writer.execution_options(isolation_level="AUTOCOMMIT")
@@ -216,9 +306,21 @@ async def _keep_session(conn: Any) -> None:
 class Database:
     """The application's database: engines plus the two ways in."""
 
-    def __init__(self, settings: DatabaseSettings, *, redis_url: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: DatabaseSettings,
+        *,
+        redis_url: str | None = None,
+        statement_timeout: float | None = None,
+    ) -> None:
+        """`statement_timeout` (seconds, PostgreSQL): the app passes its setting; the CLI's
+        migrations and seeds run without one."""
         self.settings = settings
-        self.write_engine, self.read_engine = create_engines(settings)
+        self.statement_timeout = statement_timeout
+        self.write_engine, self.read_engine = create_engines(
+            settings, statement_timeout=statement_timeout
+        )
+        self._unavailable_logged_at = -UNAVAILABLE_LOG_INTERVAL_SECONDS
         self._sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._read_pool: Any = None  # asyncpg.Pool on PostgreSQL, once connected
         self._compiled: dict[int, _Compiled] = {}
@@ -246,15 +348,38 @@ class Database:
             min_size=0,
             max_size=self.settings.pool_size,
             reset=_keep_session,
+            timeout=self.settings.connect_timeout,
+            command_timeout=self.statement_timeout,
         )
         if self.replicas is not None:
             await self.replicas.connect(_keep_session)
 
+    def _unavailable(self, exc: Exception) -> DatabaseUnavailable:
+        """The 503 for `exc`; a warning now and then says why (not one per request)."""
+        now = time.monotonic()
+        if now - self._unavailable_logged_at >= UNAVAILABLE_LOG_INTERVAL_SECONDS:
+            self._unavailable_logged_at = now
+            _log.warning("database_unavailable", error=repr(exc)[:300])
+        return DatabaseUnavailable()
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """Open a session in a transaction; commit on success, roll back on error."""
-        async with self._sessions() as session, session.begin():
+        # Not `async with session.begin()`: its rollback would run first, and wait on a
+        # connection that is cut off or stuck, before we could drop it.
+        session = self._sessions()
+        try:
             yield session
+            await session.commit()
+        except BaseException as exc:
+            if not isinstance(exc, Exception) or is_unavailable(exc):
+                # Cancelled, cut off or timed out: the connection's state is unknown.
+                await session.invalidate()
+                if isinstance(exc, Exception):
+                    raise self._unavailable(exc) from exc
+            raise
+        finally:
+            await session.close()
 
     # Made on the first write (SQLite): the connection, and thread, that write programs run on.
     _sqlite_writer: SqliteWriter | None = None
@@ -273,7 +398,12 @@ class Database:
                 )
             return await self._sqlite_writer.run(dialect, program, log)
         # The write engine's own pool: the primary, with the connection budget it already has.
-        raw = await self.write_engine.raw_connection()
+        try:
+            raw = await self.write_engine.raw_connection()
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise self._unavailable(exc) from exc
+            raise
         try:
             result = await run_on_postgres(
                 raw.driver_connection, dialect, program, atomic=atomic, log=log
@@ -281,9 +411,16 @@ class Database:
         except BaseException as exc:
             import asyncpg
 
-            if not isinstance(exc, Exception) or isinstance(exc, OSError | asyncpg.InterfaceError):
-                # Cancelled or cut off mid-statement: the connection's state is unknown.
+            if not isinstance(exc, Exception):  # cancelled: the connection's state is unknown
                 raw.invalidate()
+                raise
+            if is_unavailable(exc) or isinstance(exc, asyncpg.InterfaceError):
+                # Cut off or timed out mid-statement: the connection's state is unknown. So
+                # is the outcome of a COMMIT cut off: the client is told 503, not that the
+                # write failed (an Idempotency-Key makes its retry safe).
+                raw.invalidate()
+            if is_unavailable(exc):
+                raise self._unavailable(exc) from exc
             raise
         finally:
             raw.close()
@@ -294,8 +431,13 @@ class Database:
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncConnection]:
         """Check out an autocommit SQLAlchemy connection, for reads off the hot path."""
-        async with self.read_engine.connect() as conn:
-            yield conn
+        try:
+            async with self.read_engine.connect() as conn:
+                yield conn
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise self._unavailable(exc) from exc
+            raise
 
     def _compile(self, statement: ReadStatement) -> _Compiled:
         compiled = statement.compile(dialect=self.write_engine.dialect)
@@ -314,9 +456,14 @@ class Database:
     ) -> Sequence[Row]:
         """Run a read and return every row as a mapping."""
         if self._read_pool is None:
-            async with self.read_engine.connect() as conn:
-                result = await conn.execute(statement, dict(params or {}))
-                return cast(Sequence[Row], result.mappings().all())
+            try:
+                async with self.read_engine.connect() as conn:
+                    result = await conn.execute(statement, dict(params or {}))
+                    return cast(Sequence[Row], result.mappings().all())
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise self._unavailable(exc) from exc
+                raise
         compiled = self._compiled.get(id(statement)) or self._compile(statement)
         values = compiled.defaults if params is None else {**compiled.defaults, **params}
         args = [values[name] for name in compiled.names]
@@ -336,13 +483,32 @@ class Database:
                 if log is not None:
                     log.append(compiled.sql)
         pool = self._read_pool
-        # asyncio.timeout rather than acquire(timeout=...): the latter wraps the wait in
-        # asyncio.wait_for, a task per read.
-        async with asyncio.timeout(self.settings.pool_timeout):
-            conn = await pool.acquire()
+        try:
+            # asyncio.timeout rather than acquire(timeout=...): the latter wraps the wait in
+            # asyncio.wait_for, a task per read.
+            async with asyncio.timeout(self.settings.pool_timeout):
+                conn = await pool.acquire()
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise self._unavailable(exc) from exc
+            raise
         started = time.perf_counter()
         try:
             rows: Sequence[Row] = await conn.fetch(compiled.sql, *args)
+        except BaseException as exc:
+            if not isinstance(exc, Exception) or is_unavailable(exc):
+                # Cancelled, cut off or timed out mid-statement: released as it is, the
+                # connection would first wait for the server to acknowledge a cancel, which
+                # a frozen server never does (undoing the caller's own timeout, such as
+                # /health/ready's). Dropped, it leaves the pool at once.
+                import asyncpg
+
+                # Closed by the server, asyncpg has already handed it back to the pool.
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
+                if isinstance(exc, Exception):
+                    raise self._unavailable(exc) from exc
+            raise
         finally:
             await pool.release(conn)
         querylog.record(compiled.sql, time.perf_counter() - started, args)
@@ -384,7 +550,7 @@ class Database:
         """The plan PostgreSQL chooses for a statement, without running it (slow query log)."""
         if self._read_pool is None:
             return None
-        async with self._read_pool.acquire() as conn:
+        async with self._read_pool.acquire(timeout=self.settings.pool_timeout) as conn:
             rows = await conn.fetch("EXPLAIN " + sql, *args)
         return "\n".join(row[0] for row in rows)
 

@@ -87,6 +87,21 @@ class PayloadTooLarge(AppError):
     code = "payload_too_large"
 
 
+class ServiceUnavailable(AppError):
+    """A dependency (the database) is down, frozen or saturated, or the worker is full: try
+    again shortly. Answered through the handlers (no traceback, the connection kept open)."""
+
+    status_code = 503
+    code = "unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 1, code: str | None = None) -> None:
+        super().__init__(detail, code=code)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 # For OpenAPI: what each route may answer besides its success.
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
@@ -97,6 +112,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         412: "If-Match does not match the current version",
         413: "Request body too large",
         422: "Invalid input; `errors` lists each field",
+        429: "Too many requests; see Retry-After and RateLimit",
+        503: "Overloaded, or the database is unavailable; try again after Retry-After",
     }
     return {s: {"model": ErrorOut, "description": descriptions[s]} for s in statuses}
 

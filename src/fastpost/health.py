@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from fastpost.db import Database, primary_reads
-from fastpost.routing import PrefixRouter
+from fastpost.db import Database, DatabaseUnavailable, primary_reads
+from fastpost.routing import PlainRoute, PrefixRouter
 
 router = PrefixRouter(prefix="/health", tags=["health"])
 
@@ -46,6 +46,19 @@ async def health() -> HealthOut:
     return HealthOut(status="ok")
 
 
+_OK = HealthOut(status="ok").model_dump_json().encode()
+
+
+async def plain_health(request: Request) -> Response:
+    """`health` as a plain route (fastpost.routing.PlainRoute): the answer that it sends,
+    without FastAPI's request handling, which a probe polled every second pays for nothing."""
+    return Response(_OK, media_type="application/json")
+
+
+# Served in place of the route above, which stays to document the operation.
+plain_routes = (PlainRoute(router.prefix, plain_health, methods=["GET"], include_in_schema=False),)
+
+
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
 async def ready(request: Request) -> ReadyOut | JSONResponse:
     """Readiness: the database (the primary) answers a query; each replica's state."""
@@ -56,7 +69,9 @@ async def ready(request: Request) -> ReadyOut | JSONResponse:
             with primary_reads():
                 await db.fetch_one(_PING)
     except Exception as exc:  # any failure means "not ready"; the reason says which
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        # What made the database unavailable: refused, timed out, shutting down.
+        cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else None
+        reason = f"{type(cause or exc).__name__}: {cause or exc}".splitlines()[0][:300]
         out = ReadyOut(status="unavailable", database="down", reason=reason, replicas=replicas)
         return JSONResponse(out.model_dump(), 503)
     return ReadyOut(status="ok", database="up", replicas=replicas)

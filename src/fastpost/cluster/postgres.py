@@ -410,6 +410,44 @@ def kill(node: PgNode) -> None:
         time.sleep(0.05)
 
 
+def _signal_all(node: PgNode, signum: signal.Signals) -> None:
+    """Send `signum` to the postmaster, then to each of its children (backends, background
+    workers): each child is the leader of a group of its own (PostgreSQL calls setsid() in
+    every child), so one signal to the postmaster's group would reach none of them."""
+    pid = node.pid()
+    if pid is None:
+        raise PostgresFailed(f"{node.name} is not running")
+    os.kill(pid, signum)
+    for child in _children(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signum)
+
+
+def _children(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (Linux: from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def freeze(node: PgNode) -> None:
+    """SIGSTOP the postmaster and its backends, as a stuck disk or a partition looks to a
+    client: connections stay open and nothing answers (failure tests; `thaw` undoes it)."""
+    _signal_all(node, signal.SIGSTOP)
+
+
+def thaw(node: PgNode) -> None:
+    """SIGCONT what `freeze` stopped."""
+    _signal_all(node, signal.SIGCONT)
+
+
 def is_up(node: PgNode) -> bool:
     """Whether the node accepts connections on its port."""
     try:
