@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,6 +19,7 @@ from fastpost.errors import error_body
 from fastpost.metrics import in_flight
 from fastpost.querylog import check_n_plus_one
 from fastpost.request_stats import RequestStats, current_request
+from fastpost.security_headers import SecurityHeaders
 from fastpost.served import HTTP_METHODS, UNMATCHED_ROUTE
 
 # X-Request-ID values we pass on as they are: short, and nothing that could forge a log line.
@@ -46,10 +48,24 @@ def _more_request_ids() -> bytes:
     return _fresh_request_ids.pop()
 
 
+async def _answer_error(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+    """Answer an error no route handled with the app's handler for 500 (its error shape)."""
+    app = scope.get("app")
+    handler = None
+    # As Starlette's build_middleware_stack picks the handler for its server error layer.
+    for key, value in getattr(app, "exception_handlers", {}).items():
+        if key in (500, Exception):
+            handler = value
+    if handler is None:
+        raise exc
+    response = await handler(Request(scope, receive), exc)
+    await response(scope, receive, send)
+
+
 class Edge:
     """The outermost layer, which every request passes first: the body limit, and with
-    `observe` on, the request's id, its metrics, `Server-Timing`, its access line and the
-    N+1 check.
+    `observe` on, the request's id, its metrics, `Server-Timing` (where `server_timing`),
+    the security headers (fastpost.security_headers), its access line and the N+1 check.
 
     One layer for all of it: on a hot path every layer counts (a coroutine per request, and
     a closure and a call per message when it watches the response), and these need the
@@ -83,11 +99,18 @@ class Edge:
         max_body_bytes: int,
         observe: bool = True,
         n_plus_one_threshold: int = 0,
+        security_headers: SecurityHeaders | None = None,
+        server_timing: bool = True,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.observe = observe
         self.n_plus_one_threshold = n_plus_one_threshold
+        # Added to every response as they are: made once (fastpost.security_headers).
+        headers = security_headers or SecurityHeaders()
+        self._page_headers = headers.pages
+        self._default_headers = headers.default
+        self.server_timing = server_timing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,13 +150,25 @@ class Edge:
         stats_token = current_request.set(stats)
         # Counted by route when metrics are flushed: the router names the route later.
         in_flight[stats] = scope
+        extra_headers = self._page_headers.get(scope["path"], self._default_headers)
+        server_timing = self.server_timing
+        started = False
 
         # A plain function that returns the server's own awaitable: the app awaits that
         # directly, with no coroutine of ours made and stepped through for each message.
         # It reads the request's id and start from `stats`, its only other variable.
         def send_with_headers(message: Message) -> Awaitable[None]:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 stats.status = message["status"]
+                if not server_timing:
+                    message["headers"] = [
+                        *message.get("headers", ()),
+                        (b"x-request-id", stats.request_id),
+                        *extra_headers,
+                    ]
+                    return send(message)
                 elapsed_ms = (time.perf_counter() - stats.started) * 1000
                 db_seconds = stats.db_seconds
                 cache_seconds = stats.cache_seconds
@@ -154,6 +189,7 @@ class Edge:
                     *message.get("headers", ()),
                     (b"x-request-id", stats.request_id),
                     timing,
+                    *extra_headers,
                 ]
             return send(message)
 
@@ -162,6 +198,14 @@ class Edge:
                 await self._refuse(scope, receive, send_with_headers)
             else:
                 await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            if started:
+                raise
+            # Answered here rather than by Starlette's server error layer outside: inside,
+            # the error is logged with the request's id and its 500 carries the headers
+            # every response carries; and it is logged once (the server would log the
+            # error that layer re-raises a second time).
+            await _answer_error(scope, receive, send_with_headers, exc)
         finally:
             stats.ended = ended = time.perf_counter()
             stats.duration = ended - start
@@ -215,6 +259,15 @@ class Edge:
 
             await self.app(scope, refusing_receive, send)
             return
-        body = json.dumps(error_body(self._too_large().detail, "payload_too_large")).encode()
+        # Imported here: only a refused body needs it (the RealWorld router imports much).
+        from fastpost.realworld.errors import errors_body
+        from fastpost.realworld.router import PREFIX as REALWORLD_PREFIX
+
+        detail = self._too_large().detail
+        if scope["path"].startswith(REALWORLD_PREFIX):  # that API's own error shape
+            shaped = errors_body({"request": [detail]})
+        else:
+            shaped = error_body(detail, "payload_too_large")
+        body = json.dumps(shaped).encode()
         response = Response(body, 413, {"connection": "close"}, media_type="application/json")
         await response(scope, receive, send)

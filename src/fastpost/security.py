@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import os
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
@@ -19,6 +20,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from fastpost.errors import AppError, Unauthorized
+from fastpost.ids import MAX_ID
 from fastpost.request_stats import set_current_user
 from fastpost.settings import Settings
 
@@ -135,37 +137,106 @@ class IssuedToken:
     expires_in: int
 
 
+def key_id(key: str) -> str:
+    """The `kid` naming a signing key in its tokens' headers: a digest, not the key."""
+    return hashlib.sha256(b"fastpost token key\0" + key.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class _SigningKey:
+    key: str
+    # Tokens this key signed are accepted only if issued before this (epoch seconds): a
+    # key retired by rotation. None: the current key.
+    retired_at: float | None = None
+
+
+_INVALID = "Invalid token"
+# The header segments of tokens seen, with the key each names: a token's header is the
+# same for every token one key signs, so its `kid` is read once. Bounded: anyone can send
+# new headers.
+_MAX_KNOWN_HEADERS = 64
+
+
 class Tokens:
-    """HS256 JWTs carrying the user id as `sub`."""
+    """JWTs carrying the user id as `sub`, signed with one configured algorithm.
+
+    Checked: the signature, with the algorithm pinned (a token whose header names another,
+    `none` included, is refused); `exp`, `iat` and `sub` present; `exp`, `nbf` and `iat`
+    against the clock with `leeway_seconds` of skew; `sub` an id fastpost could have made.
+    Rotation: tokens name their key in the `kid` header; the keys listed in
+    `previous_secret_keys` still verify the tokens they signed until those expire (and,
+    with `rotated_at` set, only tokens issued before it). A token without `kid` (issued
+    before kids were) is checked against the current key.
+    """
 
     def __init__(self, settings: Settings) -> None:
+        auth = settings.auth
+        self._algorithm = auth.algorithm
+        self._algorithms = [auth.algorithm]
+        self._leeway = auth.leeway_seconds
+        self.lifetime = auth.token_lifetime_seconds
         self._key = settings.secret_key
-        self._algorithm = settings.auth.algorithm
-        self.lifetime = settings.auth.token_lifetime_seconds
+        self._headers = {"kid": key_id(self._key)}
+        retired_at = auth.rotated_at.timestamp() if auth.rotated_at is not None else None
+        self._keys = {
+            key_id(key): _SigningKey(key, retired_at) for key in auth.previous_secret_keys
+        }
+        self._keys[self._headers["kid"]] = self._current = _SigningKey(self._key)
+        self._known_headers: dict[str, _SigningKey] = {}
 
     def issue(self, user_id: int, *, lifetime: int | None = None) -> IssuedToken:
         lifetime = self.lifetime if lifetime is None else lifetime
         now = int(time.time())
         claims = {"sub": str(user_id), "iat": now, "exp": now + lifetime}
-        return IssuedToken(jwt.encode(claims, self._key, algorithm=self._algorithm), lifetime)
+        token = jwt.encode(claims, self._key, algorithm=self._algorithm, headers=self._headers)
+        return IssuedToken(token, lifetime)
+
+    def _signing_key(self, token: str) -> _SigningKey:
+        header = token.partition(".")[0]
+        known = self._known_headers.get(header)
+        if known is not None:
+            return known
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            raise Unauthorized(_INVALID, code="invalid_token") from None
+        found: _SigningKey | None = self._current
+        if kid is not None:
+            # Not a string: a list would not even be a dict key (TypeError, a 500).
+            found = self._keys.get(kid) if isinstance(kid, str) else None
+        if found is None:
+            raise Unauthorized(_INVALID, code="invalid_token")
+        if len(self._known_headers) < _MAX_KNOWN_HEADERS:
+            self._known_headers[header] = found
+        return found
 
     def user_id(self, token: str) -> int:
         """Return the user id a token was issued for, or raise Unauthorized."""
+        signing = self._signing_key(token)
         try:
             claims = jwt.decode(
                 token,
-                self._key,
-                algorithms=[self._algorithm],
-                options={"require": ["exp", "sub"]},
+                signing.key,
+                algorithms=self._algorithms,
+                leeway=self._leeway,
+                options={"require": ["exp", "iat", "sub"]},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("Token has expired", code="token_expired") from None
         except jwt.PyJWTError:
-            raise Unauthorized("Invalid token", code="invalid_token") from None
+            raise Unauthorized(_INVALID, code="invalid_token") from None
+        if signing.retired_at is not None and int(claims["iat"]) >= signing.retired_at:
+            raise Unauthorized(_INVALID, code="invalid_token")
         sub = claims["sub"]
-        if not isinstance(sub, str) or not sub.isdigit():
-            raise Unauthorized("Invalid token", code="invalid_token")
-        return int(sub)
+        # Digits only (str.isdigit takes "²" too, which int() refuses) and an id fastpost
+        # could have made: a larger one, validly signed, would overflow the database's
+        # integer and answer 500.
+        if not isinstance(sub, str) or not (sub.isascii() and sub.isdigit()) or len(sub) > 16:
+            raise Unauthorized(_INVALID, code="invalid_token")
+        user_id = int(sub)
+        if not 1 <= user_id <= MAX_ID:
+            raise Unauthorized(_INVALID, code="invalid_token")
+        return user_id
 
 
 def token_in(authorization: str, schemes: tuple[str, ...]) -> str | None:
@@ -196,16 +267,22 @@ class _BearerUser(OAuth2PasswordBearer):
             if self.required:
                 raise Unauthorized("Not authenticated")
             return None
-        tokens: Tokens = request.app.state.tokens
+        state = request.app.state
+        tokens: Tokens = state.tokens
         # A token that is present but bad is an error even where login is optional: silently
         # answering as anonymous would hide an expired session from the client.
         user_id = tokens.user_id(token)
+        await state.account_check(request, user_id)
         set_current_user(user_id)  # for the access log line
         return user_id
 
 
-# The id of the caller, from the bearer token alone: no database round trip. A deactivated
-# account keeps access until its token expires (token_lifetime_seconds), the usual trade of
-# stateless tokens.
+# Refuses (401) a valid token whose account is gone or deactivated; `app.state.account_check`,
+# set by create_app to fastpost.users.router.refuse_gone_account (the users domain imports
+# this module, so this module cannot import it). It reads the account from the cache.
+AccountCheck = Callable[[Request, int], Awaitable[None]]
+
+# The id of the caller, from the bearer token and the cached state of its account (see
+# AccountCheck): on a cache hit, no database round trip.
 OptionalUserId = Annotated[int | None, Depends(_BearerUser(required=False))]
 CurrentUserId = Annotated[int, Depends(_BearerUser(required=True))]

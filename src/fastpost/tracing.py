@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from fastpost import querylog
+from fastpost.logging import redact_text
 
 
 def _installed(module: str) -> bool:
@@ -54,13 +55,47 @@ def _provider() -> Any:
     return provider
 
 
+_SECRET_HEADERS = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    ".*token.*",
+    ".*secret.*",
+    ".*password.*",
+    ".*api-key.*",
+]
+
+
+def mask_credentials(span: Any, scope: dict[str, Any]) -> None:
+    """Mask credentials in the server span's attributes (the URL, its path and query string)
+    as the logs mask them (fastpost.logging.redact_text): the instrumentation records the
+    URL as it came, `?access_token=...` included."""
+    if not span.is_recording():
+        return
+    for key, value in dict(getattr(span, "attributes", None) or {}).items():
+        if isinstance(value, str) and (masked := redact_text(value)) != value:
+            span.set_attribute(key, masked)
+    name = getattr(span, "name", None)
+    if isinstance(name, str) and (masked := redact_text(name)) != name:
+        span.update_name(masked)
+
+
 def install_tracing(app: Any, dialect: str) -> None:
     """Instrument the app, its SQL statements, Redis and httpx."""
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
     from opentelemetry.trace import SpanKind
 
     provider = _provider()
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="/metrics")
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        excluded_urls="/metrics",
+        server_request_hook=mask_credentials,
+        # Headers are recorded only where OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_* asks;
+        # these are masked even then.
+        http_capture_headers_sanitize_fields=_SECRET_HEADERS,
+    )
     tracer = provider.get_tracer("fastpost.db")
 
     def statement_span(statement: str, seconds: float) -> None:

@@ -116,3 +116,37 @@ def test_tracing_is_off_by_default_without_an_exporter_to_send_to(
 
 def test_the_default_app_is_not_instrumented(app: FastAPI) -> None:
     assert not getattr(app, "_is_instrumented_by_opentelemetry", False)
+
+
+async def test_server_spans_mask_credentials_in_the_path_query_string_and_headers(
+    settings: Settings, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Headers are recorded only where asked; asked here, so that masking them is shown.
+    monkeypatch.setenv(
+        "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "authorization,x-api-key"
+    )
+    password = "Hunter2-never-traced-1a2b3c"
+    app = create_app(
+        make_settings(settings.db.url, observability=ObservabilitySettings(tracing="on"))
+    )
+    async with app.router.lifespan_context(app):
+        user = await Factory(app).user()
+        token = user.headers["Authorization"].removeprefix("Bearer ")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for path in (f"/posts/{token}", f"/users/password={password}", "/posts/"):
+                await client.get(
+                    path,
+                    params={"access_token": token, "password": password},
+                    headers={"Authorization": f"Bearer {token}", "X-Api-Key": password},
+                )
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.uninstrument_app(app)
+    servers = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
+    assert len(servers) == 3
+    for span in spans.get_finished_spans():
+        recorded = repr((span.name, dict(span.attributes or {})))
+        assert token not in recorded
+        assert password not in recorded
+    assert any("[redacted]" in repr(dict(s.attributes or {})) for s in servers)

@@ -130,7 +130,8 @@ async def test_me_requires_a_valid_bearer_token(
 async def test_an_expired_token_is_refused(client: httpx.AsyncClient, factory: Factory) -> None:
     user = await factory.user()
     tokens = client._transport.app.state.tokens  # type: ignore[attr-defined]
-    expired = tokens.issue(user.id, lifetime=-10).access_token
+    # Expired for longer than the clock skew tolerated (AuthSettings.leeway_seconds).
+    expired = tokens.issue(user.id, lifetime=-120).access_token
     response = await client.get("/users/me", headers={"Authorization": f"Bearer {expired}"})
     assert response.status_code == 401
     assert response.json()["code"] == "token_expired"

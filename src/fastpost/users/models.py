@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Index, String, Text, text
+from sqlalchemy import Boolean, DateTime, Index, String, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fastpost.db import Base, IdType
@@ -37,4 +37,7 @@ class User(Base):
             postgresql_where=text("is_active"),
             sqlite_where=text("is_active"),
         ),
+        # One account per name whatever its case (migration 0006): registration and login
+        # look names up through it.
+        Index("uq_users_username_lower", func.lower(username), unique=True),
     )

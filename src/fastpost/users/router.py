@@ -13,6 +13,7 @@ from fastpost.cache import CacheDep
 from fastpost.db import DatabaseDep, WriteSession
 from fastpost.errors import ErrorOut, InvalidInput, error_responses
 from fastpost.http_caching import cached_response, private_response
+from fastpost.rate_limits import limit_login, limit_registration
 from fastpost.routing import PrefixRouter
 from fastpost.security import CurrentUserId, Passwords, Tokens
 from fastpost.users import service
@@ -33,13 +34,21 @@ def _passwords(request: Request) -> Passwords:
     return passwords
 
 
+async def refuse_gone_account(request: Request, user_id: int) -> None:
+    """401 when the account a valid token names is gone or deactivated (every route that
+    authenticates asks: fastpost.security.AccountCheck)."""
+    state = request.app.state
+    await service.cached_me(db=state.db, cache=state.cache, user_id=user_id)
+
+
 @auth_router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
-    responses={**error_responses(409, 413, 422), **_BUSY},
+    responses={**error_responses(409, 413, 422, 429), **_BUSY},
 )
 async def register(body: RegisterIn, session: WriteSession, request: Request) -> MeOut:
     """Create an account."""
+    await limit_registration(request)
     user = await service.register_user(
         session=session,
         passwords=_passwords(request),
@@ -79,27 +88,33 @@ async def _read_login(request: Request) -> LoginIn:
         else:
             raw = json.loads(await request.body() or b"null")
         return LoginIn.model_validate(raw)
-    except json.JSONDecodeError:
+    # Not JSON, not UTF-8 (UnicodeDecodeError is a ValueError, its message the whole body:
+    # the password, were it logged), or nested deeper than the parser recurses. `from None`
+    # everywhere: the body never reaches a traceback.
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, ValidationError):
+            raise RequestValidationError(
+                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+            ) from None
         raise InvalidInput("Body is not valid JSON", code="invalid_json", field="body") from None
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        ) from None
 
 
 @auth_router.post(
     "/login",
     openapi_extra={"requestBody": _LOGIN_BODY},
-    responses={**error_responses(401, 413, 422), **_BUSY},
+    responses={**error_responses(401, 413, 422, 429), **_BUSY},
 )
 async def login(request: Request, db: DatabaseDep) -> TokenOut:
     """Exchange a username and password for a bearer token (JSON or OAuth2 form)."""
     credentials = await _read_login(request)
+    await limit_login(request, credentials.username)
     user_id = await service.authenticate(
         db=db,
         passwords=_passwords(request),
         username=credentials.username,
         password=credentials.password,
+        # Caches the account for the account check of the requests the token makes next.
+        cache=request.app.state.cache,
     )
     tokens: Tokens = request.app.state.tokens
     issued = tokens.issue(user_id)
