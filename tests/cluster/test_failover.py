@@ -90,6 +90,10 @@ def running() -> Iterator[Running]:
     state_dir = Path(tempfile.mkdtemp(prefix="fastpost-failover-"))
     parts = on_free_ports(plan(instances=4, replicas=0, weights=WEIGHTS, backup=True))
     cluster = Cluster(state_dir)
+    # No rate limits in the instances, started and restarted from this process's
+    # environment: the load below writes and reads feeds faster than any person.
+    no_limits = pytest.MonkeyPatch()
+    no_limits.setenv("FASTPOST_RATE_LIMITS__ENABLED", "false")
     try:
         cluster.up(parts, posts=50)
         (nginx,) = [p for p in parts if p.kind == "nginx"]
@@ -98,6 +102,7 @@ def running() -> Iterator[Running]:
         )
     finally:
         cluster.down()
+        no_limits.undo()
         shutil.rmtree(state_dir, ignore_errors=True)
 
 

@@ -24,6 +24,7 @@ from fastpost.settings import (
     AuthSettings,
     DatabaseSettings,
     ObservabilitySettings,
+    RateLimitSettings,
     Settings,
 )
 
@@ -72,6 +73,8 @@ def lab_settings(url: str, *, redis_url: str | None, data_dir: Path) -> Settings
             log_level="WARNING", access_log=False, tracing="off", n_plus_one_threshold=0
         ),
         redis_url=redis_url,
+        # The experiments send from one address as fast as they can.
+        rate_limits=RateLimitSettings(enabled=False),
     )
 
 
