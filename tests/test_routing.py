@@ -19,12 +19,12 @@ from fastpost.health import router as health_router
 from fastpost.posts.router import router as posts_router
 from fastpost.posts.router import tags_router, user_posts_router
 from fastpost.realworld.router import router as realworld_router
-from fastpost.routing import PrefixRouter
+from fastpost.routing import PlainRoute, PrefixRouter, RouteTable, add_lean_routes
 from fastpost.settings import Settings
 from fastpost.social.router import feed_router
 from fastpost.social.router import router as social_router
 from fastpost.users.router import auth_router, users_router
-from tests.conftest import make_settings
+from tests.conftest import Factory, make_settings
 
 
 def test_a_router_does_not_try_its_routes_for_a_path_outside_its_prefix() -> None:
@@ -114,3 +114,128 @@ async def test_routing_is_built_at_startup_not_by_the_first_request(
                 assert (await client.get(path)).status_code == 200
     assert at_startup > 20
     assert len(built) == at_startup
+
+
+def _without_route_table(app: FastAPI) -> FastAPI:
+    """The same app with its plain and lean routes taken out: every request goes through
+    the included routers, as it did before they existed."""
+    app.router.routes[:] = [r for r in app.router.routes if not isinstance(r, RouteTable)]
+    return app
+
+
+_COMPARED_HEADERS = ("content-type", "cache-control", "etag", "vary", "allow", "www-authenticate")
+
+
+async def test_lean_and_plain_routes_answer_exactly_as_their_fastapi_routes(
+    settings: Settings, factory: Factory
+) -> None:
+    author = await factory.user()
+    post_id = await factory.post(author)
+    bad_token = {"Authorization": "Bearer not-a-token"}
+    realworld = {"Authorization": author.headers["Authorization"].replace("Bearer", "Token")}
+    requests: list[tuple[str, str, dict[str, str]]] = [
+        ("GET", "/health", {}),
+        ("GET", f"/posts/{post_id}", {}),
+        ("GET", f"/posts/{post_id}", author.headers),
+        ("GET", f"/posts/{post_id}", bad_token),
+        ("GET", "/posts/0", {}),  # 422, from the FastAPI route itself
+        ("GET", f"/posts/{2**53}", {}),
+        ("GET", "/posts/999999", {}),
+        ("PUT", f"/posts/{post_id}", author.headers),  # 405
+        ("GET", "/users/me", {}),
+        ("GET", "/users/me", author.headers),
+        ("GET", f"/users/{author.id}", {}),
+        ("GET", f"/users/{author.id}/overview", author.headers),
+        ("GET", "/tags", {}),
+        ("GET", "/tags/", {}),
+        ("GET", "/posts/", {}),
+        ("GET", "/posts", author.headers),
+        ("GET", "/posts/?limit=0", {}),  # 422
+        ("GET", "/posts/?status=draft", {}),  # 401
+        ("GET", "/posts/popular?limit=2", {}),
+        ("GET", "/posts/search?q=post", author.headers),
+        ("GET", "/posts/search", {}),  # 422: q is required
+        ("GET", f"/posts/{post_id}/comments", {}),
+        ("GET", f"/users/{author.id}/posts?limit=5", {}),
+        ("GET", "/feed", author.headers),
+        ("GET", "/feed", {}),  # 401
+        ("GET", f"/users/{author.id}/followers", {}),
+        ("GET", f"/users/{author.id}/friends?cursor=nonsense", {}),
+        ("POST", f"/users/{author.id}/follow", author.headers),  # 4xx: oneself
+        ("GET", "/api/articles", {}),
+        ("GET", "/api/articles/feed", realworld),
+        ("GET", "/api/user", realworld),
+        ("GET", "/api/tags", {}),
+    ]
+    answers = []
+    for variant in (create_app(settings), _without_route_table(create_app(settings))):
+        async with variant.router.lifespan_context(variant):
+            transport = httpx.ASGITransport(app=variant)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                answers.append(
+                    [
+                        (
+                            response.status_code,
+                            response.content,
+                            {name: response.headers.get(name) for name in _COMPARED_HEADERS},
+                        )
+                        for method, path, headers in requests
+                        for response in [await client.request(method, path, headers=headers)]
+                    ]
+                )
+    lean, routed = answers
+    for request, got, expected in zip(requests, lean, routed, strict=True):
+        assert got == expected, request
+
+
+async def test_a_lean_route_is_labelled_as_its_fastapi_route(
+    app: FastAPI, factory: Factory
+) -> None:
+    post_id = await factory.post(await factory.user())
+    seen: list[Any] = []
+
+    async def spy(scope: Any, receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+        seen.append(scope.get("route"))
+
+    transport = httpx.ASGITransport(app=spy)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get(f"/posts/{post_id}")).status_code == 200
+        assert (await client.get("/health")).status_code == 200
+
+    assert [route.path for route in seen] == ["/posts/{post_id}", "/health"]
+    assert isinstance(seen[0], APIRoute)  # the metrics and the access line name it alike
+
+
+def test_a_lean_route_refuses_an_endpoint_it_cannot_serve(app: FastAPI) -> None:
+    from fastpost.posts.router import delete_post, update_post
+    from fastpost.realworld.router import get_article
+
+    with pytest.raises(ValueError, match="headers, a body"):
+        add_lean_routes(app, update_post)
+    with pytest.raises(ValueError, match="a return type other than Response"):
+        add_lean_routes(app, delete_post)
+    # A str parameter could match a path that a route included earlier serves.
+    with pytest.raises(ValueError, match="the path parameter slug"):
+        add_lean_routes(app, get_article)
+
+
+def test_the_route_table_tries_only_routes_sharing_the_first_segment() -> None:
+    table = RouteTable()
+    tried: list[str] = []
+
+    class Counting(PlainRoute):
+        def matches(self, scope: Any) -> tuple[Match, Any]:
+            tried.append(self.path)
+            return super().matches(scope)
+
+    async def endpoint(request: Any) -> Any:
+        raise AssertionError("not called")
+
+    table.add(Counting("/posts/{post_id:int}", endpoint))
+    table.add(Counting("/users/me", endpoint))
+    scope = {"type": "http", "path": "/users/me", "root_path": "", "method": "GET"}
+
+    assert table.matches(scope)[0] == Match.FULL
+    assert tried == ["/users/me"]
+    assert table.matches({**scope, "path": "/nowhere"}) == (Match.NONE, {})

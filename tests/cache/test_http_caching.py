@@ -3,10 +3,13 @@ writes, private data kept private, optimistic concurrency with If-Match."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+from email.utils import format_datetime
+
 import httpx
 import pytest
 
-from fastpost.http_caching import etag_matches
+from fastpost.http_caching import etag_matches, http_date
 from tests.conftest import Factory, select_count
 
 
@@ -37,7 +40,7 @@ async def test_an_anonymous_post_carries_validators_and_public_cache_control(
     assert response.status_code == 200
     assert response.headers["etag"].startswith(f'"p{post_id}-')
     assert response.headers["last-modified"].endswith("GMT")
-    assert response.headers["cache-control"] == "public, max-age=5"
+    assert response.headers["cache-control"] == "public, no-cache"
     assert response.headers["vary"] == "Authorization"
 
 
@@ -57,7 +60,7 @@ async def test_a_cache_hit_and_a_304_make_no_database_query(
     assert revalidated.status_code == 304
     assert revalidated.content == b""
     assert revalidated.headers["etag"] == first.headers["etag"]
-    assert revalidated.headers["cache-control"] == "public, max-age=5"
+    assert revalidated.headers["cache-control"] == "public, no-cache"
 
 
 @pytest.mark.parametrize(
@@ -216,3 +219,16 @@ async def test_user_profiles_revalidate_with_their_etag(
     again = await client.get(f"/users/{user.id}", headers={"If-None-Match": first.headers["etag"]})
     assert again.status_code == 304
     assert again.content == b""
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2024, 2, 29, 12, 0, tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+def test_http_dates_are_written_as_the_standard_library_writes_them(moment: datetime) -> None:
+    expected = format_datetime(moment.astimezone(UTC).replace(microsecond=0), usegmt=True)
+    assert http_date(moment) == expected
