@@ -116,6 +116,8 @@ def _run_uvicorn(
         "log_level": log_level,
         # None: uvicorn waits for every request in flight, however long.
         "timeout_graceful_shutdown": graceful_timeout,
+        # No `server: uvicorn` header: which server and version answers is nobody's business.
+        "server_header": False,
     }
     if reload or workers == 1:
         uvicorn.run(
@@ -166,19 +168,25 @@ def _prepare_metrics_dir(settings: Settings) -> None:
 
     Set here, before uvicorn starts any worker: prometheus_client picks its storage when it
     is imported, and each worker imports it afresh. Emptied here because counters left by
-    an earlier run would be added to this one's.
+    an earlier run would be added to this one's; never while another server uses it
+    (fastpost.metrics_folder).
     """
     # Not through fastpost.metrics: importing prometheus_client here, before the variable is
     # set, would put a single worker (which runs in this process) in single-process mode.
-    path = Path(
-        os.environ.get(MULTIPROC_ENV)
-        or settings.observability.metrics_dir
-        or settings.data_dir / "metrics"
-    ).resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    for child in path.iterdir():
-        if child.suffix in (".db", ".lock"):
-            child.unlink()
+    from fastpost.metrics_folder import FolderInUse, claim_metrics_folder
+
+    named = os.environ.get(MULTIPROC_ENV) or settings.observability.metrics_dir
+    try:
+        path = claim_metrics_folder(
+            Path(named or settings.data_dir / "metrics"), explicit=bool(named)
+        )
+    except FolderInUse as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if named is None and path.name.startswith("serve-"):
+        console.print(
+            f"another fastpost serve uses {path.parent}: metrics in {path}", soft_wrap=True
+        )
     os.environ[MULTIPROC_ENV] = str(path)
 
 
@@ -293,6 +301,44 @@ def admin_revoke(username: Annotated[str, typer.Argument(help="The user's userna
     _set_admin(username, False)
 
 
+def _set_active(username: str, active: bool) -> None:
+    from fastpost.cache import build_cache
+    from fastpost.db import Database
+    from fastpost.users.service import set_active
+
+    settings = _settings()
+
+    async def run() -> int | None:
+        db = Database(settings.db)
+        # With Redis, the running workers drop the account's entries at once (pub/sub);
+        # without, within the cache's local TTL.
+        cache = build_cache(settings)
+        await cache.start()
+        try:
+            return await set_active(db=db, cache=cache, username=username, active=active)
+        finally:
+            await cache.close()
+            await db.dispose()
+
+    if asyncio.run(run()) is None:
+        console.print(f"[red]no user named {username!r}[/red]")
+        raise typer.Exit(1)
+    state = "active again" if active else "deactivated: its tokens are refused"
+    console.print(f"{username} is {state}")
+
+
+@admin_app.command("deactivate")
+def admin_deactivate(username: Annotated[str, typer.Argument(help="The user's username.")]) -> None:
+    """Close USERNAME's account: no login, and its tokens refused on every route."""
+    _set_active(username, False)
+
+
+@admin_app.command("activate")
+def admin_activate(username: Annotated[str, typer.Argument(help="The user's username.")]) -> None:
+    """Reopen USERNAME's account."""
+    _set_active(username, True)
+
+
 @app.command()
 def seed(
     users: Annotated[int, typer.Option(min=0, help="Users to create.")] = 300,
@@ -376,15 +422,28 @@ def profile(
         str | None, typer.Option(help="Write a speedscope profile (pyinstrument) to this file.")
     ] = None,
     top: Annotated[int, typer.Option(min=1, help="Functions to list.")] = 25,
+    cached: Annotated[
+        bool,
+        typer.Option(
+            "--cached",
+            help="Keep the cache on: after the warm-up the request is then a cache hit.",
+        ),
+    ] = False,
 ) -> None:
-    """Run one request in-process under cProfile and print the top functions (after one
-    unprofiled warm-up request)."""
+    """Run one request in-process under cProfile and print the top functions, fastpost's
+    own first (after one unprofiled warm-up request; the cache is off unless --cached)."""
     import json
 
     from fastpost.app import create_app
     from fastpost.profiling import profile_request
 
     settings = _settings()
+    if not cached:
+        # The warm-up would fill the cache and the profile would show a hit: the path
+        # worth profiling is the one that does the work.
+        settings = settings.model_copy(
+            update={"cache": settings.cache.model_copy(update={"enabled": False})}
+        )
     app_ = create_app(settings)
     headers = {}
     if as_user is not None:
@@ -400,7 +459,15 @@ def profile(
             top=top,
         )
     )
-    console.print(f"{method.upper()} {path} -> {status}")
+    console.print(
+        f"{method.upper()} {path} -> {status} "
+        f"({'cache on' if cached else 'cache off: the uncached path; --cached for a hit'})"
+    )
+    if settings.db.is_sqlite and speedscope is None:
+        console.print(
+            "SQLite runs each query in aiosqlite's thread, which cProfile does not follow: "
+            "the database's share shows as waiting. For it: --speedscope, or py-spy."
+        )
     if speedscope is not None:
         Path(speedscope).write_text(report)
         console.print(f"speedscope profile written to {speedscope} (open it at speedscope.app)")

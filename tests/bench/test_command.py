@@ -90,6 +90,9 @@ def test_mixed_bench_reports_each_route_both_capacities_and_fails_on_a_missed_ta
     # The run itself went through; the impossible target failed it, and says so.
     assert done.returncode == TARGET_FAILED_EXIT, done.stdout + done.stderr
     assert "target failed: ours: requests/s under wrk > 1e+09" in done.stdout
+    # The verdict is the last thing printed, whatever the exit status.
+    assert done.stdout.strip().splitlines()[-1].startswith("VERDICT: ")
+    assert "ours:rps" in done.stdout.strip().splitlines()[-1]
     report = json.loads((out / "report.json").read_text())
     mix = {"GET /posts/", "GET /users/me", "POST /posts/"}
     assert report["scenario"]["route_shares"] == pytest.approx(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 from sqlalchemy import text
 
 from fastpost.lab import gather, indexes, n_plus_one, pagination
 from fastpost.lab.context import Lab
 from fastpost.pagination import Page
 from fastpost.posts import service as posts_service
+from tests.helpers import environment, migrate_and_seed
 
 
 async def test_n_plus_one_sends_a_query_per_post_the_join_one_and_the_batches_two(
@@ -96,3 +100,36 @@ async def test_the_dropped_index_is_back_after_the_experiment(lab: Lab) -> None:
                 {"n": indexes.INDEX},
             )
     assert found == 1
+
+
+async def test_page_one_reports_the_same_statement_instead_of_a_ratio(lab: Lab) -> None:
+    result = await pagination.run(lab)
+
+    first = result.variant("OFFSET", "page 1")
+    assert first.same_statement
+    assert first.ratio is None
+    deeper = result.variant("OFFSET", "page 3")
+    assert not deeper.same_statement
+    assert deeper.ratio is not None
+
+
+def test_seeding_the_posts_the_hint_names_reaches_the_page(tmp_path: Path) -> None:
+    # The seed makes some posts drafts: a hint of pages x limit posts falls short.
+    rows = 3000
+    env = environment(tmp_path)
+    plan = ("--users", "40", "--follows", "0", "--likes", "0")
+    migrate_and_seed(env, tmp_path, *plan, "--posts", "1000")
+    seeded_published = _published(tmp_path)
+    hint = pagination.posts_to_reach(rows, published=seeded_published, seeded=1000)
+    (tmp_path / "data" / "fastpost.db").unlink()
+
+    migrate_and_seed(env, tmp_path, *plan, "--posts", str(hint))
+
+    assert seeded_published < 1000
+    assert _published(tmp_path) >= rows
+
+
+def _published(tmp_path: Path) -> int:
+    with sqlite3.connect(tmp_path / "data" / "fastpost.db") as conn:
+        row = conn.execute("SELECT count(*) FROM posts WHERE status = 'published'").fetchone()
+    return int(row[0])

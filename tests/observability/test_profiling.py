@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -177,3 +179,43 @@ def _is_admin_in(tmp_path: Path, username: str) -> bool:
             "SELECT is_admin FROM users WHERE username = ?", (username,)
         ).fetchone()
     return bool(value)
+
+
+def _own_section(stdout: str) -> str:
+    return stdout.split("fastpost's own functions", 1)[1].split("Every function:", 1)[0]
+
+
+def test_fastpost_profile_shows_the_uncached_path_and_the_apps_own_functions_first(
+    tmp_path: Path,
+) -> None:
+    env = environment(tmp_path)
+    migrate_and_seed(env, tmp_path, "--users", "5", "--posts", "30", "--likes", "0")
+    args = ("profile", "GET", "/posts/?limit=20", "--top", "60")
+
+    uncached = fastpost(*args, env=env, cwd=tmp_path)
+    cached = fastpost(*args, "--cached", env=env, cwd=tmp_path)
+
+    assert uncached.returncode == 0, uncached.stderr
+    assert uncached.stdout.index("own functions") < uncached.stdout.index("Every function")
+    # The warm-up filled no cache: the profiled request reads the database.
+    assert "service.py:" in _own_section(uncached.stdout)
+    assert "(list_posts)" in _own_section(uncached.stdout)
+    assert "(fetch_all)" in _own_section(uncached.stdout)
+    assert cached.returncode == 0, cached.stderr
+    assert "(fetch_all)" not in _own_section(cached.stdout)
+
+
+def test_fastpost_profile_needs_no_extra(tmp_path: Path) -> None:
+    env = environment(tmp_path)
+    assert fastpost("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+    # httpx comes with the dev and bench extras only: hide it, as on a plain install.
+    hide_httpx = (
+        "import sys; sys.modules['httpx'] = None; sys.argv[0] = 'fastpost'; "
+        "from fastpost.cli import main; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", hide_httpx, "profile", "GET", "/health"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "GET /health -> 200" in result.stdout

@@ -32,6 +32,8 @@ from rich.console import Console
 
 from fastpost.bench import scenarios, targets
 from fastpost.bench.database import DEFAULT_ADMIN_URL
+from fastpost.extras import require_extra
+from fastpost.messages import LANGUAGES, resolve_language, text
 
 console = Console() if sys.stdout.isatty() else Console(width=130)
 REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -172,6 +174,13 @@ def bench(
             help=f"Exit with status {TARGET_FAILED_EXIT} when any target fails (for CI).",
         ),
     ] = False,
+    lang: Annotated[
+        str | None,
+        typer.Option(
+            help="Language of the report: en or es (default: from LC_ALL, LC_MESSAGES, LANG). "
+            "The figures are the same."
+        ),
+    ] = None,
 ) -> None:
     """Load fastpost with wrk and a fixed-rate generator; report against the SLO targets."""
     try:
@@ -179,6 +188,10 @@ def bench(
         targets.parse_targets(target or [])
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if lang is not None and lang not in LANGUAGES:
+        raise typer.BadParameter("en or es", param_hint="--lang")
+    language = resolve_language(lang)
+    require_extra("bench", "bench", console)
     server, client = _cores(no_pin, server_cpus, client_cpu)
     config = Config(
         scenario=scenario,
@@ -228,10 +241,11 @@ def bench(
     except RuntimeError as exc:
         console.print(f"[red]bench failed:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
-    report.print_report(result, console)
-    console.print(f"report written to {folder}/report.json and report.md", highlight=False)
-    failed = report.failures(result)
-    if fail_on_target and failed:
-        for failure in failed:
-            console.print(f"[red]target failed:[/red] {failure}", highlight=False)
+    report.print_report(result, console, language)
+    console.print(text("bench.report_written", language, folder=folder), highlight=False)
+    # Last, whatever the exit status: the verdict is what a reader looks for.
+    report.print_verdict(
+        result, console, language, fail_exit_code=TARGET_FAILED_EXIT if fail_on_target else None
+    )
+    if fail_on_target and report.failures(result):
         raise typer.Exit(TARGET_FAILED_EXIT)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fastpost.bench.routes import describe_errors
+from fastpost.messages import Lang, has, text
 
 
 def _ms(value: float | None) -> str:
@@ -183,6 +184,47 @@ def capacity_summary(report: dict[str, Any]) -> str | None:
     return text
 
 
+_GROUP_TITLES = {"course": "bench.course_targets", "ours": "bench.our_targets"}
+
+
+def print_verdict(
+    report: dict[str, Any], console: Console, lang: Lang, *, fail_exit_code: int | None
+) -> None:
+    """The last lines of a run: every failed target, then one line that says whether the
+    run met every target. `make bench` exits 0 either way, so this line is the answer.
+    `fail_exit_code`: the status this run exits with on a failed target (--fail-on-target)."""
+    judged = [v for group in ("course", "ours") for v in report["verdict"][group]]
+    failed = [(group, v) for group in ("course", "ours") for v in report["verdict"][group]
+              if not v["passed"]]  # fmt: skip
+    for group, verdict in failed:
+        measured = _measured(verdict) if verdict["measured"] is not None else "-"
+        console.print(
+            f"[red]{text('bench.target_failed', lang)}:[/red] {text(f'bench.group.{group}', lang)}:"
+            f" {_what(verdict, lang)} {_limit(verdict)} "
+            f"({text('bench.col.measured', lang)} {measured})",
+            highlight=False,
+        )
+    if failed:
+        names = ", ".join(f"{group}:{v['name']}" for group, v in failed)
+        console.rule(style="red")
+        console.print(
+            "[bold red]"
+            + text("bench.verdict_fail", lang, failed=len(failed), total=len(judged), names=names)
+            + "[/bold red]",
+            highlight=False,
+        )
+        if fail_exit_code is None:
+            console.print(text("bench.verdict_exit", lang), highlight=False)
+    else:
+        console.rule(style="green")
+        console.print(
+            "[bold green]"
+            + text("bench.verdict_pass", lang, passed=len(judged), total=len(judged))
+            + "[/bold green]",
+            highlight=False,
+        )
+
+
 def failures(report: dict[str, Any]) -> list[str]:
     """Name every target the run failed, as `course: p95 latency ... <= 200 (measured 250.3)`."""
     return [
@@ -195,56 +237,84 @@ def failures(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def print_report(report: dict[str, Any], console: Console) -> None:
+def _header(header: str, lang: Lang) -> str:
+    key = f"bench.col.{header}"
+    return text(key, lang) if has(key) else header
+
+
+def _what(verdict: dict[str, Any], lang: Lang) -> str:
+    key = f"target.{verdict['name']}"
+    return text(key, lang) if lang != "en" and has(key) else str(verdict["what"])
+
+
+def print_report(report: dict[str, Any], console: Console, lang: Lang = "en") -> None:
     """Print the run's figures, per-worker usage, /metrics deltas and the verdicts."""
     config = report["config"]
     table = Table(
-        title=(
-            f"fastpost bench: {config['scenario']}, {config['workers']} worker(s), "
-            f"{config['database']}{' + Redis' if config['redis'] else ''}"
+        title=text(
+            "bench.title",
+            lang,
+            scenario=config["scenario"],
+            workers=config["workers"],
+            database=f"{config['database']}{' + Redis' if config['redis'] else ''}",
         ),
         caption=report["method"],
     )
     for header in HEADERS:
-        table.add_column(header, justify="left" if header == "run" else "right")
+        table.add_column(_header(header, lang), justify="left" if header == "run" else "right")
     for row in _rows(report):
         table.add_row(*row)
     console.print(table)
     for title, rows in _route_sections(report):
         routes = Table(title=title)
         for header in ROUTE_HEADERS:
-            routes.add_column(header, justify="left" if header == "route" else "right")
+            routes.add_column(
+                _header(header, lang), justify="left" if header == "route" else "right"
+            )
         for route_row in rows:
             routes.add_row(*route_row)
         console.print(routes)
     for worker in report["server"]["workers"]:
         console.print(
-            f"worker {worker['pid']}: {worker['cpu']:.0%} of a core, {worker['rss_mb']:.0f} MB RSS",
+            text(
+                "bench.worker",
+                lang,
+                pid=worker["pid"],
+                cpu=worker["cpu"],
+                rss=worker["rss_mb"],
+            ),
             highlight=False,
         )
     metrics = report["metrics"]
     if metrics:
         console.print(
-            f"/metrics over the wrk run: {metrics['queries']:,.0f} queries "
-            f"({metrics['queries_per_request']:.2f}/request, "
-            f"{metrics['query_ms_per_request']:.2f} ms/request), cache "
-            f"{metrics['cache_hits']:,.0f} hits / {metrics['cache_misses']:,.0f} misses "
-            f"({metrics['cache_hit_rate']:.0%} hits)",
+            text(
+                "bench.metrics_line",
+                lang,
+                queries=metrics["queries"],
+                per_request=metrics["queries_per_request"],
+                ms_per_request=metrics["query_ms_per_request"],
+                hits=metrics["cache_hits"],
+                misses=metrics["cache_misses"],
+                rate=metrics["cache_hit_rate"],
+            ),
             highlight=False,
         )
     summary = capacity_summary(report)
     if summary:
         console.print(summary, highlight=False)
-    for group, title in (("course", "course targets"), ("ours", "our targets")):
-        verdicts = Table(title=title)
+    for group, title in _GROUP_TITLES.items():
+        verdicts = Table(title=text(title, lang))
         for header in ("target", "limit", "measured", "verdict"):
-            verdicts.add_column(header)
+            verdicts.add_column(text(f"bench.col.{header}", lang))
         for verdict in report["verdict"][group]:
             verdicts.add_row(
-                verdict["what"],
+                _what(verdict, lang),
                 _limit(verdict),
                 _measured(verdict),
-                "[green]PASS[/green]" if verdict["passed"] else "[red]FAIL[/red]",
+                f"[green]{text('bench.pass', lang)}[/green]"
+                if verdict["passed"]
+                else f"[red]{text('bench.fail', lang)}[/red]",
             )
         console.print(verdicts)
     for reason in report["invalid_reasons"]:

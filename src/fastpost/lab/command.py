@@ -10,7 +10,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fastpost.extras import require_extra
 from fastpost.lab.catalog import EXPERIMENTS, select_experiments
+from fastpost.messages import LANGUAGES, resolve_language, text
 
 # Rich assumes 80 columns when output goes to a file or a pipe: too narrow for the table.
 console = Console() if sys.stdout.isatty() else Console(width=140)
@@ -90,12 +92,23 @@ def lab(
     http_delay_ms: Annotated[
         float, typer.Option(min=0, help="9: the slow endpoint's delay.")
     ] = 50.0,
+    lang: Annotated[
+        str | None,
+        typer.Option(
+            help="Language of the report: en or es (default: from LC_ALL, LC_MESSAGES, LANG). "
+            "The figures are the same."
+        ),
+    ] = None,
 ) -> None:
     """Run each performance anti-pattern beside its fix, on seeded data, and measure both."""
     try:
         experiments = select_experiments(only)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--only") from None
+    if lang is not None and lang not in LANGUAGES:
+        raise typer.BadParameter("en or es", param_hint="--lang")
+    language = resolve_language(lang)
+    require_extra("lab", "bench", console)
     # Here, not at the top: every `fastpost` command imports this module.
     from fastpost.lab.config import LabConfig
     from fastpost.lab.report import print_report, write_json
@@ -133,9 +146,13 @@ def lab(
         )
     env = report.environment
     if "dialect" in env:
-        how = "reused" if env["reused_database"] else f"seeded in {env['seed_seconds']} s"
-        console.print(f"database {env['database']} ({how})")
-    print_report(report, console)
+        how = (
+            text("lab.reused", language)
+            if env["reused_database"]
+            else text("lab.seeded", language, seconds=env["seed_seconds"])
+        )
+        console.print(text("lab.database", language, database=env["database"], how=how))
+    print_report(report, console, language)
     if json_path is not None:
         write_json(report, json_path)
-        console.print(f"JSON written to {json_path}")
+        console.print(text("lab.json_written", language, path=json_path))

@@ -103,12 +103,14 @@ async def run(lab: Lab) -> ExperimentResult:
     for m in result.measurements:
         m.ratio = m.details["lag_p99_ms"] / fix_lag if fix_lag else None
     blocked = result.variant("on the event loop")
-    result.notes.append(
-        f"Argon2 time_cost={params[0]}, memory={params[1]} KiB, parallelism={params[2]} "
-        "(fastpost's defaults); lag is how late a task sleeping 1 ms woke up"
-    )
+    result.add_note("lab.cpu_bound.note", time=params[0], memory=params[1], lanes=params[2])
     result.verdict = (
         f"on the loop a concurrent task waited up to {blocked.details['lag_max_ms']:.0f} ms "
         f"(p99 {blocked.details['lag_p99_ms']:.0f} ms); in a thread p99 {fix_lag:.1f} ms"
     )
+    result.verdict_params = {
+        "lag_max": blocked.details["lag_max_ms"],
+        "lag_p99": blocked.details["lag_p99_ms"],
+        "fix_lag": fix_lag,
+    }
     return result

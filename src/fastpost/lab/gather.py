@@ -115,19 +115,17 @@ async def run(lab: Lab) -> ExperimentResult:
     result.extra = {"same_data": same_data, "same_statements": same_sql}
     ratio = result.variant("sequential awaits").ratio or 0
     if lab.dialect == "sqlite":
-        result.notes.append(
-            "SQLite: the three reads hit one local file with no network wait; each reader "
-            "connection has its own aiosqlite thread, so gather overlaps little beyond "
-            "what those threads and the GIL allow."
-        )
+        result.add_note("lab.gather.note_sqlite")
     else:
-        result.notes.append(
-            "PostgreSQL: each read is a round trip to the server, and gather overlaps them; "
-            "on a local server a round trip is a fraction of a millisecond, so the gain "
-            "grows with the distance to the database."
-        )
+        result.add_note("lab.gather.note_postgresql")
     result.verdict = (
         f"sequential takes {ratio:.2f}x the time of gather ({lab.dialect}); same data: "
         f"{'yes' if same_data else 'NO'}, same statements: {'yes' if same_sql else 'NO'}"
     )
+    result.verdict_params = {
+        "ratio": ratio,
+        "dialect": lab.dialect,
+        "same_data": "yes" if same_data else "no",
+        "same_sql": "yes" if same_sql else "no",
+    }
     return result

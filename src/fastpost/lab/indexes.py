@@ -142,4 +142,5 @@ async def run(lab: Lab) -> ExperimentResult:
         f"an author's latest {rows} posts take {ratio:.1f}x as long without the index "
         f"({total:,} posts in the table)"
     )
+    result.verdict_params = {"rows": rows, "ratio": ratio, "total": total}
     return result

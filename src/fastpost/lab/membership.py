@@ -72,6 +72,7 @@ def membership(sizes: tuple[int, ...], repeat: int) -> ExperimentResult:
         f"at {sizes[-1]:,} items a list lookup takes {ratio:,.0f}x a set lookup; the set "
         "costs more memory (its own hash table)"
     )
+    result.verdict_params = {"items": sizes[-1], "ratio": ratio}
     return result
 
 

@@ -111,4 +111,10 @@ async def run(lab: Lab) -> ExperimentResult:
         f"{anti.queries} statements instead of {fix.queries}: "
         f"{(anti.ratio or 0):.1f}x the time of the join for {limit} posts"
     )
+    result.verdict_params = {
+        "anti_queries": anti.queries,
+        "fix_queries": fix.queries,
+        "ratio": anti.ratio or 0,
+        "posts": limit,
+    }
     return result

@@ -84,12 +84,13 @@ async def run(lab: Lab) -> ExperimentResult:
         )
     result.set_ratios()
     blocked = result.variant("requests (blocking)")
-    result.notes.append(
-        f"ideal: {delay_ms:g} ms when all {calls} calls overlap, {calls * delay_ms:g} ms one "
-        "after another; asyncio.to_thread runs at most min(32, CPUs + 4) at once"
-    )
+    result.add_note("lab.outbound_http.note", delay=delay_ms, calls=calls, serial=calls * delay_ms)
     result.verdict = (
         f"blocking requests took {(blocked.ratio or 0):.1f}x the time of httpx and held the "
         f"event loop for up to {blocked.details['lag_max_ms']:.0f} ms"
     )
+    result.verdict_params = {
+        "ratio": blocked.ratio or 0,
+        "lag_max": blocked.details["lag_max_ms"],
+    }
     return result

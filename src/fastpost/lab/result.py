@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from fastpost.messages import text
+
 
 @dataclass
 class Measurement:
@@ -21,6 +23,11 @@ class Measurement:
     is_fix: bool = False
     details: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    # The note as a message of fastpost.messages, for the report's other languages.
+    note_key: str = ""
+    note_params: dict[str, Any] = field(default_factory=dict)
+    # The variant ran the very statement the fix ran: any ratio between them is noise.
+    same_statement: bool = False
 
 
 @dataclass
@@ -33,9 +40,19 @@ class ExperimentResult:
     ratio_of: str = "time"
     measurements: list[Measurement] = field(default_factory=list)
     verdict: str = ""
+    # The figures in the verdict, for its other languages (fastpost.messages, lab.KEY.verdict).
+    verdict_params: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Which notes are messages of fastpost.messages (by position in `notes`), with their
+    # figures, for the report's other languages; the rest (query plans) print as they are.
+    note_keys: dict[int, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     # Anything else worth keeping in the JSON (query plans, say).
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def add_note(self, key: str, **params: Any) -> None:
+        """Add the message `key` of fastpost.messages as a note, in English here."""
+        self.note_keys[len(self.notes)] = (key, params)
+        self.notes.append(text(key, "en", **params))
 
     def add(self, measurement: Measurement) -> Measurement:
         self.measurements.append(measurement)
@@ -53,7 +70,7 @@ class ExperimentResult:
         fixes = {m.size: getattr(m, figure) for m in self.measurements if m.is_fix}
         for m in self.measurements:
             value, fix = getattr(m, figure), fixes.get(m.size)
-            if value is not None and fix:
+            if value is not None and fix and not m.same_statement:
                 m.ratio = value / fix
 
 

@@ -126,4 +126,11 @@ async def run(lab: Lab) -> ExperimentResult:
         f"of streaming them in batches of {batch} "
         f"({everything.memory_bytes or 0:,} vs {streamed.memory_bytes or 0:,} bytes)"
     )
+    result.verdict_params = {
+        "size": everything.size,
+        "ratio": everything.ratio or 0,
+        "batch": batch,
+        "everything": everything.memory_bytes or 0,
+        "streamed": streamed.memory_bytes or 0,
+    }
     return result
