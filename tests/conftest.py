@@ -28,9 +28,11 @@ from fastpost.db import Database, record_statements
 from fastpost.migrations import upgrade
 from fastpost.posts.models import Post
 from fastpost.querylog import collect_n_plus_one
-from fastpost.settings import AuthSettings, DatabaseSettings, Settings
+from fastpost.settings import AuthSettings, DatabaseSettings, RateLimitSettings, Settings
 from fastpost.timeutil import utcnow
 from fastpost.users.models import User
+from fastpost.users.service import cached_me
+from tests.helpers import RedisClusterNodes, redis_cluster, redis_cluster_missing_reason
 
 POSTGRES_URL = os.environ.get("FASTPOST_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
@@ -42,6 +44,9 @@ PASSWORD_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(P
 
 
 def make_settings(url: str, **overrides: Any) -> Settings:
+    # No rate limits unless a test asks (tests/test_rate_limits.py): one client logs in and
+    # writes far faster than any person.
+    overrides.setdefault("rate_limits", RateLimitSettings(enabled=False))
     return Settings(
         env="test",
         db=DatabaseSettings(url=url, pool_size=5, write_pool_size=5),
@@ -68,6 +73,16 @@ async def _admin_execute(sql: str) -> None:
             await conn.execute(text(sql))
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """A 3-master Redis Cluster of the session's own (tests.helpers.redis_cluster)."""
+    reason = redis_cluster_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as nodes:
+        yield nodes
 
 
 @pytest.fixture(scope="session")
@@ -177,6 +192,11 @@ class Factory:
             )
             session.add(user)
             await session.flush()
+        if user.is_active:
+            # As a login does (users.service.remember_me): the account check of the requests
+            # its token makes finds the account cached, and tests that count a route's
+            # statements count the route's alone.
+            await cached_me(db=self.db, cache=self.app.state.cache, user_id=user.id)
         token = self.app.state.tokens.issue(user.id).access_token
         return TestUser(user.id, username, {"Authorization": f"Bearer {token}"})
 

@@ -8,9 +8,11 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -151,11 +153,13 @@ def route_server() -> Iterator[str]:
 
 # --- The `fastpost` command in real processes ------------------------------------------
 
-# Argon2 at its cheapest: the seed and every login or registration hash a password.
+# Argon2 at its cheapest: the seed and every login or registration hash a password. No rate
+# limits: the tests' clients log in and write from one address, faster than any person.
 FAST_ENV = {
     "FASTPOST_AUTH__ARGON2_TIME_COST": "1",
     "FASTPOST_AUTH__ARGON2_MEMORY_COST_KIB": "8",
     "FASTPOST_AUTH__ARGON2_PARALLELISM": "1",
+    "FASTPOST_RATE_LIMITS__ENABLED": "false",
 }
 
 
@@ -234,3 +238,231 @@ def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+# --- A Redis Cluster of the test's own (fastpost.redis_client, fastpost.cache) -----------
+
+
+@dataclass
+class RedisClusterNodes:
+    ports: list[int]
+    processes: list[subprocess.Popen[bytes]]
+
+    @property
+    def url(self) -> str:
+        """The cluster as FASTPOST_REDIS_URL names it: every node listed."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def flush(self) -> None:
+        """Empty every node, for the next test."""
+        import redis
+
+        for port in self.ports:
+            with redis.Redis(port=port) as client:
+                client.flushall()
+
+
+def redis_cluster_missing_reason() -> str | None:
+    """Why a Redis Cluster cannot be started here (redis-server < 7 has no sharded pub/sub),
+    or None."""
+    import shutil
+
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        return "redis-server and redis-cli are not installed"
+    version = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True, check=False
+    ).stdout
+    major = version.partition(" v=")[2].partition(".")[0]
+    if not major.isdigit() or int(major) < 7:
+        return f"Redis Cluster tests need redis-server >= 7: {version.strip()}"
+    return None
+
+
+@contextmanager
+def redis_cluster(directory: Path, masters: int = 3) -> Iterator[RedisClusterNodes]:
+    """A Redis Cluster of `masters` primaries, no replicas, on free loopback ports, its
+    files under `directory`; yielded once every node says `cluster_state:ok`, stopped after."""
+    import time
+
+    import redis
+
+    ports = [free_port() for _ in range(masters)]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in ports:
+            node_dir = directory / str(port)
+            node_dir.mkdir(parents=True)
+            processes.append(
+                subprocess.Popen(
+                    [
+                        "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                        # The bus port is port + 10000 unless said: past 65535 for the
+                        # high ports free_port hands out.
+                        "--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+                        "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+                        "--save", "", "--appendonly", "no", "--dir", str(node_dir),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )  # fmt: skip
+        clients = [redis.Redis(port=port, socket_connect_timeout=0.5) for port in ports]
+        deadline = time.monotonic() + 20
+        for client in clients:
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    assert time.monotonic() < deadline, "redis-server did not start"
+                    time.sleep(0.05)
+        created = subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stdout + created.stderr
+        for client in clients:
+            while client.cluster("INFO").get("cluster_state") != "ok":
+                assert time.monotonic() < deadline, "the Redis Cluster did not form"
+                time.sleep(0.05)
+            client.close()
+        yield RedisClusterNodes(ports, processes)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@dataclass
+class _Stored:
+    response: httpx.Response
+    stored_at: float
+    vary: dict[str, str | None]
+
+
+class CachingClient:
+    """GETs through an HTTP cache that follows RFC 9111, as a browser's (private) or a
+    CDN's (shared) does, over `client`: what a real client of the API would show.
+
+    A stored response is used without asking while fresh (s-maxage for a shared cache,
+    max-age, Expires, or the 10% of its age since Last-Modified that browsers allow
+    themselves, RFC 9111 4.2.2), unless it says no-cache; otherwise it is revalidated with
+    its validators, and a 304 serves the stored body. `source` says where the last answer
+    came from: "cache", "revalidated" or "network".
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        shared: bool = False,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.client = client
+        self.shared = shared
+        self.clock = clock or time.time
+        self.source = ""
+        self._stored: dict[str, _Stored] = {}
+
+    async def get(self, url: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        headers = dict(headers or {})
+        stored = self._stored.get(url)
+        if stored is not None and not self._matches_vary(stored, headers):
+            stored = None
+        if stored is not None:
+            directives = cache_directives(stored.response)
+            if "no-cache" not in directives and self._age(stored) < self._lifetime(stored):
+                self.source = "cache"
+                return stored.response
+            etag = stored.response.headers.get("etag")
+            last_modified = stored.response.headers.get("last-modified")
+            if etag:
+                headers["If-None-Match"] = etag
+            elif last_modified:
+                headers["If-Modified-Since"] = last_modified
+        response = await self.client.get(url, headers=headers)
+        if response.status_code == 304 and stored is not None:
+            self.source = "revalidated"
+            stored.stored_at = self.clock()
+            return stored.response
+        self.source = "network"
+        if response.status_code == 200 and self._may_store(response, headers):
+            names = [
+                name.strip().lower()
+                for name in response.headers.get("vary", "").split(",")
+                if name.strip()
+            ]
+            vary = {name: _header(headers, name) for name in names}
+            self._stored[url] = _Stored(response, self.clock(), vary)
+        else:
+            self._stored.pop(url, None)
+        return response
+
+    def _may_store(self, response: httpx.Response, request_headers: dict[str, str]) -> bool:
+        directives = cache_directives(response)
+        if "no-store" in directives:
+            return False
+        if self.shared:
+            if "private" in directives:
+                return False
+            # RFC 9111 3.5: a shared cache stores an answer to an authorised request only
+            # when the response allows it explicitly.
+            if _header(request_headers, "authorization") is not None and not (
+                {"public", "s-maxage", "must-revalidate"} & directives.keys()
+            ):
+                return False
+        return True
+
+    def _matches_vary(self, stored: _Stored, headers: dict[str, str]) -> bool:
+        return all(_header(headers, name) == value for name, value in stored.vary.items())
+
+    def _age(self, stored: _Stored) -> float:
+        return self.clock() - stored.stored_at
+
+    def _lifetime(self, stored: _Stored) -> float:
+        response = stored.response
+        directives = cache_directives(response)
+        for name in ("s-maxage", "max-age") if self.shared else ("max-age",):
+            value = directives.get(name)
+            if value is not None and value.isdigit():
+                return float(value)
+        date = _http_time(response.headers.get("date")) or stored.stored_at
+        expires = _http_time(response.headers.get("expires"))
+        if expires is not None:
+            return expires - date
+        last_modified = _http_time(response.headers.get("last-modified"))
+        if last_modified is not None:
+            return max(date - last_modified, 0) / 10
+        return 0.0
+
+
+def cache_directives(response: httpx.Response) -> dict[str, str | None]:
+    """A response's Cache-Control directives, names in lower case: {"max-age": "5", ...}."""
+    directives: dict[str, str | None] = {}
+    for part in response.headers.get("cache-control", "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name:
+            directives[name.lower()] = value.strip('"') if value else None
+    return directives
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _http_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None

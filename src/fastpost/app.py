@@ -8,12 +8,15 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.telemetry import TelemetryConfig
 from starlette.middleware.cors import CORSMiddleware
 
 from fastpost import health, querylog, served
+from fastpost.api_contract import install_contract
+from fastpost.api_docs import install_offline_docs
 from fastpost.cache import build_cache
+from fastpost.comments import router as comments_routes
 from fastpost.comments.router import router as comments_router
 from fastpost.db import Database
 from fastpost.errors import install_error_handlers
@@ -21,19 +24,27 @@ from fastpost.http_caching import CachedPostReads
 from fastpost.idempotency import IdempotencyKeys
 from fastpost.logging import access, configure_logging
 from fastpost.metrics import cache_event, flush_and_sample_forever, metrics_endpoint
+from fastpost.metrics_access import MetricsAccess
 from fastpost.middleware import Edge
+from fastpost.overload import ShedOverload
+from fastpost.posts import router as posts_routes
 from fastpost.posts.router import router as posts_router
 from fastpost.posts.router import tags_router, user_posts_router
+from fastpost.rate_limits import RateLimitLayer, RateLimits, document_limits
+from fastpost.realworld import router as realworld_routes
 from fastpost.realworld.errors import install_realworld_errors
 from fastpost.realworld.router import PREFIX as REALWORLD_PREFIX
 from fastpost.realworld.router import router as realworld_router
 from fastpost.replicas import ReadYourWrites, position_ttl_seconds
-from fastpost.routing import build_routing_now
+from fastpost.routing import add_lean_routes, add_plain_routes, build_routing_now
 from fastpost.security import Passwords, Tokens
+from fastpost.security_headers import SecurityHeaders
 from fastpost.settings import Settings
+from fastpost.social import router as social_routes
 from fastpost.social.router import feed_router
 from fastpost.social.router import router as social_router
-from fastpost.users.router import auth_router, users_router
+from fastpost.users import router as users_routes
+from fastpost.users.router import auth_router, refuse_gone_account, users_router
 
 __version__ = "0.1.0"
 
@@ -69,7 +80,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.db, redis_url=settings.redis_url)
+        db = Database(
+            settings.db,
+            redis_url=settings.redis_url,
+            statement_timeout=settings.db.statement_timeout or None,
+        )
         await db.connect()
         app.state.db = db
         replica_monitor = None
@@ -133,6 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if observability.slow_query_ms is not None:
                 querylog.slow_query_log = None
             await cache.close()
+            if app.state.rate_limits is not None:
+                await app.state.rate_limits.close()
             await db.dispose()
 
     app = FastAPI(
@@ -144,11 +161,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # is configured on every request, reading environment variables each time: 15% of a
         # `GET /health` (cProfile, this machine). Tracing is fastpost.tracing's job, opt-in.
         telemetry=_NO_NATIVE_TELEMETRY,
+        # Served by install_offline_docs below, from local files instead of a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     # Built here, not per request: the hasher's parameters and the signing key are fixed.
     app.state.passwords = Passwords(settings)
     app.state.tokens = Tokens(settings)
+    # Every authenticated request asks whether its token's account still exists.
+    app.state.account_check = refuse_gone_account
+    security_headers = SecurityHeaders(
+        hsts_seconds=settings.security.hsts_seconds if settings.env == "production" else 0
+    )
+    app.state.rate_limits = (
+        RateLimits(settings.rate_limits, settings.redis_url) if settings.rate_limited else None
+    )
 
     install_error_handlers(app)
     install_realworld_errors(app, REALWORLD_PREFIX)
@@ -164,8 +192,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lock_seconds=settings.api.idempotency_lock_seconds,
         realworld_prefix=REALWORLD_PREFIX,
     )
+    # Outside the idempotency layer (a refused request claims no key), inside the CORS layer
+    # (a 429 carries CORS headers) and the cached reads (a cached answer costs no count).
+    if settings.rate_limited:
+        app.add_middleware(RateLimitLayer)
+    # Outside the rate limits and the idempotency layer (a flood is shed before it costs a
+    # count or a claim; a 503 raised in them is answered here), inside the cached reads (a
+    # cache hit waits on nothing: never shed) and the CORS layer (a 503 carries its headers).
+    if settings.api.max_requests_in_flight:
+        app.add_middleware(
+            ShedOverload,
+            max_in_flight=settings.api.max_requests_in_flight,
+            realworld_prefix=REALWORLD_PREFIX,
+        )
     # Inside the edge, so that its hits are counted and logged too.
-    app.add_middleware(CachedPostReads)
+    app.add_middleware(
+        CachedPostReads,
+        shared_max_age_seconds=settings.cache.shared_max_age_seconds,
+        serve_hits=settings.cache.enabled,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -189,6 +234,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         Edge,
         max_body_bytes=settings.api.max_body_bytes,
         n_plus_one_threshold=observability.n_plus_one_threshold,
+        security_headers=security_headers,
+        server_timing=observability.server_timing
+        if observability.server_timing is not None
+        else settings.env != "production",
     )
 
     # Routes are matched in order, one regular expression each: the hottest reads first.
@@ -202,8 +251,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(social_router)
     app.include_router(auth_router)
     app.include_router(health.router)
+    add_plain_routes(app, *health.plain_routes)
     app.include_router(realworld_router)
+    # Tried before every router, and served without FastAPI's request handling: routes that
+    # take only the request, integer path parameters, query parameters and request-only
+    # dependencies, and return a Response (fastpost.routing.LeanRoute says why; it refuses
+    # any other).
+    add_lean_routes(
+        app,
+        posts_routes.read_post,
+        posts_routes.list_posts,
+        posts_routes.popular_posts,
+        posts_routes.search_posts,
+        posts_routes.list_user_posts,
+        posts_routes.list_tags,
+        posts_routes.like_post,
+        posts_routes.unlike_post,
+        comments_routes.list_comments,
+        users_routes.read_me,
+        users_routes.read_user,
+        social_routes.feed,
+        social_routes.overview,
+        social_routes.followers,
+        social_routes.following,
+        social_routes.friends,
+        social_routes.follow,
+        social_routes.unfollow,
+        realworld_routes.list_articles,
+        realworld_routes.feed,
+        realworld_routes.current_user,
+        realworld_routes.list_tags,
+    )
     # An API route, not a plain Starlette one: only those name themselves in the scope, and a
     # scrape counted under "unmatched" would pass for a stray request.
-    app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_api_route(
+        "/metrics",
+        metrics_endpoint,
+        include_in_schema=False,
+        # In production, only to configured addresses or a bearer token (404 otherwise).
+        dependencies=[Depends(MetricsAccess(settings))],
+    )
+    if settings.rate_limited:
+        document_limits(app, REALWORLD_PREFIX)
+    # After every route and error handler: what the framework answers, declared and shaped.
+    install_contract(app, REALWORLD_PREFIX)
+    # Last: nobody measures the speed of the documentation pages.
+    install_offline_docs(app)
+    # After the pages exist: their policy allows their inline scripts by hash.
+    security_headers.protect_pages(app)
     return app

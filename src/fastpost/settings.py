@@ -7,13 +7,14 @@ Groups are nested and addressed with a double underscore, for example
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DATA_DIR = Path("data")
@@ -30,7 +31,17 @@ class DatabaseSettings(BaseModel):
     # max_connections (100 by default); `fastpost serve` checks it.
     pool_size: int = Field(default=10, ge=1, le=200)
     write_pool_size: int = Field(default=5, ge=1, le=200)
-    pool_timeout: float = Field(default=10.0, gt=0)
+    # How long a request waits for a pooled connection before it is answered 503 (a pool
+    # that stays exhausted this long means a database that is down, frozen or overwhelmed).
+    pool_timeout: float = Field(default=5.0, gt=0)
+    # Opening a connection (TCP and PostgreSQL's start-up): a frozen server accepts the TCP
+    # connection and never answers, so only this ends the wait (asyncpg's default is 60 s).
+    connect_timeout: float = Field(default=5.0, gt=0)
+    # PostgreSQL: a statement of a request unanswered after this is cancelled, its connection
+    # dropped and the request answered 503 (0: wait for ever). The app's pools only: the
+    # CLI's migrations and seeds may run longer. A request's statements are keyed reads and
+    # bounded pages, far inside it; a frozen or partitioned database never answers at all.
+    statement_timeout: float = Field(default=5.0, ge=0)
     # Shard number baked into every id this database makes (see fastpost.ids).
     shard_id: int = Field(default=0, ge=0, lt=32)
     # SQLite: how long a writer waits for another process's write lock.
@@ -67,8 +78,19 @@ class DatabaseSettings(BaseModel):
 
 class AuthSettings(BaseModel):
     secret_key: str | None = None
+    # Key rotation: the keys secret_key replaced, newest first, comma-separated. Tokens they
+    # signed are still accepted until they expire; new tokens are signed with secret_key
+    # only. Each key is named in its tokens' `kid` header (fastpost.security.key_id).
+    previous_secret_keys: Annotated[list[str], NoDecode] = []
+    # When secret_key replaced the previous keys (ISO 8601, with a zone): tokens they sign
+    # are then accepted only if issued before it, so a leaked old key cannot mint new ones,
+    # and all are gone token_lifetime_seconds later.
+    rotated_at: AwareDatetime | None = None
+    # The only algorithm accepted, whatever a token's header says.
     algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     token_lifetime_seconds: int = Field(default=3600, ge=60, le=30 * 24 * 3600)
+    # Clock skew allowed between the issuing and the checking host for exp, nbf and iat.
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
     # Argon2id, OWASP Password Storage Cheat Sheet: m=19 MiB, t=2, p=1, one of its five
     # configurations of equal strength (README, "Configuration", says why this one). A stored
     # hash made with other parameters is rehashed at its owner's next login. Tests lower them.
@@ -81,9 +103,22 @@ class AuthSettings(BaseModel):
     # Retry-After (None: wait for ever).
     password_queue_timeout_seconds: float | None = Field(default=5.0, gt=0)
 
+    @field_validator("previous_secret_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
 
 class ApiSettings(BaseModel):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Requests inside a worker at once; beyond it each is answered 503 with Retry-After at
+    # once (fastpost.overload; /health and /metrics are exempt). 0: no bound. 256: four
+    # times the benchmarks' 64 connections, so that no benchmark trips it even with all of
+    # its connections on one worker, and few enough that the requests a worker does serve
+    # under a flood wait in its queues for a bounded time, holding bounded memory.
+    max_requests_in_flight: int = Field(default=256, ge=0)
     default_page_size: int = Field(default=20, ge=1)
     max_page_size: int = Field(default=100, ge=1)
     # How long a POST's answer is kept for retries with its Idempotency-Key (24 h).
@@ -93,6 +128,47 @@ class ApiSettings(BaseModel):
     idempotency_lock_seconds: float = Field(default=60.0, gt=0)
 
 
+class RateLimitSettings(BaseModel):
+    """Per-client request budgets (fastpost.rate_limits), in the notation of the `limits`
+    library: "N/second", "N/minute", "N/hour" or "N/day" (or "N per 15 minutes"), several
+    joined by ";"; an empty string lifts that one."""
+
+    # None: on in production only. A development server (`make run`) is where the course's
+    # Locust scenarios log fifty users in as one account within seconds; in production that
+    # is exactly what the login budget must refuse. false: no limiter is built and no
+    # request pays for one (the benchmarks' servers).
+    enabled: bool | None = None
+    # Every login attempt, per client address (each costs a password hash) ...
+    login_per_ip: str = "20/minute"
+    # ... and per account named (username, or email on /api/users/login): guessing one
+    # account's password from many addresses.
+    login_per_account: str = "10/minute"
+    register_per_ip: str = "10/minute"
+    # POST, PUT, PATCH and DELETE with a valid token, per user (logins and registrations
+    # have their own budgets above).
+    writes_per_user: str = "120/minute"
+    # The reads that cost the database most and that no cache answers: search and feeds.
+    expensive_reads_per_ip: str = "120/minute"
+    # A Redis call slower than this counts as Redis down: the limits fall back to counters
+    # in the worker's memory until Redis answers again.
+    redis_timeout_seconds: float = Field(default=0.25, gt=0)
+
+    @field_validator(
+        "login_per_ip",
+        "login_per_account",
+        "register_per_ip",
+        "writes_per_user",
+        "expensive_reads_per_ip",
+    )
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        if value.strip():
+            from limits import parse_many
+
+            parse_many(value)  # a ValueError names what it could not read
+        return value
+
+
 class CacheSettings(BaseModel):
     enabled: bool = True
     # Tier 1 (in process). Its TTL bounds how long another worker may serve a value after
@@ -100,6 +176,11 @@ class CacheSettings(BaseModel):
     local_ttl_seconds: float = Field(default=5.0, gt=0)
     local_max_entries: int = Field(default=10_000, ge=1)
     local_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # HTTP: how long a shared cache (a CDN, nginx) may keep an anonymous response before it
+    # revalidates (s-maxage; 0: never without asking). Browsers revalidate every time
+    # whatever this says (README, "HTTP caching policy"). Above 0, a reader behind such a
+    # cache may see a page up to this old, the author of a write included.
+    shared_max_age_seconds: int = Field(default=0, ge=0, le=3600)
 
 
 class ObservabilitySettings(BaseModel):
@@ -121,6 +202,36 @@ class ObservabilitySettings(BaseModel):
     metrics_flush_seconds: float = Field(default=1.0, gt=0)
     # How often each worker refreshes its CPU, memory and pool gauges.
     sample_interval_seconds: float = Field(default=5.0, gt=0)
+    # The Server-Timing header (database, cache and app time of each response): it tells
+    # anyone how long the database took, so None means on outside production, off in it.
+    server_timing: bool | None = None
+
+
+class SecuritySettings(BaseModel):
+    """Who may read what beyond the API itself, and the headers every response carries."""
+
+    # Strict-Transport-Security max-age in production (0: not sent). Outside production
+    # it is never sent: a browser would remember it for localhost.
+    hsts_seconds: int = Field(default=31_536_000, ge=0)
+    # In production, GET /metrics answers only these client addresses or networks
+    # (comma-separated: 127.0.0.1,10.0.0.0/8) or a request with metrics_token as its
+    # bearer token; everyone else gets 404. Outside production it answers anyone.
+    metrics_allow: Annotated[list[str], NoDecode] = ["127.0.0.1", "::1"]
+    metrics_token: str | None = None
+
+    @field_validator("metrics_allow", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [address.strip() for address in value.split(",") if address.strip()]
+        return value
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for address in value:
+            ipaddress.ip_network(address, strict=False)  # a ValueError names the bad one
+        return value
 
 
 class Settings(BaseSettings):
@@ -143,8 +254,22 @@ class Settings(BaseSettings):
     # FASTPOST_PROFILING=1: `?profile=1` returns a pyinstrument profile of the request.
     profiling: bool = False
     cache: CacheSettings = CacheSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
+    security: SecuritySettings = SecuritySettings()
     # Tier 2 of the cache; without it the cache is in-process only (FASTPOST_REDIS_URL).
+    # One server (redis://host:port/db) or a Redis Cluster (redis+cluster://host:port,...):
+    # see fastpost.redis_client.
     redis_url: str | None = None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        # Refused at start-up, with the reason, rather than on the first cache miss.
+        if value is not None:
+            from fastpost.redis_client import parse_redis_url
+
+            parse_redis_url(value)
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -152,6 +277,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether requests are counted against the budgets (fastpost.rate_limits)."""
+        enabled = self.rate_limits.enabled
+        return self.env == "production" if enabled is None else enabled
 
     @model_validator(mode="after")
     def _refuse_weak_key_in_production(self) -> Settings:
@@ -168,6 +299,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"FASTPOST_AUTH__SECRET_KEY is too weak: {len(key)} characters, "
                 f"at least {MIN_SECRET_KEY_LENGTH} are required in production."
+            )
+        if any(len(old) < MIN_SECRET_KEY_LENGTH for old in self.auth.previous_secret_keys):
+            raise ValueError(
+                "FASTPOST_AUTH__PREVIOUS_SECRET_KEYS holds a key shorter than "
+                f"{MIN_SECRET_KEY_LENGTH} characters: tokens it signed could be forged."
             )
         return self
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, Path, Request, Response, status
 from fastapi.security import APIKeyHeader
 
@@ -16,6 +17,7 @@ from fastpost.http_caching import cached_response, private_response
 from fastpost.posts import service as posts_service
 from fastpost.posts.models import PostStatus
 from fastpost.query import openapi_parameters, parse_query, query_model
+from fastpost.rate_limits import limit_login, limit_registration
 from fastpost.realworld import service
 from fastpost.realworld.schemas import (
     ArticleEnvelope,
@@ -38,6 +40,7 @@ from fastpost.realworld.schemas import (
 from fastpost.request_stats import set_current_user
 from fastpost.responses import json_response
 from fastpost.routing import PrefixRouter
+from fastpost.schemas import SafeText
 from fastpost.security import Passwords, Tokens, token_in
 from fastpost.users import service as users_service
 
@@ -58,15 +61,18 @@ class Caller:
 _SCHEMES = ("token", "bearer")
 
 
-def _caller(request: Request, *, required: bool) -> Caller | None:
+async def _caller(request: Request, *, required: bool) -> Caller | None:
     token = token_in(request.headers.get("authorization", ""), _SCHEMES)
     if token is None:
         if required:
             raise Unauthorized("is missing", field="token")
         return None
-    tokens: Tokens = request.app.state.tokens
+    state = request.app.state
+    tokens: Tokens = state.tokens
     try:
         user_id = tokens.user_id(token)
+        # A deactivated or deleted account's token is refused like a bad one.
+        await state.account_check(request, user_id)
     except Unauthorized as exc:
         raise Unauthorized("is invalid", code=exc.code, field="token") from None
     set_current_user(user_id)  # for the access log line
@@ -86,13 +92,14 @@ class _TokenHeader(APIKeyHeader):
         self.required = required
 
     async def __call__(self, request: Request) -> Caller | None:  # type: ignore[override]
-        return _caller(request, required=self.required)
+        return await _caller(request, required=self.required)
 
 
 CurrentCaller = Annotated[Caller, Depends(_TokenHeader(required=True))]
 OptionalCaller = Annotated[Caller | None, Depends(_TokenHeader(required=False))]
-Slug = Annotated[str, Path(min_length=1, max_length=100)]
-Username = Annotated[str, Path(min_length=1, max_length=64)]
+# NUL refused (422) here rather than by PostgreSQL, which fails the statement (a 500).
+Slug = Annotated[SafeText, Path(min_length=1, max_length=100)]
+Username = Annotated[SafeText, Path(min_length=1, max_length=64)]
 
 
 def _viewer(caller: Caller | None) -> int | None:
@@ -135,7 +142,7 @@ def _user_out(user: Any, token: str) -> dict[str, Any]:
 )
 async def list_articles(request: Request) -> Response:
     """Published articles, newest first, filtered by tag, author or favoriting user."""
-    caller = _caller(request, required=False)  # first: a bad token is a 401 before a 422
+    caller = await _caller(request, required=False)  # first: a bad token is a 401 before a 422
     query = parse_query(ArticleListParams, request)
     db: Database = request.app.state.db
     unfiltered = query.tag is None and query.author is None and query.favorited is None
@@ -171,10 +178,11 @@ async def list_articles(request: Request) -> Response:
     "/users",
     status_code=status.HTTP_201_CREATED,
     response_model=UserEnvelope,
-    responses=realworld_errors(409, 422),
+    responses=realworld_errors(409, 422, 429),
 )
 async def register(body: NewUserIn, session: WriteSession, request: Request) -> Response:
     """Register a new user."""
+    await limit_registration(request)
     user = await users_service.register_user(
         session=session,
         passwords=_passwords(request),
@@ -189,21 +197,31 @@ async def register(body: NewUserIn, session: WriteSession, request: Request) -> 
 @router.post(
     "/users/login",
     response_model=UserEnvelope,
-    responses=realworld_errors(401, 422),
+    responses=realworld_errors(401, 422, 429),
 )
 async def login(body: LoginUserIn, db: DatabaseDep, request: Request) -> Response:
     """Log in with email and password."""
+    await limit_login(request, str(body.user.email))
     try:
         # The users service's login: equal timing for unknown emails, bounded hashing,
         # out-of-date hashes upgraded.
         user_id = await users_service.authenticate_by_email(
-            db=db, passwords=_passwords(request), email=body.user.email, password=body.user.password
+            db=db,
+            passwords=_passwords(request),
+            email=body.user.email,
+            password=body.user.password,
+            cache=request.app.state.cache,
         )
     except Unauthorized:
-        raise Unauthorized("email or password is invalid", field="credentials") from None
+        # Whatever the reason (no such email, a wrong password, a closed account): the
+        # spec's one answer, which tells an attacker nothing.
+        raise Unauthorized("invalid", code="invalid_credentials", field="credentials") from None
     tokens: Tokens = request.app.state.tokens
-    me = await users_service.get_me(db=db, user_id=user_id)
-    return json_response(_user_out(dict(me), tokens.issue(user_id).access_token))
+    # Cached by the login itself: no second read of the account.
+    me = orjson.loads(
+        await users_service.cached_me(db=db, cache=request.app.state.cache, user_id=user_id)
+    )
+    return json_response(_user_out(me, tokens.issue(user_id).access_token))
 
 
 @router.get(
@@ -230,10 +248,9 @@ async def update_user(
     request: Request,
 ) -> Response:
     """Update the logged-in user; a null or empty bio or image clears it."""
+    # A null email, username or password is a 422 (schemas.UpdateUser); bio and image
+    # are nullable.
     changes = body.user.model_dump(exclude_unset=True, mode="json")
-    for name in ("email", "username", "password"):
-        if name in changes and changes[name] is None:
-            del changes[name]  # null means "unchanged" for what cannot be empty
     for name in ("bio", "image"):
         if name in changes and not changes[name]:
             changes[name] = None
@@ -351,7 +368,7 @@ async def create_article(
 async def get_article(slug: Slug, request: Request) -> Response:
     """One article, with its body. Served from the cache, anonymously with an ETag: a
     conditional request is answered 304 without touching the database."""
-    caller = _caller(request, required=False)
+    caller = await _caller(request, required=False)
     db: Database = request.app.state.db
     cache: Cache = request.app.state.cache
     if caller is None:
@@ -458,43 +475,37 @@ async def list_comments(slug: Slug, caller: OptionalCaller, db: DatabaseDep) -> 
     responses=realworld_errors(401, 404, 422),
 )
 async def add_comment(
-    slug: Slug, body: NewCommentIn, caller: CurrentCaller, session: WriteSession
+    slug: Slug, body: NewCommentIn, caller: CurrentCaller, db: DatabaseDep
 ) -> Response:
     """Comment on an article."""
-    post_id = await service.post_by_slug(session=session, slug=slug, user_id=caller.user_id)
-    comment = await comments_service.add_comment(
-        session=session, post_id=post_id, author_id=caller.user_id, body=body.comment.body
+    comment = await service.add_comment(
+        db=db, slug=slug, user_id=caller.user_id, body=body.comment.body
     )
     return json_response({"comment": service.comment_dict(comment)}, 201)
 
 
 @router.delete(
-    "/articles/{slug}/comments/{comment_id}",
+    "/articles/{slug}/comments/{id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=realworld_errors(401, 403, 404, 422),
 )
 async def delete_comment(
     slug: Slug,
-    comment_id: Annotated[int, Path(ge=1, le=2**53 - 1)],
+    # The spec's name for it, which a 422 names too.
+    comment_id: Annotated[int, Path(alias="id", ge=1, le=2**53 - 1)],
     caller: CurrentCaller,
-    session: WriteSession,
+    db: DatabaseDep,
 ) -> None:
     """Delete a comment (its author only)."""
-    post_id = await service.post_by_slug(session=session, slug=slug, user_id=caller.user_id)
-    await comments_service.delete_comment(
-        session=session, post_id=post_id, comment_id=comment_id, user_id=caller.user_id
-    )
+    await service.delete_comment(db=db, slug=slug, comment_id=comment_id, user_id=caller.user_id)
 
 
 # Tags
 
 
-@router.get(
-    "/tags",
-    response_model=TagsEnvelope,
-    responses=realworld_errors(422),
-)
+# The spec lists a 422 here too; with no input there is nothing to refuse.
+@router.get("/tags", response_model=TagsEnvelope)
 async def list_tags(request: Request) -> Response:
     """Tags on published articles, the most used first."""
     # The same for every caller: served from the cache, revalidated by ETag.
