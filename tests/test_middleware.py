@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from fastpost.middleware import Edge
+from fastpost.security_headers import SecurityHeaders
 
 LIMIT = 1000
 
@@ -100,8 +101,8 @@ async def test_a_body_without_any_length_header_is_counted_unless_http1_rules_it
     assert sent[1]["body"] == b"0"
 
 
-async def test_observing_off_leaves_the_response_as_the_app_sent_it() -> None:
+async def test_observing_off_adds_only_the_security_headers() -> None:
     edge = Edge(read_body, max_body_bytes=LIMIT, observe=False)
     sent = await call(edge, http_scope([(b"content-length", b"3")]), chunks(3))
-    assert sent[0]["headers"] == []
+    assert sent[0]["headers"] == SecurityHeaders().default
     assert sent[1]["body"] == b"3"

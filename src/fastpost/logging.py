@@ -182,6 +182,12 @@ def configure_logging(
     root.setLevel(level)
     for name in _SERVER_LOGGERS:
         server_logger = logging.getLogger(name)
+        if not (server_logger.handlers or server_logger.propagate):
+            # The server turned its access line off (uvicorn without --access-log): leave
+            # it off. Sent on to the root handler, it would be on again: uvicorn decides per
+            # connection from hasHandlers(), and then builds every request's line (a fifth
+            # of a cached read's CPU over HTTP, benchmarks/bench_cache.py).
+            continue
         server_logger.handlers.clear()
         server_logger.propagate = True
         if not any(isinstance(f, _AlreadyLogged) for f in server_logger.filters):

@@ -65,13 +65,15 @@ async def _answer_error(scope: Scope, receive: Receive, send: Send, exc: Excepti
 class Edge:
     """The outermost layer, which every request passes first: the body limit, and with
     `observe` on, the request's id, its metrics, `Server-Timing` (where `server_timing`),
-    the security headers (fastpost.security_headers), its access line and the N+1 check.
+    its access line and the N+1 check; and the security headers (fastpost.security_headers)
+    either way.
 
     One layer for all of it: on a hot path every layer counts (a coroutine per request, and
     a closure and a call per message when it watches the response), and these need the
     same pass over the headers and the same clock readings. The body limit is needed with
     or without observability, so `observe=False` (the baseline of
-    benchmarks/bench_observability.py) keeps the layer and drops only the observing.
+    benchmarks/bench_observability.py) keeps the layer and drops only the observing; its
+    security headers stay as well.
 
     Body limit: a declared Content-Length over `max_body_bytes` is refused at once (413;
     a cross-origin one through the app, for its CORS headers: see _refuse); a body of
@@ -135,10 +137,19 @@ class Edge:
         elif streamed or scope.get("http_version") not in _HTTP1:
             receive = self._limited(receive)
         if not self.observe:
+            # The security headers are the product's, not observing: the baseline of
+            # benchmarks/bench_observability.py sends them too, so that it measures observing.
+            secured = self._page_headers.get(scope["path"], self._default_headers)
+
+            def send_secured(message: Message) -> Awaitable[None]:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", ()), *secured]
+                return send(message)
+
             if refused:
-                await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send_secured)
             else:
-                await self.app(scope, receive, send)
+                await self.app(scope, receive, send_secured)
             return
 
         if request_id is None or not _SANE_REQUEST_ID.fullmatch(request_id):

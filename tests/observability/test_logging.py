@@ -248,3 +248,21 @@ async def test_access_lines_are_held_back_while_serving_and_all_written_by_shutd
 
     assert '"event":"request"' not in held_back  # no write per request
     assert [line["route"] for line in lines if line.get("event") == "request"] == ["/health"] * 3
+
+
+def test_a_server_access_line_turned_off_stays_off() -> None:
+    # As uvicorn leaves its access logger without --access-log: it then builds no line per
+    # request, because its protocol asks hasHandlers() once per connection.
+    server_access = logging.getLogger("uvicorn.access")
+    server_access.handlers.clear()
+    server_access.propagate = False
+    try:
+        configure_logging(level="INFO", stream=io.StringIO())
+        assert not server_access.hasHandlers()
+        # Turned on by the server (a handler of its own): sent on to fastpost's handler.
+        server_access.addHandler(logging.StreamHandler(io.StringIO()))
+        configure_logging(level="INFO", stream=io.StringIO())
+        assert server_access.handlers == [] and server_access.propagate
+        assert server_access.hasHandlers()
+    finally:
+        server_access.propagate = True
