@@ -262,7 +262,8 @@ def test_a_server_access_line_turned_off_stays_off() -> None:
         # Turned on by the server (a handler of its own): sent on to fastpost's handler.
         server_access.addHandler(logging.StreamHandler(io.StringIO()))
         configure_logging(level="INFO", stream=io.StringIO())
-        assert server_access.handlers == [] and server_access.propagate
+        assert server_access.handlers == []
+        assert server_access.propagate
         assert server_access.hasHandlers()
     finally:
         server_access.propagate = True
