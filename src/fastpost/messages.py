@@ -10,10 +10,21 @@ languages have every key and the same placeholders.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Annotated, Literal
+
+import typer
 
 Lang = Literal["en", "es"]
 LANGUAGES: tuple[Lang, ...] = ("en", "es")
+
+# The `--lang` option of every command whose report a learner reads.
+LangOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Language of the report: en or es (default: from LC_ALL, LC_MESSAGES, LANG). "
+        "The figures are the same."
+    ),
+]
 
 
 def resolve_language(option: str | None = None) -> Lang:

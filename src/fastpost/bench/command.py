@@ -33,7 +33,7 @@ from rich.console import Console
 from fastpost.bench import scenarios, targets
 from fastpost.bench.database import DEFAULT_ADMIN_URL
 from fastpost.extras import require_extra
-from fastpost.messages import LANGUAGES, resolve_language, text
+from fastpost.messages import LANGUAGES, LangOption, resolve_language, text
 
 console = Console() if sys.stdout.isatty() else Console(width=130)
 REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -174,13 +174,7 @@ def bench(
             help=f"Exit with status {TARGET_FAILED_EXIT} when any target fails (for CI).",
         ),
     ] = False,
-    lang: Annotated[
-        str | None,
-        typer.Option(
-            help="Language of the report: en or es (default: from LC_ALL, LC_MESSAGES, LANG). "
-            "The figures are the same."
-        ),
-    ] = None,
+    lang: LangOption = None,
 ) -> None:
     """Load fastpost with wrk and a fixed-rate generator; report against the SLO targets."""
     try:

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from fastpost.extras import require_extra
 from fastpost.lab.catalog import EXPERIMENTS, select_experiments
-from fastpost.messages import LANGUAGES, resolve_language, text
+from fastpost.messages import LANGUAGES, LangOption, resolve_language, text
 
 # Rich assumes 80 columns when output goes to a file or a pipe: too narrow for the table.
 console = Console() if sys.stdout.isatty() else Console(width=140)
@@ -92,13 +92,7 @@ def lab(
     http_delay_ms: Annotated[
         float, typer.Option(min=0, help="9: the slow endpoint's delay.")
     ] = 50.0,
-    lang: Annotated[
-        str | None,
-        typer.Option(
-            help="Language of the report: en or es (default: from LC_ALL, LC_MESSAGES, LANG). "
-            "The figures are the same."
-        ),
-    ] = None,
+    lang: LangOption = None,
 ) -> None:
     """Run each performance anti-pattern beside its fix, on seeded data, and measure both."""
     try:
