@@ -100,7 +100,18 @@ def up(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if free_ports:
-        parts = [p if p.kind == "nginx" else replace(p, port=processes.free_port()) for p in parts]
+        # Distinct: none is bound until its part starts, so the kernel may offer one twice.
+        taken = {p.port for p in parts if p.kind == "nginx"}
+        chosen = []
+        for p in parts:
+            if p.kind != "nginx":
+                free = processes.free_port()
+                while free in taken:
+                    free = processes.free_port()
+                taken.add(free)
+                p = replace(p, port=free)
+            chosen.append(p)
+        parts = chosen
     busy = [f"{p.name} :{p.port}" for p in parts if not processes.port_is_free(p.port)]
     cluster = _fresh_cluster(state_dir)
     if busy:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +132,7 @@ class Cluster:
             delay = f", replays {apply_delay} late" if apply_delay else ""
             with step(f"PostgreSQL {part.name} on :{part.port} (pg_basebackup, start{delay})"):
                 replicas.append(self.start_replica(part, primary, apply_delay=apply_delay))
-        self.start_redis(redis_parts, step=step)
+        self.start_redis(redis_parts, step=step, planned={p.port for p in parts})
         env = instance_environment(parts)
         env["FASTPOST_DB__URL"] = url
         if replicas:
@@ -187,8 +187,11 @@ class Cluster:
         # Before it starts: if `up` dies while the server starts, `down` finds its data folder.
         self.state.record(Started.of(part, directory=node.data_dir, log_file=node.log_file))
 
-    def start_redis(self, parts: Sequence[Part], *, step: Step = _quietly) -> None:
-        """Start one Redis, or (several parts) the nodes of a Redis Cluster and form it."""
+    def start_redis(
+        self, parts: Sequence[Part], *, step: Step = _quietly, planned: Set[int] = frozenset()
+    ) -> None:
+        """Start one Redis, or (several parts) the nodes of a Redis Cluster and form it; its
+        bus ports avoid `planned`, the ports of parts that have not started yet."""
         if not is_redis_cluster(parts):
             (part,) = parts
             with step(f"Redis on :{part.port}"):
@@ -196,10 +199,16 @@ class Cluster:
             return
         ports = ", ".join(f":{p.port}" for p in parts)
         with step(f"Redis Cluster of {len(parts)} masters on {ports}"):
-            started = [
-                self._start_redis_node(p, self.dir / p.name, cluster_port=processes.free_port())
-                for p in parts
-            ]
+            # A port free now may be one planned for a part that starts later (the kernel
+            # hands out any port nobody has bound yet): a bus there would take it first.
+            taken = set(planned)
+            started = []
+            for p in parts:
+                bus_port = processes.free_port()
+                while bus_port in taken:
+                    bus_port = processes.free_port()
+                taken.add(bus_port)
+                started.append(self._start_redis_node(p, self.dir / p.name, cluster_port=bus_port))
             for node in started:
                 self.wait_ready(node)
             redis.create_cluster([p.port for p in parts])
