@@ -56,6 +56,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from redis.exceptions import MovedError
 
+from fastpost.closing import stop_task
 from fastpost.redis_client import RedisLocation, connect, connect_node, parse_redis_url
 from fastpost.replicas import carries_position, primary_reads
 from fastpost.settings import Settings
@@ -345,9 +346,7 @@ class Cache:
 
     async def close(self) -> None:
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            await stop_task(self._listener)
             self._listener = None
         if self._redis is not None:
             await self._redis.aclose()

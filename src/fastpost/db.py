@@ -62,6 +62,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql import Select, TextClause
 
 from fastpost import querylog
+from fastpost.closing import close_pool
 from fastpost.errors import ServiceUnavailable
 from fastpost.replicas import PRIMARY_LSN, PRIMARY_UNTIL_EXPIRY, ReplicaSet
 from fastpost.replicas import primary_reads as primary_reads  # one of the ways in, re-exported
@@ -579,7 +580,7 @@ class Database:
             self._sqlite_writer.close()
             self._sqlite_writer = None
         if self._read_pool is not None:
-            await self._read_pool.close()
+            await close_pool(self._read_pool)
             self._read_pool = None
         await self.write_engine.dispose()
         if self.settings.is_sqlite:  # on PostgreSQL `reader()` shares the writer's pool

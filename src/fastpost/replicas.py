@@ -50,6 +50,7 @@ from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastpost import metrics
+from fastpost.closing import close_pool
 from fastpost.request_stats import current_request
 from fastpost.settings import DatabaseSettings
 
@@ -289,7 +290,7 @@ class ReplicaSet:
             await _close(replica._conn)
             replica._conn = None
             if replica.pool is not None:
-                await replica.pool.close()
+                await close_pool(replica.pool)
                 replica.pool = None
         await _close(self._primary_conn)
         self._primary_conn = None
