@@ -26,10 +26,10 @@ $(VENV)/.installed: pyproject.toml Makefile $(CONSTRAINTS)
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e .
 	@touch $@
 
-# The otel, bench and granian extras too: the tracing, bench, lab, Locust and granian tests
-# (and mypy) use them.
+# The otel, bench, granian and sentry extras too: the tracing, bench, lab, Locust, granian
+# and error-tracking tests (and mypy) use them.
 $(VENV)/.dev-installed: $(VENV)/.installed pyproject.toml Makefile
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,otel,bench,granian]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,otel,bench,granian,sentry]'
 	@touch $@
 
 # psutil, matplotlib, Locust, httpx, requests: for `fastpost bench`, `fastpost lab`, loadtests/.

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -86,9 +87,13 @@ class PgCluster:
 
 
 @contextmanager
-def postgres_cluster(apply_delays: Sequence[str | None] = (None,)) -> Iterator[PgCluster]:
+def postgres_cluster(
+    apply_delays: Sequence[str | None] = (None,), *, settings: Mapping[str, str] | None = None
+) -> Iterator[PgCluster]:
     """A running primary and one streaming replica per entry of `apply_delays` (None: no
     recovery_min_apply_delay), under a temporary folder; all stopped and removed after.
+    `settings`: the primary's extra postgresql.conf lines, such as
+    {"shared_preload_libraries": "'pg_stat_statements'"}.
 
     The folder is made with mkdtemp under the system's temporary folder, not pytest's
     tmp_path: as root the servers run as the `postgres` OS user, who cannot enter the
@@ -101,7 +106,7 @@ def postgres_cluster(apply_delays: Sequence[str | None] = (None,)) -> Iterator[P
     state_dir = Path(tempfile.mkdtemp(prefix="fastpost-pg-"))
     nodes: list[PgNode] = []
     try:
-        primary = postgres.init_primary(state_dir, port=free_port())
+        primary = postgres.init_primary(state_dir, port=free_port(), settings=settings)
         nodes.append(primary)
         postgres.start(primary)
         replicas = []
@@ -226,6 +231,15 @@ def serve_fastpost(*args: str, env: dict[str, str], cwd: Path) -> Iterator[Servi
         yield Serving(base, process, log_path)
     finally:
         stop_group(process)
+
+
+def headless_chromium() -> str | None:
+    """The path of a headless Chromium from the system's packages (.ci/run installs one),
+    or None."""
+    for name in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    return None
 
 
 def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

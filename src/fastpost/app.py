@@ -26,6 +26,8 @@ from fastpost.logging import access, configure_logging
 from fastpost.metrics import cache_event, flush_and_sample_forever, metrics_endpoint
 from fastpost.metrics_access import MetricsAccess
 from fastpost.middleware import Edge
+from fastpost.observability import loop_lag
+from fastpost.observability.perf_page import install_perf_page
 from fastpost.overload import ShedOverload
 from fastpost.posts import router as posts_routes
 from fastpost.posts.router import router as posts_router
@@ -104,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 sample_interval=observability.sample_interval_seconds,
             )
         )
+        loop_lag_watch = loop_lag.start_watching(observability.loop_lag_interval_seconds)
         cache = build_cache(settings, on_event=cache_event)
         await cache.start()
         app.state.cache = cache
@@ -134,9 +137,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await replica_monitor
             sampler.cancel()
+            loop_lag_watch.cancel()
             access_log_flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_lag_watch
             with contextlib.suppress(asyncio.CancelledError):
                 await access_log_flusher
             served.stop_batching()
@@ -148,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if observability.slow_query_ms is not None:
                 querylog.slow_query_log = None
             await cache.close()
+            if app.state.error_reporter is not None:  # what is queued is sent before we exit
+                await asyncio.to_thread(app.state.error_reporter.flush)
             if app.state.rate_limits is not None:
                 await app.state.rate_limits.close()
             await db.dispose()
@@ -180,6 +188,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     install_realworld_errors(app, REALWORLD_PREFIX)
+    app.state.error_reporter = None
+    if settings.sentry_dsn:
+        from fastpost.observability.sentry import ErrorReporter, install_error_reporting
+
+        reporter = ErrorReporter(settings.sentry_dsn, environment=settings.env, release=__version__)
+        install_error_reporting(app, reporter)
     if settings.db.replica_urls:
         # Innermost: it reads the client's WAL position before any read, and sets it after
         # a write; the cached answers outside it touch no database.
@@ -291,6 +305,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # In production, only to configured addresses or a bearer token (404 otherwise).
         dependencies=[Depends(MetricsAccess(settings))],
     )
+    # The live performance page, to whoever may read /metrics.
+    install_perf_page(app, settings, security_headers)
     if settings.rate_limited:
         document_limits(app, REALWORLD_PREFIX)
     # After every route and error handler: what the framework answers, declared and shaped.

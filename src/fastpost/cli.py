@@ -21,7 +21,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-db_app = typer.Typer(help="Database schema: migrations (Alembic).", no_args_is_help=True)
+db_app = typer.Typer(
+    help="The database: migrations (Alembic), and what it spends its time on (top, explain).",
+    no_args_is_help=True,
+)
 app.add_typer(db_app, name="db")
 admin_app = typer.Typer(
     help="Admins: who may ask for a profile of any request (?profile=1).", no_args_is_help=True
@@ -264,6 +267,62 @@ def db_current() -> None:
     console.print(asyncio.run(run()) or "not migrated")
 
 
+@db_app.command("top")
+def db_top(
+    limit: Annotated[int, typer.Option(min=1, help="Statements to list.")] = 20,
+    order_by: Annotated[
+        str, typer.Option("--order", help="Rank by: total (time), calls, mean (time) or rows.")
+    ] = "total",
+) -> None:
+    """The statements the database spends its time on: pg_stat_statements on PostgreSQL,
+    fastpost's own statement metrics (those of `fastpost serve`) on SQLite."""
+    # Imported here, like the rest of the data layer: see _prepare_metrics_dir.
+    from fastpost.observability import db_top as top
+
+    if order_by not in top.Order.__members__:
+        console.print(f"[red]--order is one of: {', '.join(top.Order)}[/red]", highlight=False)
+        raise typer.Exit(2)
+    order = top.Order(order_by)
+    settings = _settings()
+    try:
+        if settings.db.is_sqlite:
+            folder = top.metrics_folder(settings, os.environ)
+            report = top.top_from_metrics(folder, limit=limit, order=order)
+        else:
+            report = asyncio.run(
+                top.top_from_pg_stat_statements(settings, limit=limit, order=order)
+            )
+    except top.StatementStatsUnavailable as exc:
+        print(exc)
+        raise typer.Exit(1) from None
+    print(top.render_top(report, width=top.terminal_width()))
+
+
+@db_app.command("explain")
+def db_explain(
+    method: Annotated[str, typer.Argument(help="HTTP method, e.g. GET.")],
+    path: Annotated[str, typer.Argument(help="Path with query string, e.g. '/posts/42'.")],
+    user: Annotated[
+        str | None, typer.Option("--user", help="Send a bearer token for this username.")
+    ] = None,
+    json_body: Annotated[str | None, typer.Option("--json", help="JSON request body.")] = None,
+) -> None:
+    """Send one request in process (cache off) and print the plan of every statement it
+    sent, the slowest node marked >>. Changes nothing: writes are rolled back."""
+    from fastpost.observability import db_explain as explain
+    from fastpost.observability.db_top import terminal_width
+
+    settings = _settings()
+    try:
+        report = asyncio.run(
+            explain.explain_request(settings, method, path, username=user, json_body=json_body)
+        )
+    except explain.ExplainRefused as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+    print(explain.render_explain(report, width=terminal_width()))
+
+
 def _set_admin(username: str, is_admin: bool) -> None:
     from sqlalchemy import update
 
@@ -429,9 +488,34 @@ def profile(
             help="Keep the cache on: after the warm-up the request is then a cache hit.",
         ),
     ] = False,
+    memory: Annotated[
+        bool,
+        typer.Option(
+            "--memory",
+            help="Memory instead of time (tracemalloc): the lines that allocated what the "
+            "request held as it answered, and what it left.",
+        ),
+    ] = False,
+    memray: Annotated[
+        Path | None,
+        typer.Option(help="Memory with memray, if installed: write its capture to this file."),
+    ] = None,
+    growth: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Memory-growth check: serve the request N thousand times after a warm-up; "
+            "exit 1 if memory grows by more than --max-growth bytes per request.",
+        ),
+    ] = None,
+    max_growth: Annotated[
+        float | None,
+        typer.Option(min=0, help="The growth check's threshold, bytes per request (64)."),
+    ] = None,
 ) -> None:
     """Run one request in-process under cProfile and print the top functions, fastpost's
-    own first (after one unprofiled warm-up request; the cache is off unless --cached)."""
+    own first (after one unprofiled warm-up request; the cache is off unless --cached).
+    --memory, --memray FILE: its allocations instead; --growth N: the memory-growth check."""
     import json
 
     from fastpost.app import create_app
@@ -448,6 +532,22 @@ def profile(
     headers = {}
     if as_user is not None:
         headers["Authorization"] = f"Bearer {app_.state.tokens.issue(as_user).access_token}"
+    if memory or memray is not None or growth is not None:
+        from fastpost.observability.memory import memory_command
+
+        raise typer.Exit(
+            memory_command(
+                app_,
+                method.upper(),
+                path,
+                headers=headers,
+                json_body=json.loads(json_body) if json_body else None,
+                memray_out=memray,
+                growth_thousands=growth,
+                max_bytes_per_request=max_growth,
+                top=top,
+            )
+        )
     status, report = asyncio.run(
         profile_request(
             app_,

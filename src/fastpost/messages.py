@@ -62,6 +62,7 @@ CATALOGUE: dict[str, dict[Lang, str]] = {
     "lab.col.queries": {"en": "queries", "es": "consultas"},
     "lab.col.time": {"en": "time (ms)", "es": "tiempo (ms)"},
     "lab.col.memory": {"en": "memory (KiB)", "es": "memoria (KiB)"},
+    "lab.col.loop_lag": {"en": "loop lag p99 (ms)", "es": "retraso del bucle p99 (ms)"},
     "lab.col.ratio": {"en": "ratio (of what)", "es": "razón (de qué)"},
     "lab.col.detail": {"en": "detail", "es": "detalle"},
     "lab.fix": {"en": "fix", "es": "arreglo"},

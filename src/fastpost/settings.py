@@ -202,6 +202,9 @@ class ObservabilitySettings(BaseModel):
     metrics_flush_seconds: float = Field(default=1.0, gt=0)
     # How often each worker refreshes its CPU, memory and pool gauges.
     sample_interval_seconds: float = Field(default=5.0, gt=0)
+    # How often each worker checks how late its event loop runs a due timer
+    # (fastpost_event_loop_lag_seconds): one timer per check, whatever the load.
+    loop_lag_interval_seconds: float = Field(default=0.25, gt=0)
     # The Server-Timing header (database, cache and app time of each response): it tells
     # anyone how long the database took, so None means on outside production, off in it.
     server_timing: bool | None = None
@@ -253,6 +256,11 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = []
     # FASTPOST_PROFILING=1: `?profile=1` returns a pyinstrument profile of the request.
     profiling: bool = False
+    # Error tracking (the `sentry` extra): unhandled errors go to this Sentry DSN, with the
+    # request id, route and user id and no credential (fastpost.observability.sentry).
+    # Top-level, not in the observability group: FASTPOST_SENTRY_DSN, as Sentry's own docs
+    # name the variable SENTRY_DSN.
+    sentry_dsn: str | None = None
     cache: CacheSettings = CacheSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
     security: SecuritySettings = SecuritySettings()

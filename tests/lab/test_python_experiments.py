@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from io import StringIO
+
+from rich.console import Console
+
 from fastpost.lab import cpu_bound, membership, outbound_http
 from fastpost.lab.context import Lab
+from fastpost.lab.report import print_report, to_json
+from fastpost.lab.result import LabReport
 from tests.lab.conftest import tiny_config
 
 
@@ -34,7 +41,8 @@ def test_membership_probes_look_up_present_and_absent_values() -> None:
 
 
 async def test_hashing_on_the_loop_starves_a_concurrent_task_and_a_thread_does_not() -> None:
-    result = await cpu_bound.run(Lab(tiny_config()))
+    # Four hashes with fastpost's Argon2 settings: a stall of 100 ms or more on the loop.
+    result = await cpu_bound.run(Lab(tiny_config(hashes=4)))
 
     on_loop = result.variant("on the event loop")
     in_thread = result.variant("asyncio.to_thread (fastpost)")
@@ -44,6 +52,14 @@ async def test_hashing_on_the_loop_starves_a_concurrent_task_and_a_thread_does_n
     assert on_loop.details["wakeups"] <= 2
     assert in_thread.details["wakeups"] > 2
     assert in_process.details["wakeups"] > 2
+    # So the loop lag (p99) of the anti-pattern is the fixes' times over.
+    assert on_loop.loop_lag_ms is not None
+    assert in_thread.loop_lag_ms is not None
+    assert in_process.loop_lag_ms is not None
+    assert on_loop.loop_lag_ms > in_thread.loop_lag_ms
+    assert on_loop.loop_lag_ms > in_process.loop_lag_ms
+    assert result.ratio_of == "p99 loop lag"
+    assert in_thread.ratio == 1.0
 
 
 async def test_blocking_requests_hold_the_loop_and_httpx_lets_it_run() -> None:
@@ -54,3 +70,18 @@ async def test_blocking_requests_hold_the_loop_and_httpx_lets_it_run() -> None:
     assert blocking.details["wakeups"] <= 2
     assert async_client.details["wakeups"] > 2
     assert {m.size for m in result.measurements} == {"4 calls x 20 ms"}
+    # Four calls of at least 20 ms, one after the other, with the loop held throughout (the
+    # probe was due 1 ms after they began).
+    assert blocking.loop_lag_ms is not None
+    assert async_client.loop_lag_ms is not None
+    assert blocking.loop_lag_ms >= 4 * 20 - 1
+    assert blocking.loop_lag_ms > async_client.loop_lag_ms
+
+    report = LabReport(environment={"repeat": 1}, experiments=[result])
+    out = StringIO()
+    print_report(report, Console(file=out, width=200, color_system=None))
+    assert "loop lag p99 (ms)" in out.getvalue()
+    measured = json.loads(to_json(report))["experiments"][0]["measurements"]
+    assert {m["variant"]: m["loop_lag_ms"] for m in measured} == {
+        m.variant: m.loop_lag_ms for m in result.measurements
+    }

@@ -95,13 +95,13 @@ async def run(lab: Lab) -> ExperimentResult:
                 name,
                 size,
                 seconds * 1000,
+                loop_lag_ms=round(lags["lag_p99_ms"], 2),
                 is_fix=is_fix,
                 details={k: round(v, 2) for k, v in lags.items()},
             )
         )
+    result.set_ratios("loop_lag_ms")
     fix_lag = result.variant("asyncio.to_thread (fastpost)").details["lag_p99_ms"]
-    for m in result.measurements:
-        m.ratio = m.details["lag_p99_ms"] / fix_lag if fix_lag else None
     blocked = result.variant("on the event loop")
     result.add_note("lab.cpu_bound.note", time=params[0], memory=params[1], lanes=params[2])
     result.verdict = (

@@ -78,6 +78,7 @@ async def run(lab: Lab) -> ExperimentResult:
                 name,
                 size,
                 seconds * 1000,
+                loop_lag_ms=round(lags["lag_p99_ms"], 2),
                 is_fix=is_fix,
                 details={k: round(v, 2) for k, v in lags.items()},
             )

@@ -13,8 +13,9 @@ from rich.table import Table
 from fastpost.lab.result import ExperimentResult, LabReport, Measurement
 from fastpost.messages import Lang, has, text
 
-# Details worth a column's worth of space in the terminal; the JSON keeps them all.
-_SHOWN_DETAILS = ("lag_p50_ms", "lag_p99_ms", "lag_max_ms", "scan", "served_from")
+# Details worth a column's worth of space in the terminal; the JSON keeps them all. The p99
+# loop lag has a column of its own (Measurement.loop_lag_ms).
+_SHOWN_DETAILS = ("lag_p50_ms", "lag_max_ms", "scan", "served_from")
 
 
 def _kib(n: int | None) -> str:
@@ -108,6 +109,7 @@ def render(report: LabReport, lang: Lang = "en") -> Table:
         ("queries", "right"),
         ("time", "right"),
         ("memory", "right"),
+        ("loop_lag", "right"),
         ("ratio", "right"),
         ("detail", "left"),
     ):
@@ -121,6 +123,7 @@ def render(report: LabReport, lang: Lang = "en") -> Table:
                 "" if m.queries is None else str(m.queries),
                 _ms(m.time_ms),
                 _kib(m.memory_bytes),
+                _ms(m.loop_lag_ms),
                 _ratio(m, result.ratio_of, lang),
                 _details(m, lang),
                 end_section=i == len(result.measurements) - 1,

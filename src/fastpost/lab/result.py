@@ -17,6 +17,11 @@ class Measurement:
     time_ms: float | None
     queries: int | None = None
     memory_bytes: int | None = None
+    # The p99 of how late a task sleeping 1 ms beside the variant woke up: what every other
+    # request on the worker would have waited (fastpost.lab.measure.LoopLagProbe, the way
+    # fastpost_event_loop_lag_seconds is measured in a server). Only where the loop is the
+    # lesson: blocking I/O and CPU-bound work.
+    loop_lag_ms: float | None = None
     # This measurement's key figure divided by the fix's at the same size (see
     # ExperimentResult.ratio_of); 1.0 for the fix itself.
     ratio: float | None = None
