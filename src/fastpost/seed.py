@@ -714,7 +714,12 @@ async def _seed_postgres(
             await _add_counts(conn, gen.counts)
             for table, trigger in PG_TRIGGERS:
                 await conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
-        await conn.execute("ANALYZE users, posts, tags, post_tags, likes, follows, post_counts")
+        # VACUUM as well as ANALYZE: a table just filled by COPY has no visibility map yet,
+        # so no index-only scan until autovacuum comes by; the feed's per-author index scans
+        # read several times the buffers without it (benchmarks/explain_feed.py).
+        await conn.execute(
+            "VACUUM (ANALYZE) users, posts, tags, post_tags, likes, follows, post_counts"
+        )
     finally:
         await conn.close()
 

@@ -57,6 +57,15 @@ class Post(Base):
         CheckConstraint("likes_count >= 0", name="ck_posts_likes_count"),
         # Keyset pages: (created_at, id) is the sort key, id breaks ties.
         Index("ix_posts_author_created", "author_id", text("created_at DESC"), text("id DESC")),
+        # The feed's range per followed author (migration 0007).
+        Index(
+            "ix_posts_author_published",
+            "author_id",
+            text("created_at DESC"),
+            text("id DESC"),
+            postgresql_where=text("status = 'published'"),
+            sqlite_where=text("status = 'published'"),
+        ),
         Index("ix_posts_status_created", "status", text("created_at DESC"), text("id DESC")),
         Index("ix_posts_status_likes", "status", text("likes_count DESC"), text("id DESC")),
         Index("uq_posts_slug", "slug", unique=True),

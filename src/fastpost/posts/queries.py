@@ -39,6 +39,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    true,
 )
 
 from fastpost.bound_lists import one_of
@@ -274,24 +275,67 @@ def feed_count_statement() -> Select[Any]:
     return _FEED_COUNT
 
 
-@cache
-def feed_statement(read: PostRead, shape: tuple[bool, bool], *, total: bool = False) -> Select[Any]:
-    """A page of the published posts of the authors :viewer_id follows, newest first."""
-    # The page's ids first, in a narrow subquery, then the page's columns for those rows
-    # alone. As one flat select, PostgreSQL (1,000,000 posts, a reader following 273 of
-    # 10,000 authors, `fastpost seed`) read every post of every followed author, wide rows
-    # and all, and sorted them: 290-420 ms (EXPLAIN ANALYZE). The narrow subquery walks
-    # ix_posts_status_created newest first and keeps the followed authors' posts until the
-    # page is full, and the wide columns, tags and likes are read for the page only: 2.5-5 ms
-    # there, warm.
-    page = keyset_page(
+def _feed_page_by_author(shape: tuple[bool, bool]) -> Select[Any]:
+    # Each followed author's newest published posts after the cursor, as many as the page
+    # holds (plus the offset): the page is among them, since no other post of that author
+    # can come before them. Then the newest of those few rows, in a top-N sort. Each range is
+    # an index-only scan of ix_posts_author_published (migration 0007) where the visibility
+    # map allows, so the work grows with the authors followed, not with the posts between
+    # the page and now; and the plan is the same for every reader, so the generic plan the
+    # plan cache keeps for a prepared statement is this one (tests/perf/test_feed.py).
+    after_cursor, with_offset = shape
+    limit = bindparam("limit", type_=Integer)
+    offset = bindparam("offset", type_=Integer)
+    authored = keyset_page(
+        select(posts.c.id, posts.c.created_at).where(
+            posts.c.author_id == follows.c.followee_id, posts.c.status == _PUBLISHED
+        ),
+        (after_cursor, False),
+        posts.c.created_at,
+        posts.c.id,
+    )
+    if with_offset:
+        authored = authored.limit(limit + offset)
+    by_author = authored.lateral("authored")
+    page = (
+        select(by_author.c.id, by_author.c.created_at)
+        .select_from(follows.join(by_author, true()))
+        .where(follows.c.follower_id == VIEWER)
+        .order_by(by_author.c.created_at.desc(), by_author.c.id.desc())
+        .limit(limit)
+    )
+    return page.offset(offset) if with_offset else page
+
+
+def _feed_page_newest_first(shape: tuple[bool, bool]) -> Select[Any]:
+    # SQLite has no LATERAL: it walks ix_posts_status_created newest first and keeps the
+    # followed authors' posts (a probe of the follows key each) until the page is full.
+    return keyset_page(
         select(posts.c.id, posts.c.created_at)
         .join(follows, follows.c.followee_id == posts.c.author_id)
         .where(follows.c.follower_id == VIEWER, posts.c.status == _PUBLISHED),
         shape,
         posts.c.created_at,
         posts.c.id,
-    ).subquery("page")
+    )
+
+
+@cache
+def feed_statement(
+    dialect: str, read: PostRead, shape: tuple[bool, bool], *, total: bool = False
+) -> Select[Any]:
+    """A page of the published posts of the authors :viewer_id follows, newest first."""
+    # The page's ids first, in a narrow subquery, then the wide columns, tags and likes for
+    # those rows alone.
+    # PostgreSQL reads the ids from each followed author's index range. The walk SQLite keeps
+    # reads every published post newer than the page's oldest, so its cost depends on how
+    # much of the site the reader follows: on `fastpost bench`'s seed, for the readers the
+    # bench logs in, a first page touched 3,137 shared buffers on average (5,088 at most) as
+    # the plan cache ran it, against 368 (1,026) per author; and once VACUUM had set the
+    # visibility map, 325 (969), planned again on every call, against 182 (309) from a cached
+    # plan (`python -m benchmarks.explain_feed`).
+    select_ids = _feed_page_by_author if dialect == "postgresql" else _feed_page_newest_first
+    page = select_ids(shape).subquery("page")
     stmt = (
         select_posts(read)
         .join(page, page.c.id == posts.c.id)

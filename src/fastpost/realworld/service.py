@@ -196,7 +196,7 @@ def _first_articles_entry(rows: Sequence[Row], total: int) -> Entry:
 async def feed(*, db: Database, viewer_id: int, limit: int, offset: int) -> dict[str, Any]:
     """Return a page of articles by the authors the caller follows, newest first."""
     read = _read(db.dialect, body=False, viewer=True)
-    page = queries.feed_statement(read, (False, offset > 0), total=True)
+    page = queries.feed_statement(db.dialect, read, (False, offset > 0), total=True)
     params = {"viewer_id": viewer_id, "limit": limit, "offset": offset}
     return _articles(*await _rows_and_total(db, page, queries.feed_count_statement(), params))
 

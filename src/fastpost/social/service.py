@@ -255,7 +255,7 @@ _FEED = PostRead(viewer=True)
 
 async def feed(*, db: Database, user_id: int, page: Page) -> dict[str, Any]:
     """Published posts of the users user_id follows, newest first."""
-    stmt = queries.feed_statement(_FEED, page.shape)
+    stmt = queries.feed_statement(db.dialect, _FEED, page.shape)
     rows = await db.fetch_all(stmt, {**page.params, "viewer_id": user_id})
     return posts_service.post_page(rows, page, user_id)
 
