@@ -6,7 +6,7 @@ worker (uvloop, httptools), with wrk on another core. The "with" server is confi
 production (JSON access log line per request, written to a file; prometheus_client in
 multiprocess mode, as `fastpost serve` runs it). The "without" server is the same app with
 the edge middleware's observing turned off (it still enforces the body limit, which the app
-needs either way: see fastpost.middleware.Edge); "no-log" observes but turns the access
+needs either way: see fastpost.observability.edge.Edge); "no-log" observes but turns the access
 line off, to show what the line costs.
 
 Two ways of measuring, both printed:
@@ -43,7 +43,7 @@ from fastpost.app import create_app
 from fastpost.bench.in_process import InProcessCost, cpu_per_request, environment, pinned
 from fastpost.bench.servers import Server
 from fastpost.bench.wrk import WrkRun, ensure_wrk, paired_ratios, run_wrk, run_wrk_together
-from fastpost.middleware import Edge
+from fastpost.observability.edge import Edge
 from fastpost.settings import ObservabilitySettings, Settings
 
 TARGET = 0.90

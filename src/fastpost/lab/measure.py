@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from fastpost.db import record_statements
+from fastpost.observability.statements import record_statements
 
 T = TypeVar("T")
 

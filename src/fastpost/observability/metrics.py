@@ -46,8 +46,8 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fastpost import served
-from fastpost.request_stats import RequestStats, current_request
+from fastpost.observability.request_stats import RequestStats, current_request
+from fastpost.observability.served import method_of, route_of
 
 # prometheus_client's multiprocess internals carry no type hints.
 _multiprocess: Any = multiprocess
@@ -55,6 +55,12 @@ _mmap_dict: Any = mmap_dict
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# The metric objects below, and the tallies that fold into them, are module-level on
+# purpose: prometheus_client's registry (and, with several workers, its files) is
+# process-wide, so a metric is one per process whatever the number of apps. What is an
+# app's own (its served requests, access log, statement recorder) is on its Observability
+# (fastpost.observability.state).
 
 # 1 ms to 10 s; 0.2 is there so that the p95 > 200 ms alert reads a bucket boundary.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -163,7 +169,7 @@ def multiprocess_dir() -> str | None:
 # `metrics_flush_seconds` (and the worker answering a scrape, at once). A scrape therefore
 # sees the other workers' last second late, and a killed worker loses its last second.
 # A served request is not even counted as it ends: its record is counted with its batch
-# (`count_served`, a sink of fastpost.served).
+# (`count_served`, a sink of fastpost.observability.served).
 
 
 class BatchedCounter:
@@ -237,7 +243,7 @@ def _count_in_progress() -> None:
     global _in_progress_labels
     counts: dict[tuple[str, str], int] = {}
     for scope in list(in_flight.values()):
-        key = (served.method_of(scope), served.route_of(scope))
+        key = (method_of(scope), route_of(scope))
         counts[key] = counts.get(key, 0) + 1
     for key in _in_progress_labels - counts.keys():
         http_requests_in_progress.labels(*key).set(0)
@@ -268,12 +274,9 @@ def count_served(batch: list[RequestStats]) -> None:
         request_durations.add((method, route), bucket, int(count), seconds)
 
 
-served.sinks.append(count_served)
-
-
 def flush() -> None:
-    """Fold this worker's tallies into the registry."""
-    served.hand_on()
+    """Fold this worker's tallies into the registry (an app hands its served requests on
+    first: Observability.flush_metrics)."""
     requests_counted.flush()
     request_durations.flush()
     queries_counted.flush()
@@ -412,20 +415,21 @@ def render() -> bytes:
 
 async def metrics_endpoint(request: Request) -> Response:
     """GET /metrics: the Prometheus exposition of every worker."""
-    flush()
+    request.app.state.observability.flush_metrics()
     sample_process(request.app.state.db.pool_usage())
     return Response(render(), media_type=CONTENT_TYPE)
 
 
 async def flush_and_sample_forever(
+    flush: Callable[[], None],
     pools: Callable[[], dict[str, tuple[int, int, int]]],
     *,
     flush_interval: float,
     sample_interval: float,
 ) -> None:
-    """Flush this worker's tallies every `flush_interval` seconds and refresh its process
-    and pool gauges every `sample_interval`: the worker that answers a scrape can only
-    flush and sample itself."""
+    """Flush this worker's tallies with `flush` (an app's Observability.flush_metrics)
+    every `flush_interval` seconds and refresh its process and pool gauges every
+    `sample_interval`: the worker that answers a scrape can only flush and sample itself."""
     sampled_at = -sample_interval
     loop = asyncio.get_running_loop()
     try:

@@ -9,7 +9,7 @@ import pytest
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
-from fastpost.middleware import Edge
+from fastpost.observability.edge import Edge
 from fastpost.security_headers import SecurityHeaders
 
 LIMIT = 1000

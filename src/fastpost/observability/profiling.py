@@ -145,9 +145,11 @@ def _app_frames_first(profile: cProfile.Profile, top: int) -> str:
     """cProfile's report twice: fastpost's own functions, then everything, by cumulative
     time. The framework's frames (Starlette, FastAPI, asyncio) otherwise fill the top."""
     # The package's files, less this one (the driver's own frames lead every run).
-    package_dir = re.escape(str(Path(__file__).resolve().parent) + os.sep) + r"(?!profiling\.py)"
+    package = Path(__file__).resolve().parent.parent
+    this_file = re.escape(f"observability{os.sep}profiling.py")
+    package_dir = re.escape(str(package) + os.sep) + f"(?!{this_file})"
     out = io.StringIO()
-    out.write(f"fastpost's own functions ({Path(__file__).resolve().parent}):\n")
+    out.write(f"fastpost's own functions ({package}):\n")
     pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(package_dir, top)
     out.write("\nEvery function:\n")
     pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(top)
