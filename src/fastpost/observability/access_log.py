@@ -23,22 +23,25 @@ from fastpost.observability.served import ServedRequests
 class AccessLog:
     """The access line: once per request, so it has a path of its own.
 
-    A structlog `info()` with the full processor chain costs about 13 us on this machine, a
-    fifth of a whole `GET /health`: the context merge (which walks every context variable of
-    the request), the redaction pass and the generic renderer. The access line's fields are
-    named by the middleware and safe by construction (the route template and path, never a
-    body or a header; a request id that passed a strict pattern), so in JSON mode it is
-    printed straight into a fixed template of the same shape as structlog's lines: 1.5 us,
-    where building a dict for orjson cost 7 (both measured with timeit, this machine). Only
-    the path can hold characters JSON must escape; it goes through orjson. In console mode
-    the line goes through structlog as any other line.
+    A structlog `info()` with the full processor chain is a large share of a whole
+    `GET /health`: the context merge (which walks every context variable of the request),
+    the redaction pass and the generic renderer. The access line's fields are named by the
+    edge layer and safe by construction (the route template and path, never a body or a
+    header; a request id that passed a strict pattern), so in JSON mode it is printed
+    straight into a fixed template of the same shape as structlog's lines, cheaper than
+    building a dict for orjson. What the line costs as it is made is the difference between
+    the "with" and "no-log" servers of benchmarks/bench_observability.py. Only the path can
+    hold characters JSON must escape; it goes through orjson (and its credentials are masked:
+    tests/observability/test_secrets.py). In console mode the line goes through structlog as
+    any other line.
 
     Lines are made a batch at a time, as the app's ServedRequests hands the requests on
     (fastpost.observability.served). While the app serves, JSON lines are written
     WRITE_BYTES at a time, and at least every FLUSH_SECONDS: containers commonly set
-    PYTHONUNBUFFERED, which makes every write to stdout a system call of its own, and a
-    write per request cost a quarter of the middleware's time on `GET /health` (py-spy, this
-    machine). A crash loses at most that much.
+    PYTHONUNBUFFERED, which makes every write to stdout a system call of its own, a large
+    share of the layer's time on `GET /health` if made per request (the access line's share
+    is in benchmarks/bench_observability.py, with the log written to a file as in
+    production). A crash loses at most that much.
     """
 
     FLUSH_SECONDS = 0.5
@@ -151,8 +154,8 @@ class AccessLog:
     def _lines(self, batch: list[RequestStats]) -> bytes:
         """The JSON lines of these served requests.
 
-        One loop with everything inline: a call per line cost a tenth of the line (timeit,
-        this machine)."""
+        One loop with everything inline, no call per line: a batch is the access log's whole
+        cost (benchmarks/bench_observability.py, "with" against "no-log")."""
         # From the requests' clock (time.perf_counter) to the wall clock, read once: the
         # batch is at most FLUSH_SECONDS old.
         clock_offset = time.time() - time.perf_counter()

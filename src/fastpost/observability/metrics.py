@@ -3,7 +3,8 @@
 Several workers (`fastpost serve --workers N`) share one registry through prometheus_client's
 multiprocess mode: each process writes its samples to memory-mapped files in
 `PROMETHEUS_MULTIPROC_DIR`, and a scrape, whichever worker answers it, reads them all. The
-rules that make this correct (../shared/pitfalls.md):
+rules that make this correct (prometheus_client's documentation of multiprocess mode, and
+its issues 275 and 793):
 - the launcher (`fastpost serve`) creates and empties the folder and sets the variable
   before any worker imports prometheus_client; the value class is chosen at import;
 - a registry is built per scrape, never the default one, which holds this process only;
@@ -162,10 +163,11 @@ def multiprocess_dir() -> str | None:
 # --- the hot path: tallies in plain Python, flushed into the registry -------------------
 #
 # In multiprocess mode every inc() or observe() takes a lock and writes a memory-mapped
-# file: measured on this machine, 2.7 us a counter, 4.9 us a histogram, 2.5 us a gauge step,
-# so about 15 us a request with the in-progress gauge, next to about 70 us for the whole of
-# `GET /health` on a quiet core. The request path adds to dicts of plain numbers instead
-# (well under a microsecond), and each worker folds them into the registry every
+# file: several of those per request (a counter, a histogram, the in-progress gauge) would
+# weigh on a request that does no I/O as much as a good part of the rest of it
+# (benchmarks/bench_observability.py runs the layer in multiprocess mode, as `fastpost
+# serve` does, against the same app without it). The request path adds to dicts of plain
+# numbers instead, and each worker folds them into the registry every
 # `metrics_flush_seconds` (and the worker answering a scrape, at once). A scrape therefore
 # sees the other workers' last second late, and a killed worker loses its last second.
 # A served request is not even counted as it ends: its record is counted with its batch
@@ -255,8 +257,9 @@ def _count_in_progress() -> None:
 def count_served(batch: list[RequestStats]) -> None:
     """Count served requests, from their records (see RequestStats), in the request metrics."""
     # Tallied by everything a request's series depend on first, one key per request; then
-    # each distinct key once into the counter and the histogram (a batch has a few dozen):
-    # half the time of counting and observing each request in turn (timeit, this machine).
+    # each distinct key once into the counter and the histogram (a batch has a few dozen),
+    # rather than counting and observing each request in turn (the batches' cost shows in
+    # benchmarks/bench_observability.py).
     bounds = request_durations.bounds
     tally: dict[tuple[str, str, int, int], list[float]] = {}
     for stats in batch:
