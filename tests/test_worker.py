@@ -6,8 +6,10 @@ from __future__ import annotations
 import gc
 
 import pytest
+from uvicorn.importer import import_from_string
 
 from fastpost.app import create_app
+from fastpost.cli import WORKER_APP
 from fastpost.settings import Settings
 from fastpost.worker import GC_YOUNG_THRESHOLD, create_worker_app, tune_gc_while_serving
 
@@ -52,3 +54,7 @@ async def test_the_worker_tunes_the_gc_unless_its_setting_says_not_to(
         assert (gc.get_freeze_count() > 0) is tuned
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+def test_fastpost_serve_starts_its_workers_with_the_worker_app() -> None:
+    assert import_from_string(WORKER_APP) is create_worker_app

@@ -1,5 +1,5 @@
-"""The edge middleware's body limit, with observing on and off (its observing has its own
-tests in tests/observability)."""
+"""The edge layer's body limit, with observing on and off (its observing has tests of its
+own: test_metrics.py, test_logging.py, test_state.py)."""
 
 from __future__ import annotations
 
