@@ -37,6 +37,7 @@ _SERVER_TIMING_APP_ONLY = [
 _HTTP1 = frozenset({"1.0", "1.1"})
 # Request ids not given out yet: 16 hex digits each, from os.urandom, made a batch at a time
 # (a system call per request would cost more than the rest of the id's work).
+# Process-wide: random ids, which any app of the process may take; nothing is recorded here.
 _fresh_request_ids: list[bytes] = []
 _REQUEST_IDS_PER_BATCH = 1024
 

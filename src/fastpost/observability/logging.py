@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 REDACTED = "[redacted]"
 _SENSITIVE_WORDS = ("password", "passwd", "token", "secret", "authorization", "cookie", "jwt")
+# A memo of a pure function of a key's name: shared by every app of the process.
 _sensitive_key: dict[str, bool] = {}
 _CREDENTIAL = re.compile(
     r"(?i:bearer|basic)\s+[\w.~+/=-]+"
