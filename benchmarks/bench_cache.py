@@ -35,7 +35,10 @@ from fastpost.bench.wrk import GENERATOR_CPU_LIMIT, WrkRun, run_wrk
 
 TARGETS = {"warm": 0.5, "304": 0.6}
 REDIS_URL = "redis://127.0.0.1:6379/14"
-APPS = {"fastpost": "fastpost.app:create_app", "starlette": "fastpost.bench.baseline:constant_app"}
+APPS = {
+    "fastpost": "fastpost.worker:create_worker_app",
+    "starlette": "fastpost.bench.baseline:constant_app",
+}
 console = Console()
 
 

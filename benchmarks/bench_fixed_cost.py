@@ -114,13 +114,18 @@ async def _cpu_us(app: ASGIApp, path: str, query: bytes, headers: Headers, reque
 async def measure(rounds: int, requests: int) -> list[dict[str, Any]]:
     from fastpost.app import create_app
     from fastpost.settings import CacheSettings, Settings
+    from fastpost.worker import tune_gc_while_serving
+
+    def served(settings: Settings | None = None) -> Any:
+        """The app as a `fastpost serve` worker runs it (fastpost.worker)."""
+        return tune_gc_while_serving(create_app(settings))
 
     cache_off = Settings(cache=CacheSettings(enabled=False))
     apps: dict[str, Any] = {
-        "lean": create_app(),
-        "routed": _routed(create_app()),
-        "lean-nc": create_app(cache_off),
-        "routed-nc": _routed(create_app(cache_off)),
+        "lean": served(),
+        "routed": _routed(served()),
+        "lean-nc": served(cache_off),
+        "routed-nc": _routed(served(cache_off)),
         "asyncpg": asyncpg_app(),
     }
     async with contextlib.AsyncExitStack() as stack:

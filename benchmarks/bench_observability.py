@@ -1,12 +1,13 @@
 """What the observability middleware costs: `GET /health` with and without it, same run.
 
 `GET /health` does no I/O, so the middleware's share of each request is as large as it will
-ever be: this is the worst case. All servers are the real app (create_app) in one uvicorn
-worker (uvloop, httptools), with wrk on another core. The "with" server is configured as in
+ever be: this is the worst case. All servers are the real app as a `fastpost serve` worker
+runs it (create_app, its process tuned by fastpost.worker) in one uvicorn worker (uvloop,
+httptools), with wrk on another core. The "with" server is configured as in
 production (JSON access log line per request, written to a file; prometheus_client in
 multiprocess mode, as `fastpost serve` runs it). The "without" server is the same app with
 the edge middleware's observing turned off (it still enforces the body limit, which the app
-needs either way: see fastpost.middleware.Edge); "no-log" observes but turns the access
+needs either way: see fastpost.observability.edge.Edge); "no-log" observes but turns the access
 line off, to show what the line costs.
 
 Two ways of measuring, both printed:
@@ -43,22 +44,25 @@ from fastpost.app import create_app
 from fastpost.bench.in_process import InProcessCost, cpu_per_request, environment, pinned
 from fastpost.bench.servers import Server
 from fastpost.bench.wrk import WrkRun, ensure_wrk, paired_ratios, run_wrk, run_wrk_together
-from fastpost.middleware import Edge
+from fastpost.observability.edge import Edge
 from fastpost.settings import ObservabilitySettings, Settings
+from fastpost.worker import tune_gc_while_serving
 
 TARGET = 0.90
 
 
 def app_with_observability() -> FastAPI:
-    return create_app()
+    return tune_gc_while_serving(create_app())
 
 
 def app_without_access_log() -> FastAPI:
-    return create_app(Settings(observability=ObservabilitySettings(access_log=False)))
+    return tune_gc_while_serving(
+        create_app(Settings(observability=ObservabilitySettings(access_log=False)))
+    )
 
 
 def app_without_observability() -> FastAPI:
-    app = create_app()
+    app = tune_gc_while_serving(create_app())
     for middleware in app.user_middleware:
         if middleware.cls is Edge:
             middleware.kwargs["observe"] = False

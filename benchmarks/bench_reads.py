@@ -59,7 +59,7 @@ console = Console() if sys.stdout.isatty() else Console(width=110)
 APPS = {
     "starlette": "fastpost.bench.baseline:constant_app",
     "asyncpg": "benchmarks.baseline_apps:asyncpg_app",
-    "fastpost": "fastpost.app:create_app",
+    "fastpost": "fastpost.worker:create_worker_app",
 }
 APP_LABELS = {
     "starlette": "(b) starlette",

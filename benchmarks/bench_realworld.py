@@ -54,8 +54,8 @@ SERVERS = {
 }
 APPS = {
     "asyncpg": "benchmarks.baseline_realworld:realworld_app",
-    "uncached": "fastpost.app:create_app",
-    "cached": "fastpost.app:create_app",
+    "uncached": "fastpost.worker:create_worker_app",
+    "cached": "fastpost.worker:create_worker_app",
 }
 
 
@@ -103,13 +103,13 @@ def _median(runs: list[WrkRun], name: str) -> float:
 def _in_process(envs: dict[str, dict[str, str]], path: str, cpu: int | None) -> dict[str, Any]:
     """(c) and fastpost with the cache off, called in this process (fastpost.bench.in_process):
     the apps' own CPU per request, without the HTTP server and wrk, on the server's core."""
-    from fastpost.app import create_app
+    from fastpost.worker import create_worker_app
 
     apps: dict[str, Any] = {}
     with environment(envs["asyncpg"]):
         apps["asyncpg"] = realworld_app()
     with environment(envs["uncached"]):
-        apps["uncached"] = create_app()
+        apps["uncached"] = create_worker_app()
     route, _, query = path.partition("?")
     with environment(envs["uncached"]), pinned(cpu):
         costs = uvloop.run(cpu_per_request(apps, route, query))

@@ -24,10 +24,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from fastpost.app import create_app
-from fastpost.db import Database, record_statements
+from fastpost.db import Database
 from fastpost.migrations import upgrade
+from fastpost.observability.statements import collect_n_plus_one, record_statements
 from fastpost.posts.models import Post
-from fastpost.querylog import collect_n_plus_one
 from fastpost.settings import AuthSettings, DatabaseSettings, RateLimitSettings, Settings
 from fastpost.timeutil import utcnow
 from fastpost.users.models import User

@@ -4,8 +4,8 @@ own route table, against four callers, each with the status it must get.
 - anonymous: no token;
 - another user: a valid token of someone who owns nothing involved;
 - an admin: `users.is_admin` (`fastpost admin grant`). It lets its holder profile requests
-  (`?profile=1`, fastpost.profiling) and nothing else: over another user's content an admin
-  has exactly the rights of another user, which is what the column checks;
+  (`?profile=1`, fastpost.observability.profiling) and nothing else: over another user's
+  content an admin has exactly the rights of another user, which is what the column checks;
 - the owner: the author of the post, comment or article, the user followed, or, for the
   routes about the caller themselves (`/users/me`, `/api/user`), the caller.
 

@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import InvalidRequestError
 
-from fastpost.db import Database, record_statements
+from fastpost.db import Database
+from fastpost.observability.statements import record_statements
 from fastpost.posts.models import Post
 from tests.conftest import Factory
 

@@ -6,7 +6,7 @@ import httpx
 from fastapi import FastAPI
 
 from fastpost.app import create_app
-from fastpost.db import record_statements
+from fastpost.observability.statements import record_statements
 from tests.conftest import make_settings
 
 

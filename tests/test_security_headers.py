@@ -1,6 +1,6 @@
 """What every response tells a browser (fastpost.security_headers), what it tells nobody
-(Server-Timing in production), who may read /metrics (fastpost.metrics_access) and which
-origins CORS lets in."""
+(Server-Timing in production), who may read /metrics (fastpost.observability.metrics_access)
+and which origins CORS lets in."""
 
 from __future__ import annotations
 

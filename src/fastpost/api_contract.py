@@ -5,8 +5,8 @@
   fastpost.security's OptionalUserId, RealWorld's OptionalCaller) lists "no credentials"
   among its security requirements: FastAPI would declare the token required.
 - A request body that is not JSON at all is refused by FastAPI with 400 before any route
-  runs, and one too large with 413 (fastpost.middleware.Edge): every operation that takes a
-  body declares both, in the error shape of its API.
+  runs, and one too large with 413 (fastpost.observability.edge.Edge): every operation that
+  takes a body declares both, in the error shape of its API.
 - A method a path does not have is answered 405 with `Allow` listing every method of that
   path (HTTP says so, RFC 9110 15.5.6), not only those of the first route whose path
   matched, which is what the router puts there.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,7 +11,7 @@ from fastapi import Depends, FastAPI
 from fastapi.telemetry import TelemetryConfig
 from starlette.middleware.cors import CORSMiddleware
 
-from fastpost import health, querylog, served
+from fastpost import health
 from fastpost.api_contract import install_contract
 from fastpost.api_docs import install_offline_docs
 from fastpost.cache import build_cache
@@ -22,12 +21,14 @@ from fastpost.db import Database
 from fastpost.errors import install_error_handlers
 from fastpost.http_caching import CachedPostReads
 from fastpost.idempotency import IdempotencyKeys
-from fastpost.logging import access, configure_logging
-from fastpost.metrics import cache_event, flush_and_sample_forever, metrics_endpoint
-from fastpost.metrics_access import MetricsAccess
-from fastpost.middleware import Edge
 from fastpost.observability import loop_lag
+from fastpost.observability.edge import Edge
+from fastpost.observability.logging import configure_logging
+from fastpost.observability.metrics import cache_event, count_served, metrics_endpoint
+from fastpost.observability.metrics_access import MetricsAccess
 from fastpost.observability.perf_page import install_perf_page
+from fastpost.observability.state import Observability
+from fastpost.observability.statements import SlowQueryLog
 from fastpost.overload import ShedOverload
 from fastpost.posts import router as posts_routes
 from fastpost.posts.router import router as posts_router
@@ -51,17 +52,6 @@ from fastpost.users.router import auth_router, refuse_gone_account, users_router
 __version__ = "0.1.0"
 
 
-# The young generation's collection threshold while the app serves (Python's default: 700).
-# The threshold counts tracked objects allocated less those freed, so a server whose requests
-# free what they allocate stays under it; its count rises only with what requests in flight
-# hold at once (at most 4,441 at 64 connections on `GET /health`) and with garbage in
-# cycles. At 700, the in-flight objects alone set off a collection every 50 requests, and
-# each walked all of them: 2-2.5% of a worker's time, none of it freeing anything (gc
-# callbacks under wrk, this machine). At 7,000 none ran in 80,000 requests. 50,000 leaves
-# room for requests that hold more, more of them at once; a collection it sets off walks at
-# most that many objects: 1.1 ms (timed, this machine).
-GC_YOUNG_THRESHOLD = 50_000
-
 _NO_NATIVE_TELEMETRY: TelemetryConfig = {
     "tracing": False,
     "metrics": False,
@@ -73,11 +63,17 @@ _NO_NATIVE_TELEMETRY: TelemetryConfig = {
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     observability = settings.observability
+    # What this app records about itself, its own: kept on app.state, bound into the edge.
+    recorded = Observability()
+    # The sinks of its served requests: the metrics count them, the access log writes them.
+    recorded.served.sinks.append(count_served)
+    recorded.served.sinks.append(recorded.access_log.log_served)
     configure_logging(
         level=observability.log_level,
         json=observability.log_format == "json"
         or (observability.log_format == "auto" and settings.env == "production"),
         access_lines=observability.access_log,
+        access_log=recorded.access_log,
     )
 
     @asynccontextmanager
@@ -86,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.db,
             redis_url=settings.redis_url,
             statement_timeout=settings.db.statement_timeout or None,
+            statements=recorded.statements,
         )
         await db.connect()
         app.state.db = db
@@ -95,40 +92,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await db.replicas.check()
             replica_monitor = asyncio.create_task(db.replicas.monitor(), name="replica-monitor")
         if observability.slow_query_ms is not None:
-            querylog.slow_query_log = querylog.SlowQueryLog(
+            recorded.statements.slow_query_log = SlowQueryLog(
                 observability.slow_query_ms / 1000,
                 explain=db.explain if db.dialect == "postgresql" else None,
             )
-        sampler = asyncio.create_task(
-            flush_and_sample_forever(
-                db.pool_usage,
-                flush_interval=observability.metrics_flush_seconds,
-                sample_interval=observability.sample_interval_seconds,
-            )
+        recorded.start_serving(
+            db.pool_usage,
+            flush_interval=observability.metrics_flush_seconds,
+            sample_interval=observability.sample_interval_seconds,
         )
         loop_lag_watch = loop_lag.start_watching(observability.loop_lag_interval_seconds)
         cache = build_cache(settings, on_event=cache_event)
         await cache.start()
         app.state.cache = cache
-        # Served requests reach the metrics and the access log a batch at a time, except
-        # where a developer watches the access lines on a console, each as it happens.
-        if not access.to_console:
-            served.start_batching()
-        access_log_flusher = access.start_batching()
         # Tests build hundreds of apps and route a few requests through each: for them the
         # start-up work that pays off over a server's life costs more than it saves.
-        serving = settings.env != "test"
-        if serving or settings.profiling:
+        if settings.env != "test" or settings.profiling:
             build_routing_now(app)
-        gc_thresholds = gc.get_threshold()
-        if serving:
-            # What startup built (modules, routes, schemas: about 110,000 objects) lives as
-            # long as the process; frozen, a full collection no longer walks it. Unfrozen,
-            # each full collection took about 100 ms, every request in flight waiting on it
-            # (gc callbacks in a worker under wrk, this machine).
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(GC_YOUNG_THRESHOLD, *gc_thresholds[1:])
         try:
             yield
         finally:
@@ -136,23 +116,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 replica_monitor.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await replica_monitor
-            sampler.cancel()
             loop_lag_watch.cancel()
-            access_log_flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
             with contextlib.suppress(asyncio.CancelledError):
                 await loop_lag_watch
-            with contextlib.suppress(asyncio.CancelledError):
-                await access_log_flusher
-            served.stop_batching()
-            access.stop_batching()
-            if serving:  # an app run inside a longer process (tests) leaves no trace
-                gc.set_threshold(*gc_thresholds)
-                gc.unfreeze()
-            await querylog.wait_for_explains()
-            if observability.slow_query_ms is not None:
-                querylog.slow_query_log = None
+            await recorded.stop_serving()
+            recorded.statements.slow_query_log = None
             await cache.close()
             if app.state.error_reporter is not None:  # what is queued is sent before we exit
                 await asyncio.to_thread(app.state.error_reporter.flush)
@@ -166,14 +134,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="A blog and social REST API built for speed, with the tools that prove it.",
         lifespan=lifespan,
         # FastAPI's native OpenTelemetry (0.165+) asks the global providers whether tracing
-        # is configured on every request, reading environment variables each time: 15% of a
-        # `GET /health` (cProfile, this machine). Tracing is fastpost.tracing's job, opt-in.
+        # is configured on every request, reading environment variables each time: a large
+        # share of a `GET /health` (`fastpost profile GET /health` shows it with this line
+        # removed). Tracing is fastpost.observability.tracing's job, opt-in.
         telemetry=_NO_NATIVE_TELEMETRY,
         # Served by install_offline_docs below, from local files instead of a CDN.
         docs_url=None,
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.observability = recorded
     # Built here, not per request: the hasher's parameters and the signing key are fixed.
     app.state.passwords = Passwords(settings)
     app.state.tokens = Tokens(settings)
@@ -235,12 +205,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     if observability.tracing != "off":
-        from fastpost.tracing import install_tracing, tracing_wanted
+        from fastpost.observability.tracing import install_tracing, tracing_wanted
 
         if tracing_wanted(observability.tracing):
-            install_tracing(app, "sqlite" if settings.db.is_sqlite else "postgresql")
+            install_tracing(
+                app, "sqlite" if settings.db.is_sqlite else "postgresql", recorded.statements
+            )
     if settings.profiling:
-        from fastpost.profiling import ProfileRequests
+        from fastpost.observability.profiling import ProfileRequests
 
         app.add_middleware(ProfileRequests, loopback_allowed=settings.env != "production")
     # Outermost, so that it times and counts everything, 413s included.
@@ -252,6 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         server_timing=observability.server_timing
         if observability.server_timing is not None
         else settings.env != "production",
+        served=recorded.served,
     )
 
     # Routes are matched in order, one regular expression each: the hottest reads first.

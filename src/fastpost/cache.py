@@ -700,7 +700,7 @@ class Cache:
 
 def build_cache(settings: Settings, on_event: EventHook | None = None) -> Cache:
     """The application's response cache, from configuration; `on_event` counts its hits,
-    misses, loads and invalidations (fastpost.metrics.cache_event)."""
+    misses, loads and invalidations (fastpost.observability.metrics.cache_event)."""
     return Cache(
         on_event=on_event,
         enabled=settings.cache.enabled,

@@ -31,7 +31,7 @@ admin_app = typer.Typer(
 )
 app.add_typer(admin_app, name="admin")
 console = Console()
-# prometheus_client's multiprocess folder (see fastpost.metrics).
+# prometheus_client's multiprocess folder (see fastpost.observability.metrics).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -99,6 +99,11 @@ def serve(
     )
 
 
+# The factory each worker calls: the app, and the process tuned for serving it
+# (FASTPOST_SERVE__TUNE_GC).
+WORKER_APP = "fastpost.worker:create_worker_app"
+
+
 def _run_uvicorn(
     *,
     host: str,
@@ -123,13 +128,11 @@ def _run_uvicorn(
         "server_header": False,
     }
     if reload or workers == 1:
-        uvicorn.run(
-            "fastpost.app:create_app", workers=None if reload else 1, reload=reload, **options
-        )
+        uvicorn.run(WORKER_APP, workers=None if reload else 1, reload=reload, **options)
         return
     from fastpost.supervisor import Supervisor
 
-    config = uvicorn.Config("fastpost.app:create_app", workers=workers, **options)
+    config = uvicorn.Config(WORKER_APP, workers=workers, **options)
     Supervisor(config, sockets=[config.bind_socket()]).run()
 
 
@@ -150,7 +153,7 @@ def _run_granian(
     # Workers are processes (multiprocessing: fork on Linux, spawn where fork is not the
     # default); both inherit PROMETHEUS_MULTIPROC_DIR, set above before any was started.
     Granian(
-        "fastpost.app:create_app",
+        WORKER_APP,
         factory=True,
         address=host,
         port=port,
@@ -172,11 +175,12 @@ def _prepare_metrics_dir(settings: Settings) -> None:
     Set here, before uvicorn starts any worker: prometheus_client picks its storage when it
     is imported, and each worker imports it afresh. Emptied here because counters left by
     an earlier run would be added to this one's; never while another server uses it
-    (fastpost.metrics_folder).
+    (fastpost.observability.metrics_folder).
     """
-    # Not through fastpost.metrics: importing prometheus_client here, before the variable is
-    # set, would put a single worker (which runs in this process) in single-process mode.
-    from fastpost.metrics_folder import FolderInUse, claim_metrics_folder
+    # Not through fastpost.observability.metrics: importing prometheus_client here, before
+    # the variable is set, would put a single worker (which runs in this process) in
+    # single-process mode.
+    from fastpost.observability.metrics_folder import FolderInUse, claim_metrics_folder
 
     named = os.environ.get(MULTIPROC_ENV) or settings.observability.metrics_dir
     try:
@@ -519,7 +523,7 @@ def profile(
     import json
 
     from fastpost.app import create_app
-    from fastpost.profiling import profile_request
+    from fastpost.observability.profiling import profile_request
 
     settings = _settings()
     if not cached:

@@ -38,10 +38,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar, cast
 
@@ -61,9 +60,9 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql import Select, TextClause
 
-from fastpost import querylog
 from fastpost.closing import close_pool
 from fastpost.errors import ServiceUnavailable
+from fastpost.observability.statements import StatementRecorder, sent_statements
 from fastpost.replicas import PRIMARY_LSN, PRIMARY_UNTIL_EXPIRY, ReplicaSet
 from fastpost.replicas import primary_reads as primary_reads  # one of the ways in, re-exported
 from fastpost.settings import DatabaseSettings
@@ -158,39 +157,14 @@ def table_of(model: type[Base]) -> Table:
     return table
 
 
-# Statements that reached the database in the current context, when someone is listening:
-# tests count queries per request with it, and the N+1 detector builds on it.
-_statement_log: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
-    "fastpost_statement_log", default=None
-)
-
-
-@contextmanager
-def record_statements() -> Iterator[list[str]]:
-    """Collect every SQL statement executed in this context (and tasks it spawns)."""
-    log: list[str] = []
-    token = _statement_log.set(log)
-    try:
-        yield log
-    finally:
-        _statement_log.reset(token)
-
-
 def _log_statement(
     conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
 ) -> None:
-    log = _statement_log.get()
+    # The statement log (fastpost.observability.statements) lists it as it is sent.
+    log = sent_statements.get()
     if log is not None:
         log.append(statement)
     context._fastpost_started = time.perf_counter()
-
-
-def _time_statement(
-    conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
-) -> None:
-    started = getattr(context, "_fastpost_started", None)
-    if started is not None:
-        querylog.record(statement, time.perf_counter() - started, parameters)
 
 
 def _sqlite_connect_hook(busy_timeout_ms: int, *, writer: bool) -> Any:
@@ -215,10 +189,14 @@ def _begin_immediate(conn: Connection) -> None:
 
 
 def create_engines(
-    settings: DatabaseSettings, *, statement_timeout: float | None = None
+    settings: DatabaseSettings,
+    *,
+    statements: StatementRecorder,
+    statement_timeout: float | None = None,
 ) -> tuple[AsyncEngine, AsyncEngine]:
-    """Return (write engine, read engine) for a database URL; on PostgreSQL, statements that
-    run longer than `statement_timeout` seconds fail with TimeoutError."""
+    """Return (write engine, read engine) for a database URL, whose statements `statements`
+    records; on PostgreSQL, statements that run longer than `statement_timeout` seconds fail
+    with TimeoutError."""
     if settings.is_sqlite:
         writer = create_async_engine(
             settings.url,
@@ -265,11 +243,20 @@ def create_engines(
         # For the occasional ad-hoc read through SQLAlchemy (`reader()`); the hot reads use
         # asyncpg's pool (Database.fetch_all). Same pool as the writer, without BEGIN/ROLLBACK.
         reader = writer.execution_options(isolation_level="AUTOCOMMIT")
+    record = statements.record
+
+    def time_statement(
+        conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
+        started = getattr(context, "_fastpost_started", None)
+        if started is not None:
+            record(statement, time.perf_counter() - started, parameters)
+
     # On PostgreSQL the reader is the writer with options: it shares (and inherits) the
     # writer's listeners, so listening on both would log each of its statements twice.
     for engine in (writer, reader) if settings.is_sqlite else (writer,):
         event.listen(engine.sync_engine, "before_cursor_execute", _log_statement)
-        event.listen(engine.sync_engine, "after_cursor_execute", _time_statement)
+        event.listen(engine.sync_engine, "after_cursor_execute", time_statement)
     return writer, reader
 
 
@@ -313,13 +300,17 @@ class Database:
         *,
         redis_url: str | None = None,
         statement_timeout: float | None = None,
+        statements: StatementRecorder | None = None,
     ) -> None:
         """`statement_timeout` (seconds, PostgreSQL): the app passes its setting; the CLI's
-        migrations and seeds run without one."""
+        migrations and seeds run without one. `statements` records every statement: the
+        app passes its own (its Observability's), so that its hooks and slow query log see
+        its statements only; without it, the database has a recorder of its own."""
         self.settings = settings
         self.statement_timeout = statement_timeout
+        self.statements = statements if statements is not None else StatementRecorder()
         self.write_engine, self.read_engine = create_engines(
-            settings, statement_timeout=statement_timeout
+            settings, statements=self.statements, statement_timeout=statement_timeout
         )
         self._unavailable_logged_at = -UNAVAILABLE_LOG_INTERVAL_SECONDS
         self._sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
@@ -389,7 +380,7 @@ class Database:
         """Run a write program (see fastpost.writes) on the primary, in one transaction; with
         atomic=False on PostgreSQL, each of its statements commits on its own (for a write
         that is one statement, or whose earlier statements are idempotent on their own)."""
-        log = _statement_log.get()
+        log = sent_statements.get()
         dialect = self.write_engine.dialect
         if self.settings.is_sqlite:
             if self._sqlite_writer is None:
@@ -397,7 +388,7 @@ class Database:
                     make_url(self.settings.url).database or "",
                     _sqlite_connect_hook(self.settings.sqlite_busy_timeout_ms, writer=True),
                 )
-            return await self._sqlite_writer.run(dialect, program, log)
+            return await self._sqlite_writer.run(dialect, program, log, self.statements.record)
         # The write engine's own pool: the primary, with the connection budget it already has.
         try:
             raw = await self.write_engine.raw_connection()
@@ -407,7 +398,12 @@ class Database:
             raise
         try:
             result = await run_on_postgres(
-                raw.driver_connection, dialect, program, atomic=atomic, log=log
+                raw.driver_connection,
+                dialect,
+                program,
+                atomic=atomic,
+                log=log,
+                record=self.statements.record,
             )
         except BaseException as exc:
             import asyncpg
@@ -468,7 +464,7 @@ class Database:
         compiled = self._compiled.get(id(statement)) or self._compile(statement)
         values = compiled.defaults if params is None else {**compiled.defaults, **params}
         args = [values[name] for name in compiled.names]
-        log = _statement_log.get()
+        log = sent_statements.get()
         if log is not None:
             log.append(compiled.sql)
         replicas = self.replicas
@@ -478,7 +474,7 @@ class Database:
                 started = time.perf_counter()
                 found = await replicas.fetch(replica, compiled.sql, args)
                 if found is not None:
-                    querylog.record(compiled.sql, time.perf_counter() - started, args)
+                    self.statements.record(compiled.sql, time.perf_counter() - started, args)
                     return cast(Sequence[Row], found)
                 # It failed there: once more, on the primary.
                 if log is not None:
@@ -512,7 +508,7 @@ class Database:
             raise
         finally:
             await pool.release(conn)
-        querylog.record(compiled.sql, time.perf_counter() - started, args)
+        self.statements.record(compiled.sql, time.perf_counter() - started, args)
         return rows
 
     async def fetch_one(
@@ -524,13 +520,13 @@ class Database:
 
     async def primary_lsn(self) -> int:
         """The primary's current WAL position (read-your-writes, after a commit)."""
-        log = _statement_log.get()
+        log = sent_statements.get()
         if log is not None:
             log.append(PRIMARY_LSN)
         started = time.perf_counter()
         async with asyncio.timeout(self.settings.pool_timeout):
             lsn: int = await self._read_pool.fetchval(PRIMARY_LSN)
-        querylog.record(PRIMARY_LSN, time.perf_counter() - started)
+        self.statements.record(PRIMARY_LSN, time.perf_counter() - started)
         return lsn
 
     async def hand_on_position(self) -> None:

@@ -250,7 +250,8 @@ class CachedPostReads:
                         break
         public = self._public if self._rewrite_public else None
 
-        # A plain function returning the server's own awaitable, as fastpost.middleware.Edge's.
+        # A plain function returning the server's own awaitable, as
+        # fastpost.observability.edge.Edge's.
         def send_with_policy(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
                 headers = message.get("headers", ())

@@ -49,9 +49,9 @@ import structlog
 from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fastpost import metrics
 from fastpost.closing import close_pool
-from fastpost.request_stats import current_request
+from fastpost.observability import metrics
+from fastpost.observability.request_stats import current_request
 from fastpost.settings import DatabaseSettings
 
 log = structlog.get_logger("fastpost.replicas")

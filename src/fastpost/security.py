@@ -21,7 +21,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from fastpost.errors import AppError, Unauthorized
 from fastpost.ids import MAX_ID
-from fastpost.request_stats import set_current_user
+from fastpost.observability.request_stats import set_current_user
 from fastpost.settings import Settings
 
 T = TypeVar("T")

@@ -1,5 +1,6 @@
 """The security headers every response carries, made once per app and added by the edge
-layer (fastpost.middleware.Edge) as one ready list: no per-request work but a dict lookup.
+layer (fastpost.observability.edge.Edge) as one ready list: no per-request work but a dict
+lookup.
 
 - `X-Content-Type-Options: nosniff`: a browser never guesses HTML out of a JSON body.
 - `Referrer-Policy: no-referrer`: URLs (which may hold ids and cursors) stay here.

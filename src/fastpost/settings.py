@@ -210,6 +210,15 @@ class ObservabilitySettings(BaseModel):
     server_timing: bool | None = None
 
 
+class ServeSettings(BaseModel):
+    """How `fastpost serve` tunes its worker processes (fastpost.worker)."""
+
+    # Freeze what startup built (gc.freeze) and collect the young generation less often
+    # (fastpost.worker.GC_YOUNG_THRESHOLD). Process-wide, so a worker's decision, never
+    # create_app's.
+    tune_gc: bool = True
+
+
 class SecuritySettings(BaseModel):
     """Who may read what beyond the API itself, and the headers every response carries."""
 
@@ -264,6 +273,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
     security: SecuritySettings = SecuritySettings()
+    serve: ServeSettings = ServeSettings()
     # Tier 2 of the cache; without it the cache is in-process only (FASTPOST_REDIS_URL).
     # One server (redis://host:port/db) or a Redis Cluster (redis+cluster://host:port,...):
     # see fastpost.redis_client.

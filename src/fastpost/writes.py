@@ -43,9 +43,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from fastpost import querylog
-
 T = TypeVar("T")
+# Records a statement that ran (text, seconds, arguments): the database's statement recorder
+# (fastpost.observability.statements.StatementRecorder.record).
+RecordStatement = Callable[[str, float, Any], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,13 @@ def _integrity_error(sql: str, args: Sequence[Any], exc: Exception) -> Integrity
 
 
 async def run_on_postgres(
-    conn: Any, dialect: Dialect, program: WriteProgram[T], *, atomic: bool, log: list[str] | None
+    conn: Any,
+    dialect: Dialect,
+    program: WriteProgram[T],
+    *,
+    atomic: bool,
+    log: list[str] | None,
+    record: RecordStatement,
 ) -> T:
     """Run a write program on an asyncpg connection."""
     import asyncpg
@@ -137,7 +144,7 @@ async def run_on_postgres(
                 rows = await conn.fetch(c.sql, *args)
             except asyncpg.IntegrityConstraintViolationError as exc:
                 raise _integrity_error(c.sql, args, exc) from exc
-            querylog.record(c.sql, time.perf_counter() - started, args)
+            record(c.sql, time.perf_counter() - started, args)
             try:
                 step = program.send(rows)
             except StopIteration as stop:
@@ -202,7 +209,13 @@ class SqliteWriter:
         finally:
             program.close()
 
-    async def run(self, dialect: Dialect, program: WriteProgram[T], log: list[str] | None) -> T:
+    async def run(
+        self,
+        dialect: Dialect,
+        program: WriteProgram[T],
+        log: list[str] | None,
+        record: RecordStatement,
+    ) -> T:
         """Run a write program in the writer thread, in one transaction."""
         timings: list[tuple[str, float, Any]] = []
         try:
@@ -214,7 +227,7 @@ class SqliteWriter:
             for sql, seconds, args in timings:
                 if log is not None:
                     log.append(sql)
-                querylog.record(sql, seconds, args)
+                record(sql, seconds, args)
 
     def close(self) -> None:
         def close_connection() -> None:

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastpost import cache_keys
 from fastpost.app import create_app
 from fastpost.cache import Cache
-from fastpost.db import record_statements
+from fastpost.observability.statements import record_statements
 from fastpost.settings import CacheSettings, Settings
 from tests.conftest import Factory, TestUser
 

@@ -117,7 +117,7 @@ def token(running: Running) -> str:
 
 
 def _instance_log_has(started: Started, text: str, timeout: float = 10) -> bool:
-    # fastpost writes JSON access lines a batch at a time (see fastpost.served).
+    # fastpost writes JSON access lines a batch at a time (see fastpost.observability.served).
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if text in Path(started.log_file).read_text():

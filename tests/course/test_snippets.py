@@ -18,7 +18,6 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from fastpost import metrics
 from tests.conftest import Factory
 
 
@@ -77,7 +76,7 @@ async def test_fastpost_labels_requests_by_route_template(app: FastAPI, factory:
     post_ids = [await factory.post(author) for _ in range(5)]
     for post_id in [*post_ids, 10**9]:
         await _call(app, f"/posts/{post_id}")
-    metrics.flush()
+    app.state.observability.flush_metrics()
     routes = {
         s.labels["route"]
         for m in REGISTRY.collect()
@@ -119,7 +118,7 @@ async def test_fastpost_counts_and_times_a_request_that_raised(app: FastAPI) -> 
     timed = {"method": "GET", "route": "/course-boom"}
 
     def samples() -> tuple[float, float]:
-        metrics.flush()
+        app.state.observability.flush_metrics()
         return (
             REGISTRY.get_sample_value("http_requests_total", counted) or 0.0,
             REGISTRY.get_sample_value("http_request_duration_seconds_count", timed) or 0.0,

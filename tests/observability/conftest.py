@@ -8,17 +8,20 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
-from fastpost.logging import access, configure_logging
+from fastpost.observability.access_log import AccessLog
+from fastpost.observability.logging import configure_logging
 
 
 class LogLines:
-    def __init__(self) -> None:
+    def __init__(self, access_log: AccessLog) -> None:
         self.stream = io.StringIO()
+        self.access_log = access_log
 
     @property
     def text(self) -> str:
-        access.flush()  # access lines are written in batches while the app runs
+        self.access_log.flush()  # access lines are written in batches while the app runs
         return self.stream.getvalue()
 
     def records(self) -> list[dict[str, Any]]:
@@ -29,9 +32,9 @@ class LogLines:
 
 
 @pytest.fixture
-def logs(app: Any) -> Iterator[LogLines]:
+def logs(app: FastAPI) -> Iterator[LogLines]:
     """Every JSON log line the app writes from here on (after the app has configured logging)."""
-    lines = LogLines()
-    configure_logging(level="INFO", json=True, stream=lines.stream)
+    lines = LogLines(app.state.observability.access_log)
+    configure_logging(level="INFO", json=True, stream=lines.stream, access_log=lines.access_log)
     yield lines
     configure_logging(level="INFO", json=False)

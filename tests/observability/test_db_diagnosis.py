@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from fastpost.app import create_app
 from fastpost.cluster.postgres import PgNode
-from fastpost.db import Database, record_statements
+from fastpost.db import Database
 from fastpost.migrations import upgrade
 from fastpost.observability.db_explain import (
     explain_request,
@@ -25,6 +25,7 @@ from fastpost.observability.db_explain import (
     slowest_postgres_node,
 )
 from fastpost.observability.db_top import one_line
+from fastpost.observability.statements import record_statements
 from fastpost.posts.models import Post
 from fastpost.settings import (
     AuthSettings,

@@ -13,8 +13,8 @@ import pytest
 from fastapi import FastAPI
 
 from fastpost.app import create_app
-from fastpost.logging import access, configure_logging
-from fastpost.served import UNMATCHED_ROUTE
+from fastpost.observability.logging import configure_logging
+from fastpost.observability.served import UNMATCHED_ROUTE
 from fastpost.settings import Settings
 from tests.conftest import PASSWORD, Factory
 from tests.observability.conftest import LogLines
@@ -107,7 +107,7 @@ async def test_json_access_lines_wait_for_their_batch_while_the_app_serves(
         async with app.router.lifespan_context(app):
             await _get_health(app)
             assert '"path":"/health"' not in capsys.readouterr().out
-            access.flush()
+            app.state.observability.access_log.flush()
             assert '"path":"/health"' in capsys.readouterr().out
     finally:
         configure_logging(level="INFO", json=False)
@@ -235,7 +235,9 @@ async def test_access_lines_are_held_back_while_serving_and_all_written_by_shutd
     stream = io.StringIO()
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        configure_logging(level="INFO", json=True, stream=stream)
+        configure_logging(
+            level="INFO", json=True, stream=stream, access_log=app.state.observability.access_log
+        )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             for _ in range(3):

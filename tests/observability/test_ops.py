@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from fastpost.cluster.processes import free_port
-from fastpost.metrics import EXPORTED_METRICS
+from fastpost.observability.metrics import EXPORTED_METRICS
 from tests.observability.served import serve
 
 OPS = Path(__file__).resolve().parents[2] / "ops"

@@ -125,7 +125,8 @@ async def test_in_production_the_page_answers_whoever_may_read_metrics_only(
 ) -> None:
     security = SecuritySettings(metrics_allow=["10.0.0.0/8"], metrics_token=METRICS_TOKEN)
     production = settings.model_copy(update={"env": "production", "security": security})
-    # The guard of /metrics (fastpost.metrics_access): a path that does not exist, to others.
+    # The guard of /metrics (fastpost.observability.metrics_access): to others, a path that
+    # does not exist.
     assert await _statuses(production) == [404, 404, 404]
     wrong = {"Authorization": "Bearer not-the-token"}
     assert await _statuses(production, wrong) == [404, 404, 404]

@@ -24,8 +24,8 @@ import jwt
 import pytest
 from fastapi import FastAPI, Request
 
-from fastpost.logging import access as access_log
-from fastpost.logging import configure_logging
+from fastpost.observability.access_log import AccessLog
+from fastpost.observability.logging import configure_logging
 from tests.conftest import TEST_SECRET, Factory
 from tests.helpers import environment, fastpost, serve_fastpost
 
@@ -38,20 +38,21 @@ _PARAMETER = re.compile(r"\{(\w+)\}")
 class Sink:
     """What the app logs, in one format, from here on."""
 
-    def __init__(self, json_lines: bool) -> None:
+    def __init__(self, json_lines: bool, access_log: AccessLog) -> None:
         self.json = json_lines
         self.stream = io.StringIO()
-        configure_logging(level="INFO", json=json_lines, stream=self.stream)
+        self.access_log = access_log
+        configure_logging(level="INFO", json=json_lines, stream=self.stream, access_log=access_log)
 
     @property
     def text(self) -> str:
-        access_log.flush()
+        self.access_log.flush()
         return self.stream.getvalue()
 
 
 @pytest.fixture(params=["json", "console"])
 def sink(request: pytest.FixtureRequest, app: FastAPI) -> Iterator[Sink]:
-    yield Sink(request.param == "json")
+    yield Sink(request.param == "json", app.state.observability.access_log)
     configure_logging(level="INFO", json=False)
 
 

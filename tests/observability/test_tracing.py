@@ -11,10 +11,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from fastpost import querylog
 from fastpost.app import create_app
+from fastpost.observability.tracing import tracing_wanted
 from fastpost.settings import ObservabilitySettings, Settings
-from fastpost.tracing import tracing_wanted
 from tests.conftest import Factory, make_settings
 
 pytest.importorskip("opentelemetry.sdk")
@@ -46,11 +45,9 @@ def spans() -> Iterator[InMemorySpanExporter]:
         provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
         trace.set_tracer_provider(provider)
     _EXPORTER.clear()
-    hooks = list(querylog.statement_hooks)
     _EXPORTER.active = True
     yield _EXPORTER
     _EXPORTER.active = False
-    querylog.statement_hooks[:] = hooks
     # Redis and httpx are instrumented process-wide: undo it for the tests that follow.
     for module, name in (
         ("opentelemetry.instrumentation.redis", "RedisInstrumentor"),

@@ -11,7 +11,8 @@ import asyncpg
 import httpx
 
 from fastpost.cluster.postgres import PgNode
-from fastpost.db import Database, record_statements
+from fastpost.db import Database
+from fastpost.observability.statements import record_statements
 from fastpost.redis_client import connect, parse_redis_url
 from fastpost.replicas import LSN_COOKIE, PRIMARY_LSN, parse_lsn, user_key
 from tests.conftest import PASSWORD

@@ -14,10 +14,10 @@ from sqlalchemy import text
 from fastpost.app import create_app
 from fastpost.cache import Cache
 from fastpost.cache_keys import post as post_key
-from fastpost.db import record_statements
 from fastpost.lab.context import Lab
 from fastpost.lab.measure import median
 from fastpost.lab.result import ExperimentResult, Measurement
+from fastpost.observability.statements import record_statements
 from fastpost.posts.models import PostStatus
 
 

@@ -9,10 +9,11 @@ from typing import Any
 
 from sqlalchemy import text
 
-from fastpost.db import Database, record_statements
+from fastpost.db import Database
 from fastpost.lab.context import Lab
 from fastpost.lab.measure import median
 from fastpost.lab.result import ExperimentResult, Measurement
+from fastpost.observability.statements import record_statements
 from fastpost.pagination import Page
 from fastpost.posts import service as posts_service
 from fastpost.social import service as social_service

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from fastpost.db import record_statements
 from fastpost.observability.loop_lag import watch_lag
+from fastpost.observability.statements import record_statements
 
 T = TypeVar("T")
 

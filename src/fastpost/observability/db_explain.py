@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fastpost.observability.db_top import one_line
+from fastpost.observability.statements import StatementRecorder
 from fastpost.settings import Settings
 
 
@@ -51,32 +52,26 @@ _capturing: contextvars.ContextVar[list[SentStatement] | None] = contextvars.Con
 
 
 @contextlib.contextmanager
-def capture_statements() -> Iterator[list[SentStatement]]:
-    """Collect every statement sent in this context, with its parameters and duration.
-
-    `querylog.record` is the one call every way into the database makes (SQLAlchemy's
-    cursor events, the lean read path, the write programs), and the only one that is given
-    the parameters; it is wrapped for the block. tests/observability/test_db_diagnosis.py
-    fails if a statement of the request goes missing.
-    """
-    from fastpost import querylog
-
+def capture_statements(recorder: StatementRecorder) -> Iterator[list[SentStatement]]:
+    """Collect every statement the app sends in this context, with its parameters and
+    duration: a hook on the app's statement recorder, which every way into the database
+    reports to (SQLAlchemy's cursor events, the lean read path, the write programs).
+    tests/observability/test_db_diagnosis.py fails if a statement of the request goes
+    missing."""
     sent: list[SentStatement] = []
-    original = querylog.record
 
-    def record(statement: str, seconds: float, parameters: Any = None) -> None:
+    def collect(statement: str, seconds: float, parameters: Any) -> None:
         log = _capturing.get()
         if log is not None:
             args = tuple(parameters) if isinstance(parameters, list | tuple) else ()
             log.append(SentStatement(statement, args, seconds))
-        original(statement, seconds, parameters)
 
     token = _capturing.set(sent)
-    querylog.record = record
+    recorder.hooks.append(collect)
     try:
         yield sent
     finally:
-        querylog.record = original
+        recorder.hooks.remove(collect)
         _capturing.reset(token)
 
 
@@ -128,7 +123,12 @@ class _OneTransaction:
         async with self._lock:
             # asyncpg nests the program's transaction in the open one: a savepoint.
             return await run_on_postgres(
-                self._driver, self._db.write_engine.dialect, program, atomic=atomic, log=None
+                self._driver,
+                self._db.write_engine.dialect,
+                program,
+                atomic=atomic,
+                log=None,
+                record=self._db.statements.record,
             )
 
     @asynccontextmanager
@@ -136,8 +136,6 @@ class _OneTransaction:
         yield self._conn
 
     async def fetch_all(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
-        from fastpost import querylog
-
         db = self._db
         # The read path's own compiled SQL, so that the statement is the one it sends.
         compiled = db._compiled.get(id(statement)) or db._compile(statement)
@@ -146,7 +144,7 @@ class _OneTransaction:
         async with self._lock:
             started = time.perf_counter()
             rows = await self._driver.fetch(compiled.sql, *args)
-        querylog.record(compiled.sql, time.perf_counter() - started, args)
+        db.statements.record(compiled.sql, time.perf_counter() - started, args)
         return rows
 
     async def fetch_one(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
@@ -336,7 +334,7 @@ async def _send(
 
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://explain") as client:
-        with capture_statements() as sent:
+        with capture_statements(app.state.observability.statements) as sent:
             response = await client.request(method, path, headers=headers, json=body)
     return response.status_code, sent
 

@@ -3,9 +3,10 @@
 Ranked by total time, calls, mean time or rows. On PostgreSQL the figures are the server's
 own (`pg_stat_statements`: every client of the database since the statistics were last
 reset). On SQLite there is no such view: the figures are fastpost's own statement metrics
-(`db_queries_total`, `db_query_duration_seconds`, which fastpost.querylog records for every
-statement), read from the prometheus_client multiprocess folder of the `fastpost serve`
-that wrote them; those are labelled by kind of statement, not by text, and count no rows.
+(`db_queries_total`, `db_query_duration_seconds`, which fastpost.observability.statements
+records for every statement), read from the prometheus_client multiprocess folder of the
+`fastpost serve` that wrote them; those are labelled by kind of statement, not by text,
+and count no rows.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import asyncio
 import os
 from collections.abc import Callable
 
-from fastpost import metrics
+from fastpost.observability import metrics
 
 TASK_NAME = "event-loop-lag"
 

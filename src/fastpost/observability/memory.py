@@ -34,8 +34,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fastpost.logging import access, configure_logging
-from fastpost.profiling import _send_request
+from fastpost.observability.access_log import AccessLog
+from fastpost.observability.logging import configure_logging
+from fastpost.observability.profiling import send_request
 
 # The check's default threshold, bytes that stay allocated per request served. A leak
 # of the smallest container per request (an empty dict: 64 bytes, its list slot 8) stays
@@ -178,11 +179,11 @@ async def trace_request(
     watched = _snapshot_as_it_answers(app, taken)
     async with app.router.lifespan_context(app):
         for _ in range(warmup):
-            await _send_request(app, method, path, request_headers, body)
+            await send_request(app, method, path, request_headers, body)
         gc.collect()
         tracemalloc.start()
         try:
-            status = await _send_request(watched, method, path, request_headers, body)
+            status = await send_request(watched, method, path, request_headers, body)
             gc.collect()
             after = tracemalloc.take_snapshot()
             peak = tracemalloc.get_traced_memory()[1]
@@ -220,9 +221,9 @@ async def memray_request(
     request_headers, body = _request_body(json_body, headers or {})
     async with app.router.lifespan_context(app):
         for _ in range(warmup):
-            await _send_request(app, method, path, request_headers, body)
+            await send_request(app, method, path, request_headers, body)
         with memray.Tracker(out):
-            status = await _send_request(app, method, path, request_headers, body)
+            status = await send_request(app, method, path, request_headers, body)
     reader = memray.FileReader(out)
     by_line: dict[str, list[int]] = {}
     for record in reader.get_high_watermark_allocation_records(merge_threads=True):
@@ -262,7 +263,7 @@ async def measure_growth(
     for its next batch are handed on and do not pass for growth."""
     if settle_seconds is None:
         flush_seconds = app.state.settings.observability.metrics_flush_seconds
-        settle_seconds = max(flush_seconds, access.FLUSH_SECONDS) * 1.5
+        settle_seconds = max(flush_seconds, AccessLog.FLUSH_SECONDS) * 1.5
     # One request id for all: the edge gives a request without one an id from a batch it
     # makes 1,024 at a time, whose unused part would pass for growth.
     request_headers, body = _request_body(
@@ -277,7 +278,7 @@ async def measure_growth(
 
     async def serve(times: int) -> None:
         for _ in range(times):
-            status = await _send_request(app, method, path, request_headers, body)
+            status = await send_request(app, method, path, request_headers, body)
             statuses[status] = statuses.get(status, 0) + 1
 
     async with app.router.lifespan_context(app):
@@ -406,6 +407,7 @@ def memory_command(
                 json=True,
                 stream=discard,
                 access_lines=observability.access_log,
+                access_log=app.state.observability.access_log,
             )
             growth = asyncio.run(
                 measure_growth(

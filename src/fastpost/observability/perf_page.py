@@ -1,15 +1,15 @@
 """The live performance page: GET /_perf, its script /_perf/app.js, and /_perf/data, the
 figures it polls every second.
 
-/_perf/data reads the samples /metrics serves (fastpost.metrics.scrape_registry: every
+/_perf/data reads the samples /metrics serves (fastpost.observability.metrics.scrape_registry: every
 worker's, when several share the multiprocess folder) and each worker's own, from the files
 that carry its pid in their names, and answers cumulative figures: request counts, latency
 histograms, seconds in the database, cache hits and misses; and the current pool use and
 event-loop lag. The browser turns the differences between two polls into rates and
 percentiles, so the server keeps nothing between requests and any worker may answer.
 
-Who may see it is who may read /metrics (fastpost.metrics_access.MetricsAccess): anyone
-outside production; in production, the allowed addresses or the metrics token.
+Who may see it is who may read /metrics (fastpost.observability.metrics_access.MetricsAccess):
+anyone outside production; in production, the allowed addresses or the metrics token.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client.metrics_core import Metric
 
-from fastpost import metrics
-from fastpost.metrics_access import MetricsAccess
+from fastpost.observability import metrics
+from fastpost.observability.metrics_access import MetricsAccess
 from fastpost.security_headers import SecurityHeaders
 from fastpost.settings import Settings
 

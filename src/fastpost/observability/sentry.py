@@ -7,7 +7,7 @@ The app reports from its own 500 handler, with a client of its own, rather than 
 in an ASGI middleware that opens a scope for every request, wrap every middleware's
 `__call__` and every endpoint (to read the request, its body included), and patch the
 logging module; that is work on each of the requests that end well, beside our pure ASGI
-edge (fastpost.middleware.Edge), which answers unhandled errors itself before any outer
+edge (fastpost.observability.edge.Edge), which answers unhandled errors itself before any outer
 layer sees them. Here a request that does not fail costs nothing, and the client is the
 app's, kept on `app.state` like its other sinks: two apps in one process report apart.
 
@@ -16,7 +16,7 @@ frame's locals hold bodies, passwords and headers), the tags `request_id` (as se
 response's X-Request-ID), `route` (the template: /posts/{post_id}), `method`, the user's id
 when the request was authenticated, the environment and the release. What it never holds:
 headers (Authorization, cookies), query strings, bodies, the client's address. Everything
-in it is masked once more before it is sent, as the logs are (fastpost.logging.redact,
+in it is masked once more before it is sent, as the logs are (fastpost.observability.logging.redact,
 redact_text), since an exception's message may quote a token.
 """
 
@@ -36,9 +36,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from fastpost.logging import redact, redact_text
-from fastpost.request_stats import current_request
-from fastpost.served import UNMATCHED_ROUTE
+from fastpost.observability.logging import redact, redact_text
+from fastpost.observability.request_stats import current_request
+from fastpost.observability.served import UNMATCHED_ROUTE
 
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 

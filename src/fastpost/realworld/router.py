@@ -14,6 +14,7 @@ from fastpost.comments import service as comments_service
 from fastpost.db import Database, DatabaseDep, WriteSession
 from fastpost.errors import Unauthorized
 from fastpost.http_caching import cached_response, private_response
+from fastpost.observability.request_stats import set_current_user
 from fastpost.posts import service as posts_service
 from fastpost.posts.models import PostStatus
 from fastpost.query import openapi_parameters, parse_query, query_model
@@ -37,7 +38,6 @@ from fastpost.realworld.schemas import (
     UserEnvelope,
     realworld_errors,
 )
-from fastpost.request_stats import set_current_user
 from fastpost.responses import json_response
 from fastpost.routing import PrefixRouter
 from fastpost.schemas import SafeText

@@ -22,7 +22,8 @@ class User(Base):
     bio: Mapped[str | None] = mapped_column(Text)
     image: Mapped[str | None] = mapped_column(String(2048))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
-    # May ask for a profile of any request (fastpost.profiling); `fastpost admin grant`.
+    # May ask for a profile of any request (fastpost.observability.profiling); `fastpost
+    # admin grant`.
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(

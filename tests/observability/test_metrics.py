@@ -10,36 +10,39 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
-from fastpost import metrics, served
-from fastpost.metrics import LATENCY_BUCKETS
-from fastpost.middleware import Edge
-from fastpost.request_stats import RequestStats, current_request
+from fastpost.observability import metrics
+from fastpost.observability.edge import Edge
+from fastpost.observability.metrics import LATENCY_BUCKETS
+from fastpost.observability.request_stats import RequestStats, current_request
+from fastpost.observability.served import ServedRequests
 from tests.conftest import Factory
 
 
-def requests_total(**labels: str) -> float:
-    metrics.flush()
+def requests_total(app: FastAPI, **labels: str) -> float:
+    app.state.observability.flush_metrics()
     return REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
 
 
 async def test_requests_are_counted_by_route_template_method_and_status(
-    client: httpx.AsyncClient, factory: Factory
+    app: FastAPI, client: httpx.AsyncClient, factory: Factory
 ) -> None:
     author = await factory.user()
     labels = {"method": "GET", "route": "/users/{user_id}", "status": "200"}
     missing = {"method": "GET", "route": "/users/{user_id}", "status": "404"}
-    before, before_missing = requests_total(**labels), requests_total(**missing)
+    before, before_missing = requests_total(app, **labels), requests_total(app, **missing)
     await client.get(f"/users/{author.id}")
     await client.get(f"/users/{author.id}")
     await client.get("/users/999999999")
-    assert requests_total(**labels) == before + 2
-    assert requests_total(**missing) == before_missing + 1
+    assert requests_total(app, **labels) == before + 2
+    assert requests_total(app, **missing) == before_missing + 1
 
 
-async def test_unknown_paths_and_methods_do_not_make_new_series(client: httpx.AsyncClient) -> None:
-    before = requests_total(method="other", route="unmatched", status="404")
+async def test_unknown_paths_and_methods_do_not_make_new_series(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    before = requests_total(app, method="other", route="unmatched", status="404")
     await client.request("PROPFIND", "/no/such/path/12345")
-    assert requests_total(method="other", route="unmatched", status="404") == before + 1
+    assert requests_total(app, method="other", route="unmatched", status="404") == before + 1
 
 
 async def test_server_timing_splits_database_and_application_time(
@@ -73,16 +76,18 @@ async def test_metrics_endpoint_exposes_the_fixed_metric_names(
     assert 'le="10.0"' in text
 
 
-async def test_a_scrape_is_counted_under_its_own_route(client: httpx.AsyncClient) -> None:
-    before = requests_total(method="GET", route="/metrics", status="200")
-    unmatched = requests_total(method="GET", route="unmatched", status="200")
+async def test_a_scrape_is_counted_under_its_own_route(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    before = requests_total(app, method="GET", route="/metrics", status="200")
+    unmatched = requests_total(app, method="GET", route="unmatched", status="200")
     assert (await client.get("/metrics")).status_code == 200
-    assert requests_total(method="GET", route="/metrics", status="200") == before + 1
-    assert requests_total(method="GET", route="unmatched", status="200") == unmatched
+    assert requests_total(app, method="GET", route="/metrics", status="200") == before + 1
+    assert requests_total(app, method="GET", route="unmatched", status="200") == unmatched
 
 
 async def test_cache_events_are_counted_and_reach_the_access_line(app: FastAPI) -> None:
-    from fastpost.metrics import cache_event
+    from fastpost.observability.metrics import cache_event
 
     stats = RequestStats()
     token = current_request.set(stats)
@@ -193,10 +198,8 @@ async def test_a_batch_handed_on_as_a_request_ends_is_not_done_in_its_name() -> 
     def sink(batch: list[RequestStats]) -> None:
         seen.append((len(batch), current_request.get()))
 
+    served = ServedRequests()
     served.sinks.append(sink)
-    try:
-        scope = {"type": "http", "http_version": "1.1", "method": "GET", "path": "/", "headers": []}
-        await Edge(answer, max_body_bytes=1000)(scope, receive, send)
-    finally:
-        served.sinks.remove(sink)
+    scope = {"type": "http", "http_version": "1.1", "method": "GET", "path": "/", "headers": []}
+    await Edge(answer, max_body_bytes=1000, served=served)(scope, receive, send)
     assert seen == [(1, None)]  # outside a served app, each request is handed on as it ends

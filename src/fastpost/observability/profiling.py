@@ -90,7 +90,7 @@ class ProfileRequests:
         await response(scope, receive, send)
 
 
-async def _send_request(
+async def send_request(
     app: Any, method: str, path: str, headers: Mapping[str, str], body: bytes
 ) -> int:
     """Call the ASGI app once with an HTTP request and return the response's status.
@@ -145,9 +145,11 @@ def _app_frames_first(profile: cProfile.Profile, top: int) -> str:
     """cProfile's report twice: fastpost's own functions, then everything, by cumulative
     time. The framework's frames (Starlette, FastAPI, asyncio) otherwise fill the top."""
     # The package's files, less this one (the driver's own frames lead every run).
-    package_dir = re.escape(str(Path(__file__).resolve().parent) + os.sep) + r"(?!profiling\.py)"
+    package = Path(__file__).resolve().parent.parent
+    this_file = re.escape(f"observability{os.sep}profiling.py")
+    package_dir = re.escape(str(package) + os.sep) + f"(?!{this_file})"
     out = io.StringIO()
-    out.write(f"fastpost's own functions ({Path(__file__).resolve().parent}):\n")
+    out.write(f"fastpost's own functions ({package}):\n")
     pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(package_dir, top)
     out.write("\nEvery function:\n")
     pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(top)
@@ -176,7 +178,7 @@ async def profile_request(
     async with app.router.lifespan_context(app):
 
         async def once() -> int:
-            return await _send_request(app, method, path, request_headers, body)
+            return await send_request(app, method, path, request_headers, body)
 
         for _ in range(warmup):
             await once()

@@ -5,7 +5,8 @@ somewhere to send spans (`OTEL_EXPORTER_OTLP_ENDPOINT`), `FASTPOST_OBSERVABILITY
 (the default) turns on the following; `on` turns it on with the host's tracer provider (or
 OTLP's defaults), `off` keeps it off:
 - a server span per request (the FastAPI instrumentation, pure ASGI);
-- a client span per SQL statement, made from the timings `querylog.record` already takes,
+- a client span per SQL statement, made from the timings the app's statement recorder
+  already takes (fastpost.observability.statements),
   so that both ways to the database are covered: SQLAlchemy and the lean asyncpg reads;
 - spans for Redis commands and outgoing httpx calls, when those instrumentations are
   installed.
@@ -19,8 +20,8 @@ import os
 import time
 from typing import Any
 
-from fastpost import querylog
-from fastpost.logging import redact_text
+from fastpost.observability.logging import redact_text
+from fastpost.observability.statements import StatementRecorder
 
 
 def _installed(module: str) -> bool:
@@ -69,8 +70,8 @@ _SECRET_HEADERS = [
 
 def mask_credentials(span: Any, scope: dict[str, Any]) -> None:
     """Mask credentials in the server span's attributes (the URL, its path and query string)
-    as the logs mask them (fastpost.logging.redact_text): the instrumentation records the
-    URL as it came, `?access_token=...` included."""
+    as the logs mask them (fastpost.observability.logging.redact_text): the instrumentation
+    records the URL as it came, `?access_token=...` included."""
     if not span.is_recording():
         return
     for key, value in dict(getattr(span, "attributes", None) or {}).items():
@@ -81,8 +82,9 @@ def mask_credentials(span: Any, scope: dict[str, Any]) -> None:
         span.update_name(masked)
 
 
-def install_tracing(app: Any, dialect: str) -> None:
-    """Instrument the app, its SQL statements, Redis and httpx."""
+def install_tracing(app: Any, dialect: str, statements: StatementRecorder) -> None:
+    """Instrument the app, its SQL statements (those `statements` records), Redis and
+    httpx."""
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
     from opentelemetry.trace import SpanKind
 
@@ -98,7 +100,7 @@ def install_tracing(app: Any, dialect: str) -> None:
     )
     tracer = provider.get_tracer("fastpost.db")
 
-    def statement_span(statement: str, seconds: float) -> None:
+    def statement_span(statement: str, seconds: float, parameters: Any) -> None:
         end = time.time_ns()
         operation = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
         span = tracer.start_span(
@@ -109,7 +111,7 @@ def install_tracing(app: Any, dialect: str) -> None:
         )
         span.end(end_time=end)
 
-    querylog.statement_hooks.append(statement_span)
+    statements.hooks.append(statement_span)
     for module, name in (
         ("opentelemetry.instrumentation.redis", "RedisInstrumentor"),
         ("opentelemetry.instrumentation.httpx", "HTTPXClientInstrumentor"),

@@ -1,5 +1,5 @@
-"""The edge middleware's body limit, with observing on and off (its observing has its own
-tests in tests/observability)."""
+"""The edge layer's body limit, with observing on and off (its observing has tests of its
+own: test_metrics.py, test_logging.py, test_state.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive, Scope, Send
 
-from fastpost.middleware import Edge
+from fastpost.observability.edge import Edge
 from fastpost.security_headers import SecurityHeaders
 
 LIMIT = 1000

@@ -1,5 +1,5 @@
 """The counters of the request being served, shared by the middleware, the database hooks
-(`querylog`), the cache (`metrics.cache_event`) and the auth dependency."""
+(`statements`), the cache (`metrics.cache_event`) and the auth dependency."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import contextvars
 class RequestStats:
     """Counters of one request, shared by reference with the tasks it spawns; once it is
     served, also the record its metrics and access line are made from (see
-    fastpost.middleware.Edge)."""
+    fastpost.observability.edge.Edge)."""
 
     __slots__ = (
         "cache_hits",
@@ -48,7 +48,7 @@ class RequestStats:
         # time.perf_counter() as it ended: a clock read the request needed anyway, where
         # time.time() would be one more; the access line turns it into a wall-clock time.
         self.ended = 0.0
-        # Named by fastpost.middleware.Edge as it ends: what the metrics and access line
+        # Named by fastpost.observability.edge.Edge as it ends: what the metrics and access line
         # record.
         self.method = ""  # an HTTP method name, or "other"
         self.route = ""  # the route template, or served.UNMATCHED_ROUTE

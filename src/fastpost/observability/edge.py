@@ -14,21 +14,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fastpost import served
 from fastpost.errors import error_body
-from fastpost.metrics import in_flight
-from fastpost.querylog import check_n_plus_one
-from fastpost.request_stats import RequestStats, current_request
+from fastpost.observability.metrics import in_flight
+from fastpost.observability.request_stats import RequestStats, current_request
+from fastpost.observability.served import HTTP_METHODS, UNMATCHED_ROUTE, ServedRequests
+from fastpost.observability.statements import check_n_plus_one
 from fastpost.security_headers import SecurityHeaders
-from fastpost.served import HTTP_METHODS, UNMATCHED_ROUTE
 
 # X-Request-ID values we pass on as they are: short, and nothing that could forge a log line.
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+=/-]{1,128}")
 _SERVER_TIMING = b"db;dur=%.2f, cache;dur=%.2f, app;dur=%.2f, total;dur=%.2f"
 # A request that spent no time on the database or the cache (a health check, a 304, a hit of
 # the response cache) and took under 10 ms takes its header from this table, by hundredths
-# of a millisecond: no float to format (100 ns each by timeit, several times that once per
-# request between other work: see fastpost.served).
+# of a millisecond: no float to format (benchmarks/bench_observability.py measures the
+# layer as a whole; fastpost.observability.served says why work done once per request costs
+# more than the same work in a loop).
 _SERVER_TIMING_APP_ONLY = [
     (b"server-timing", b"db;dur=0, cache;dur=0, app;dur=%.2f, total;dur=%.2f" % (ms, ms))
     for ms in (hundredths / 100 for hundredths in range(1000))
@@ -37,6 +37,7 @@ _SERVER_TIMING_APP_ONLY = [
 _HTTP1 = frozenset({"1.0", "1.1"})
 # Request ids not given out yet: 16 hex digits each, from os.urandom, made a batch at a time
 # (a system call per request would cost more than the rest of the id's work).
+# Process-wide: random ids, which any app of the process may take; nothing is recorded here.
 _fresh_request_ids: list[bytes] = []
 _REQUEST_IDS_PER_BATCH = 1024
 
@@ -82,9 +83,10 @@ class Edge:
     as it is.
 
     What a request leaves for its metrics and access line is its stats (RequestStats),
-    filled in as it ends and appended to fastpost.served's records: fastpost.metrics
-    counts them and fastpost.logging formats their lines a batch at a time, so that the
-    request path itself does the least it can.
+    filled in as it ends and appended to the records of `served` (its app's
+    ServedRequests, bound here once rather than looked up on the app per request): the
+    metrics count them and the access log formats their lines a batch at a time, so that
+    the request path itself does the least it can.
 
     Measured together (benchmarks/bench_observability.py's shared-core method, 3 fresh
     pairs of servers x 3 runs): served `GET /health` answered 3.4% more requests per second
@@ -103,8 +105,11 @@ class Edge:
         n_plus_one_threshold: int = 0,
         security_headers: SecurityHeaders | None = None,
         server_timing: bool = True,
+        served: ServedRequests | None = None,
     ) -> None:
         self.app = app
+        # Where served requests go: an app's own (create_app), or nowhere much (a bare Edge).
+        self.served = served if served is not None else ServedRequests()
         self.max_body_bytes = max_body_bytes
         self.observe = observe
         self.n_plus_one_threshold = n_plus_one_threshold
@@ -156,7 +161,8 @@ class Edge:
             fresh = _fresh_request_ids
             request_id = fresh.pop() if fresh else _more_request_ids()
         # The request id rides on the request's stats, which every log line can reach (see
-        # fastpost.logging.add_request_id): no structlog context to bind and reset per request.
+        # fastpost.observability.logging.add_request_id): no structlog context to bind and
+        # reset per request.
         stats = RequestStats(request_id, start)
         stats_token = current_request.set(stats)
         # Counted by route when metrics are flushed: the router names the route later.
@@ -222,8 +228,9 @@ class Edge:
             stats.duration = ended - start
             del in_flight[stats]
             # Named here, while the scope is in the CPU's caches, not in the batch where
-            # each scope is a cache miss (py-spy: 0.7 us a request there). As
-            # served.route_of and served.method_of name them, without two calls.
+            # each scope is a cache miss (the layer's cost as a whole:
+            # benchmarks/bench_observability.py). As served.route_of and served.method_of
+            # name them, without two calls.
             route = scope.get("route")
             stats.route = route.path if route is not None else UNMATCHED_ROUTE
             method = scope["method"]
@@ -234,6 +241,7 @@ class Edge:
             # The request is over: what a batch's sinks do below is none of its doing.
             current_request.reset(stats_token)
             # Its metrics and access line are made later, a batch at a time.
+            served = self.served
             records = served.records
             records.append(stats)
             if len(records) >= served.batch_size:

@@ -7,8 +7,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import bindparam, select
 
-from fastpost import querylog
 from fastpost.db import Database, table_of
+from fastpost.observability import statements
+from fastpost.observability.statements import SlowQueryLog, StatementRecorder
 from fastpost.users.models import User
 from tests.conftest import Factory
 from tests.observability.conftest import LogLines
@@ -40,7 +41,7 @@ async def test_a_statement_repeated_past_the_threshold_is_reported_with_its_rout
 ) -> None:
     await factory.users(7)
     add_routes(app)
-    with querylog.collect_n_plus_one() as found:
+    with statements.collect_n_plus_one() as found:
         assert (await client.get("/n-plus-one")).status_code == 200
     [repeated] = found
     assert repeated.route == "/n-plus-one"
@@ -54,30 +55,31 @@ async def test_a_statement_repeated_past_the_threshold_is_reported_with_its_rout
 
 async def test_a_few_repeats_are_not_an_n_plus_one(app: FastAPI, client: httpx.AsyncClient) -> None:
     add_routes(app)
-    with querylog.collect_n_plus_one() as found:
+    with statements.collect_n_plus_one() as found:
         await client.get("/few")
     assert found == []
 
 
 def test_statement_shapes_ignore_literals_and_parameter_lists() -> None:
-    a = querylog.normalise("SELECT * FROM posts WHERE id IN (?, ?, ?) AND author_id = 12")
-    b = querylog.normalise("SELECT * FROM posts WHERE id IN (?, ?) AND author_id = 7")
+    a = statements.normalise("SELECT * FROM posts WHERE id IN (?, ?, ?) AND author_id = 12")
+    b = statements.normalise("SELECT * FROM posts WHERE id IN (?, ?) AND author_id = 7")
     assert a == b
-    assert querylog.normalise("SELECT $1::BIGINT, 'x'") == querylog.normalise(
+    assert statements.normalise("SELECT $1::BIGINT, 'x'") == statements.normalise(
         "SELECT $2::BIGINT, 'y'"
     )
 
 
 @pytest.fixture
 def slow_queries(app: FastAPI) -> object:
-    previous = querylog.slow_query_log
+    recorder: StatementRecorder = app.state.observability.statements
+    previous = recorder.slow_query_log
     db: Database = app.state.db
     # Every statement counts as slow here.
-    querylog.slow_query_log = querylog.SlowQueryLog(
+    recorder.slow_query_log = SlowQueryLog(
         0.0, explain=db.explain if db.dialect == "postgresql" else None
     )
     yield
-    querylog.slow_query_log = previous
+    recorder.slow_query_log = previous
 
 
 async def test_slow_statements_are_logged_with_duration_and_postgres_plan_but_no_values(
@@ -87,7 +89,7 @@ async def test_slow_statements_are_logged_with_duration_and_postgres_plan_but_no
     await factory.post(author)
     await client.get(f"/users/{author.id}/posts")
     await client.get(f"/users/{author.id}")
-    await querylog.wait_for_explains()
+    await app.state.observability.statements.wait_for_explains()
     # Those of the requests (the factory's inserts above are logged too, outside any).
     slow = [r for r in logs.records() if r["event"] == "slow query" and "request_id" in r]
     assert slow
@@ -102,7 +104,7 @@ async def test_slow_statements_are_logged_with_duration_and_postgres_plan_but_no
 async def test_queries_are_counted_by_operation(client: httpx.AsyncClient) -> None:
     from prometheus_client import REGISTRY
 
-    from fastpost import metrics
+    from fastpost.observability import metrics
 
     metrics.flush()
     before = REGISTRY.get_sample_value("db_queries_total", {"operation": "select"}) or 0

@@ -3,7 +3,8 @@
 Several workers (`fastpost serve --workers N`) share one registry through prometheus_client's
 multiprocess mode: each process writes its samples to memory-mapped files in
 `PROMETHEUS_MULTIPROC_DIR`, and a scrape, whichever worker answers it, reads them all. The
-rules that make this correct (../shared/pitfalls.md):
+rules that make this correct (prometheus_client's documentation of multiprocess mode, and
+its issues 275 and 793):
 - the launcher (`fastpost serve`) creates and empties the folder and sets the variable
   before any worker imports prometheus_client; the value class is chosen at import;
 - a registry is built per scrape, never the default one, which holds this process only;
@@ -47,8 +48,8 @@ from prometheus_client.metrics_core import Metric
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fastpost import served
-from fastpost.request_stats import RequestStats, current_request
+from fastpost.observability.request_stats import RequestStats, current_request
+from fastpost.observability.served import method_of, route_of
 
 # prometheus_client's multiprocess internals carry no type hints.
 _multiprocess: Any = multiprocess
@@ -56,6 +57,12 @@ _mmap_dict: Any = mmap_dict
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# The metric objects below, and the tallies that fold into them, are module-level on
+# purpose: prometheus_client's registry (and, with several workers, its files) is
+# process-wide, so a metric is one per process whatever the number of apps. What is an
+# app's own (its served requests, access log, statement recorder) is on its Observability
+# (fastpost.observability.state).
 
 # 1 ms to 10 s; 0.2 is there so that the p95 > 200 ms alert reads a bucket boundary.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -176,14 +183,15 @@ def multiprocess_dir() -> str | None:
 # --- the hot path: tallies in plain Python, flushed into the registry -------------------
 #
 # In multiprocess mode every inc() or observe() takes a lock and writes a memory-mapped
-# file: measured on this machine, 2.7 us a counter, 4.9 us a histogram, 2.5 us a gauge step,
-# so about 15 us a request with the in-progress gauge, next to about 70 us for the whole of
-# `GET /health` on a quiet core. The request path adds to dicts of plain numbers instead
-# (well under a microsecond), and each worker folds them into the registry every
+# file: several of those per request (a counter, a histogram, the in-progress gauge) would
+# weigh on a request that does no I/O as much as a good part of the rest of it
+# (benchmarks/bench_observability.py runs the layer in multiprocess mode, as `fastpost
+# serve` does, against the same app without it). The request path adds to dicts of plain
+# numbers instead, and each worker folds them into the registry every
 # `metrics_flush_seconds` (and the worker answering a scrape, at once). A scrape therefore
 # sees the other workers' last second late, and a killed worker loses its last second.
 # A served request is not even counted as it ends: its record is counted with its batch
-# (`count_served`, a sink of fastpost.served).
+# (`count_served`, a sink of fastpost.observability.served).
 
 
 class BatchedCounter:
@@ -257,7 +265,7 @@ def _count_in_progress() -> None:
     global _in_progress_labels
     counts: dict[tuple[str, str], int] = {}
     for scope in list(in_flight.values()):
-        key = (served.method_of(scope), served.route_of(scope))
+        key = (method_of(scope), route_of(scope))
         counts[key] = counts.get(key, 0) + 1
     for key in _in_progress_labels - counts.keys():
         http_requests_in_progress.labels(*key).set(0)
@@ -269,8 +277,9 @@ def _count_in_progress() -> None:
 def count_served(batch: list[RequestStats]) -> None:
     """Count served requests, from their records (see RequestStats), in the request metrics."""
     # Tallied by everything a request's series depend on first, one key per request; then
-    # each distinct key once into the counter and the histogram (a batch has a few dozen):
-    # half the time of counting and observing each request in turn (timeit, this machine).
+    # each distinct key once into the counter and the histogram (a batch has a few dozen),
+    # rather than counting and observing each request in turn (the batches' cost shows in
+    # benchmarks/bench_observability.py).
     bounds = request_durations.bounds
     tally: dict[tuple[str, str, int, int], list[float]] = {}
     for stats in batch:
@@ -288,12 +297,9 @@ def count_served(batch: list[RequestStats]) -> None:
         request_durations.add((method, route), bucket, int(count), seconds)
 
 
-served.sinks.append(count_served)
-
-
 def flush() -> None:
-    """Fold this worker's tallies into the registry."""
-    served.hand_on()
+    """Fold this worker's tallies into the registry (an app hands its served requests on
+    first: Observability.flush_metrics)."""
     requests_counted.flush()
     request_durations.flush()
     queries_counted.flush()
@@ -461,20 +467,21 @@ def samples_by_worker() -> dict[str, list[Metric]]:
 
 async def metrics_endpoint(request: Request) -> Response:
     """GET /metrics: the Prometheus exposition of every worker."""
-    flush()
+    request.app.state.observability.flush_metrics()
     sample_process(request.app.state.db.pool_usage())
     return Response(render(), media_type=CONTENT_TYPE)
 
 
 async def flush_and_sample_forever(
+    flush: Callable[[], None],
     pools: Callable[[], dict[str, tuple[int, int, int]]],
     *,
     flush_interval: float,
     sample_interval: float,
 ) -> None:
-    """Flush this worker's tallies every `flush_interval` seconds and refresh its process
-    and pool gauges every `sample_interval`: the worker that answers a scrape can only
-    flush and sample itself."""
+    """Flush this worker's tallies with `flush` (an app's Observability.flush_metrics)
+    every `flush_interval` seconds and refresh its process and pool gauges every
+    `sample_interval`: the worker that answers a scrape can only flush and sample itself."""
     sampled_at = -sample_interval
     loop = asyncio.get_running_loop()
     try:
