@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import httpx
 import pytest
 
 from fastpost.api_docs import ASSET_FILES, ASSETS_DIR
-from tests.helpers import environment, fastpost, serve_fastpost
+from tests.helpers import environment, fastpost, headless_chromium, serve_fastpost
 
 _URL_ATTRIBUTE = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""")
 _URL_IN_SCRIPT = re.compile(r"""(?:url|spec-url)\s*[:=]\s*['"]([^'"]+)['"]""")
@@ -42,15 +41,8 @@ async def test_docs_pages_load_only_local_urls_and_each_is_served(
         assert response.content, url
 
 
-def _headless_chromium() -> str | None:
-    for name in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    return None
-
-
 @pytest.mark.skipif(
-    _headless_chromium() is None,
+    headless_chromium() is None,
     reason="no headless Chromium (apt-get install chromium-headless-shell); the test above "
     "still checks that /docs references only local URLs, each served",
 )
@@ -76,7 +68,7 @@ def _rendered(url: str, profile: Path) -> str:
     loopback."""
     browser = subprocess.run(
         [
-            str(_headless_chromium()),
+            str(headless_chromium()),
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
