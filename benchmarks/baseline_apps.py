@@ -101,8 +101,8 @@ def _post(row: asyncpg.Record) -> dict[str, Any]:
 
 
 def _json(content: Any, status_code: int = 200) -> Response:
-    # orjson, as the hand-written reference of ../shared/anchors.md, and as fastpost's read
-    # routes: the baseline gets every trick fastpost uses.
+    # orjson, as the hand-written reference of benchmarks/baseline_realworld.py, and as
+    # fastpost's read routes: the baseline gets every trick fastpost uses.
     return Response(
         orjson.dumps(content, option=orjson.OPT_UTC_Z), status_code=status_code, media_type=JSON
     )

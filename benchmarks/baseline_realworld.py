@@ -2,9 +2,10 @@
 the page as ONE SQL statement (author joined, tags aggregated, total read from the same
 counter row fastpost reads), answering the same JSON bytes as fastpost.
 
-This is the "hand-written limit" of ../shared/anchors.md, with one change: the total is the
-counter row of migration 0002, not `count(*)` over the filtered set, because a count over a
-million rows on every request would make the baseline, not fastpost, the slow one.
+This is the hand-written limit of the RealWorld list (the page as one statement on the
+leanest stack), with one choice: the total is the counter row of migration 0002, not
+`count(*)` over the filtered set, because a count over a million rows on every request
+would make the baseline, not fastpost, the slow one.
 
     BENCH_PG_DSN=postgresql://postgres@127.0.0.1:5432/fastpost_bench_rw \\
       .venv/bin/uvicorn benchmarks.baseline_realworld:realworld_app --factory

@@ -3,8 +3,9 @@
     .venv/bin/python -m benchmarks.bench_cache [--duration 10] [--repeats 3]
 
 One run on PostgreSQL (+ Redis for tier 2), each server one uvicorn worker pinned to core 0
-and wrk pinned to core 1 (the method of ../shared/anchors.md), every figure the median of
-the repeats and printed as a ratio to the baseline measured in the same run:
+and wrk pinned to core 1 (the method of bench_reads.py, benchmarks/README.md), every
+figure the median of the repeats and printed as a ratio to the baseline measured in the
+same run:
 - baseline: bare Starlette returning the post's exact bytes (benchmarks/baseline_apps.py);
 - cold: fastpost with the cache disabled (every request reads PostgreSQL);
 - warm: tier 1 (the in-process cache) answers;

@@ -13,13 +13,13 @@ line off, to show what the line costs.
 Two ways of measuring, both printed:
 - one server at a time (latency, CPU per request): each repeat loads the three servers one
   after another, each going first in turn, and gives a with/without ratio; the figure is
-  their median. On this shared machine a repeat's ratio moves by +-10%, and a run's median
-  by about 5%.
+  their median. On a shared machine a repeat's ratio moves several times as much as under
+  the shared-core method: the script prints the range of the ratios of each.
 - shared core, the verdict: the three servers pinned to one core at once, each loaded by
   its own wrk (fastpost.bench.wrk.run_wrk_together). They split the core's time evenly, so
   their ratio of requests per second is the inverse ratio of their CPU per request, with
-  every disturbance falling on all three alike: a repeat's ratio moves by a percent or
-  two. Fresh server processes for each set, as a process's memory layout alone moves its
+  every disturbance falling on all three alike, so a repeat's ratio moves little.
+  Fresh server processes for each set, as a process's memory layout alone moves its
   speed by a percent or two.
 Target (issue 4): with/without >= 0.90 in requests per second.
 

@@ -13,7 +13,7 @@ another:
 and prints each as a ratio to starlette, fastpost as a ratio to asyncpg, and a verdict on
 our target (list of 20 posts at >= 0.6x of asyncpg). Runs of the three servers interleave
 (route by route, repeat by repeat) so that drift in the machine's load hits all of them
-alike; the figure kept is the median of the repeats. Method: ../shared/anchors.md.
+alike; the figure kept is the median of the repeats. benchmarks/README.md gives each step.
 
     .venv/bin/python -m benchmarks.bench_reads --json reports/bench_reads.json
 
@@ -71,7 +71,8 @@ APP_LABELS = {
 # the single post at 0.5x of bare Starlette once it is served from the cache.
 LIST_TARGET_VS_ASYNCPG = 0.6
 DETAIL_TARGET_VS_STARLETTE = 0.5
-# Past this the load generator, not the server, sets the pace (locust docs and our pitfalls).
+# Past this the load generator, not the server, sets the pace (Locust warns at 90% CPU for
+# the same reason: https://docs.locust.io/en/stable/increasing-request-rate.html).
 WRK_CPU_LIMIT = GENERATOR_CPU_LIMIT
 # A single worker under 64 connections should keep its core busy; below this it was most
 # likely sharing the core with something else, and its figure is low by about as much.

@@ -5,8 +5,8 @@
 
 For each size, one PostgreSQL database seeded by `fastpost seed` (20 tags, 0-3 per
 article), and three servers, each one uvicorn worker pinned to core 0, wrk pinned to core 1
-(the method of ../shared/anchors.md), every figure the median of the repeats, each ratio
-the median of the ratios within each repeat:
+(the method of bench_reads.py, benchmarks/README.md), every figure the median of the
+repeats, each ratio the median of the ratios within each repeat:
 - (c) Starlette + asyncpg + orjson, the page as one SQL statement (benchmarks/
   baseline_realworld.py), checked to answer fastpost's exact bytes;
 - fastpost with the cache off: one statement (the page, each row carrying the total);

@@ -229,7 +229,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Routes are matched in order, one regular expression each: the hottest reads first.
     app.include_router(posts_router)
-    # Second: GET /users/me is the course's mixed workload's other read.
+    # Second: GET /users/me is the other read of the mixed workload (loadtests/locustfile.py).
     app.include_router(users_router)
     app.include_router(comments_router)
     app.include_router(tags_router)

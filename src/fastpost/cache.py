@@ -516,9 +516,9 @@ class Cache:
 
         The holder's value cannot be written after an invalidation (the generation check),
         so waiting on would be waiting for a value that never comes: under a steady stream
-        of writes to one list (the course's mixed workload invalidates the first page with
-        every new post) waiters went from one holder to the next, and the list's p99 under
-        `fastpost bench --scenario mixed` was hundreds of milliseconds."""
+        of writes to one list (the mixed workload of loadtests/locustfile.py invalidates the
+        first page with every new post) waiters went from one holder to the next, and the
+        list's p99 under `fastpost bench --scenario mixed` was hundreds of milliseconds."""
         deadline = time.monotonic() + MAX_WAIT_SECONDS
         delay = 0.002
         names = (redis_key(key), lease, generation_key(key))  # one hash slot

@@ -7,11 +7,14 @@ Reads take the lean path. A read is a SQLAlchemy Core statement, built once (ser
 them in module-level caches with bound parameters) and compiled once per database here.
 - On PostgreSQL it runs on a connection of asyncpg's own pool, straight from the compiled
   SQL: no BEGIN/ROLLBACK around a single read, no SQLAlchemy pool checkout or result
-  machinery. ../shared/anchors.md measured a primary-key read at 0.51x of raw asyncpg
-  through SQLAlchemy Core in autocommit and 0.65x through SQLAlchemy's pool with the driver
-  connection used directly; the benchmark in benchmarks/bench_reads.py showed SQLAlchemy's
-  execution layer as a third of our list endpoint's CPU. asyncpg's pool is the library's
-  own; we only skip the layers between it and the query.
+  machinery. Served one at a time beside raw asyncpg, a primary-key read through SQLAlchemy
+  Core in autocommit ran at about half its requests per second, and at about two thirds
+  through SQLAlchemy's pool with the driver connection used directly: for one row the pool
+  checkout and the statement machinery each cost about what the query does.
+  benchmarks/bench_reads.py showed SQLAlchemy's execution layer as a third of our list
+  endpoint's CPU; it and benchmarks/bench_fixed_cost.py measure this path against asyncpg
+  running the same SQL. asyncpg's pool is the library's own; we only skip the layers
+  between it and the query.
 - On SQLite it runs through SQLAlchemy's aiosqlite engine in autocommit, which also turns
   SQLite's text timestamps back into datetimes.
 Either way a row is a mapping: `row["title"]`.

@@ -149,11 +149,13 @@ class CachedPostReads:
 
     The hottest reads are a post (or RealWorld article) by id or slug and the tags,
     anonymously, from a warm cache. Routed through FastAPI, dependency solving and response
-    handling cost several times the cache lookup itself (../shared/anchors.md: a FastAPI
-    route returning bytes runs at 0.47x of bare Starlette). This pure ASGI middleware serves
-    such a hit (200, or 304 when the client's copy is current) with the same bytes and
-    headers the route would send; anything else, a miss included, goes on to the route,
-    which loads and caches the entry.
+    handling cost several times the cache lookup itself (a FastAPI route that only returns
+    ready bytes serves about half the requests per second of bare Starlette;
+    benchmarks/bench_cache.py measures a warm hit served here against bare Starlette
+    answering the same bytes, and benchmarks/bench_fixed_cost.py the same hit's CPU per
+    request in process). This pure ASGI middleware serves such a hit (200, or 304 when the
+    client's copy is current) with the same bytes and headers the route would send; anything
+    else, a miss included, goes on to the route, which loads and caches the entry.
 
     It also sees that every response states its caching policy: one without Cache-Control
     gets PRIVATE when the request carries a token or is not a GET or HEAD (what answers

@@ -87,7 +87,8 @@ class PageParams(BaseModel):
     """The query parameters of every paginated list.
 
     One model rather than three separate parameters: FastAPI validates a query model in one
-    pass, and measured about 100 µs less per request than the same fields one by one.
+    pass, where separate fields are each solved and validated with bookkeeping of their own
+    per request (`fastpost profile GET '/users/1/followers'` lists what the solving costs).
     """
 
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size")

@@ -2,10 +2,12 @@
 
 FastAPI (0.165) validates a query model field by field and, per request, inspects each
 field's annotation again (`field_annotation_is_sequence` and friends): about a quarter of
-the dependency solving of `GET /api/articles` (cProfile, this machine). `query_model(M)`
-validates the whole query string with `M.model_validate` instead, raises the same
-RequestValidationError (so the same 422s), and documents the parameters in OpenAPI from
-the model's JSON schema (`openapi_parameters(M)` on the route).
+the dependency solving of `GET /api/articles` when it was validated that way (a route still
+validated by FastAPI shows them: `fastpost profile GET /users/1/followers` lists
+`request_params_to_args` and its callees). `query_model(M)` validates the whole query
+string with `M.model_validate` instead, raises the same RequestValidationError (so the same
+422s), and documents the parameters in OpenAPI from the model's JSON schema
+(`openapi_parameters(M)` on the route).
 """
 
 from __future__ import annotations

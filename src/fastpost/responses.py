@@ -3,8 +3,9 @@
 Read routes build their body from rows they just read, in the shape of their declared
 response model (which still documents them in OpenAPI), and return it through
 `json_response`: FastAPI skips validating and re-serialising a returned Response. On a page
-of 20 posts, pydantic's validate + dump took 203 µs and orjson 23 µs on this machine
-(benchmarks/bench_reads.py shows the effect on requests per second).
+of 20 posts pydantic's validate + dump costs several times orjson's dump of the same dicts
+(`python -m timeit` on the two shows it); benchmarks/bench_reads.py shows the effect on
+requests per second, beside asyncpg + orjson.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ FastAPI (0.165) matches an included router by trying each of its routes in turn,
 scope bookkeeping around each try, even when the path cannot start with the router's prefix.
 A request for the last router included (the RealWorld API, /health) so paid for a failed
 match against every route of every router before it: half the CPU time of a `GET /health`
-(in-process, cProfile and process time, this machine: 265 us a request before, 133 after).
+(in-process process time; to see it again, put APIRouter back for PrefixRouter and compare
+the `routed` column of benchmarks/bench_fixed_cost.py for `GET /health`).
+tests/test_routing.py checks that a PrefixRouter does not try them.
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ class PrefixRouter(APIRouter):
 def build_routing_now(app: FastAPI) -> None:
     """Build every included router's matching state now, rather than on its first request.
 
-    FastAPI (0.165) builds it lazily, each route's dependency tree included: about 100 ms
-    for the RealWorld router on this machine, paid by whichever request reaches it first
-    after a deploy. A first request profiled with `?profile=1` paid it under pyinstrument's
-    0.1 ms sampling: 35 s.
+    FastAPI (0.165) builds it lazily, each route's dependency tree included: for the
+    RealWorld router that is many times a request's own cost, paid by whichever request
+    reaches it first after a deploy, and far more under `?profile=1` (pyinstrument samples
+    every step of it). Time a first request against the second without this call to see
+    it; tests/test_routing.py checks that startup builds it, not the first request.
     """
 
     def build(router: Any) -> None:

@@ -11,38 +11,41 @@ flat whatever the count (but for post_tags and likes on PostgreSQL, held encoded
 Ids are reserved up front as a contiguous block of the table's own sequence, so that likes
 and follows can point at posts and users without reading them back.
 
-Where the PostgreSQL time goes (`perf` on the COPY backend, 2-core dev machine): the
-server is the bottleneck, not Python. Loading posts with every index in place, 56% of the
-backend's time went to `to_tsvector` for the generated `search_vector` column, 33% to
-index upkeep (GIN 18%, btree 14%), and each COPY into posts and likes then fired one
-foreign-key trigger per row. So when a load outnumbers the rows already in a table, its
+Where the PostgreSQL time goes (`perf` on the backend running the COPY): the server is the
+bottleneck, not Python. Loading posts with every index in place, over half of the backend's
+time went to `to_tsvector` for the generated `search_vector` column, a third to index upkeep
+(GIN and btree about alike), and each COPY into posts and likes then fired one foreign-key
+trigger per row. So when a load outnumbers the rows already in a table, its
 secondary indexes, keys nothing points at, and foreign keys are taken off inside the
 transaction and put back after the COPY from definitions read out of the catalog (the
 migrations stay the one place they are written): one sorted build per index and one join
-per foreign key instead of millions of single-row updates. 1M posts, 2M likes, 10k users:
-200-205 s before, 105 s after (paired runs). What remains is mostly `to_tsvector`: 200k
-posts COPY in 0.7 s into an index-free copy of the table without the generated column and
-in 14.8 s into posts, so about 74 s per million posts that no client can take over (a
-generated column can't be supplied) and only the one backend of our transaction computes.
+per foreign key instead of millions of single-row updates. 1M posts, 2M likes and 10k
+users then loaded in about half the time (paired runs; `fastpost seed` prints each table's
+seconds). What remains is mostly `to_tsvector`: posts COPY about twenty times faster into
+an index-free copy of the table without the generated column than into posts, work that no
+client can take over (a generated column can't be supplied) and only the one backend of our
+transaction computes.
 
-Measurements of that backend's CPU time since (1M posts, the CLI's other defaults): the
-posts COPY costs it 31 s, 30 s of which a server-side COPY of the same rows into a copy of
-posts without its primary key costs too, and `SELECT to_tsvector(...)` over them alone
-27 s. So the work is PostgreSQL's, in one process: PostgreSQL 15 neither inserts nor builds
+Measurements of that backend's CPU time since (1M posts, the CLI's other defaults): a
+server-side COPY of the same rows into a copy of posts without its primary key costs it
+nearly all that the posts COPY does, and `SELECT to_tsvector(...)` over them alone most of
+it. So the work is PostgreSQL's, in one process: PostgreSQL 15 neither inserts nor builds
 a GIN index in parallel, and a second connection would be a second transaction (a default
 server has no prepared transactions to commit both at once). What this process still did
 while the server waited is gone:
 - post_counts: the generator counts what the disabled triggers would have added, instead
-  of a DELETE and one aggregate per kind over the whole tables (2.1 s of the server's time).
+  of a DELETE and one aggregate per kind over the whole tables (seconds of the server's
+  time at a million posts).
 - likes come from the counts posts() noted, instead of a second draw for every post (for
-  10,000 likes over a million posts, 1.0-1.8 s of this process's time, the server idle).
+  10,000 likes over a million posts, a second or two of this process's time, the server
+  idle).
 - post_tags and likes are encoded for a binary COPY by a thread while the posts stream, so
-  their COPYs go at the server's pace (1.5M tags: 1.3-2.9 s before, 0.7-1.4 s after).
-Left as they were: the index rebuilds (10.5 s after a million posts, 4.5 s of it the GIN
-index on search_vector) took as long with `maintenance_work_mem` and `work_mem` raised to
-256 MB for the transaction, in paired runs; COPY FREEZE (into tables emptied in the same
-transaction) saved 1 of the 31 s in a server-side test, and asyncpg's record COPY has no
-option for it.
+  their COPYs go at the server's pace (1.5M tags in about half the time).
+Left as they were: the index rebuilds (under half of their time the GIN index on
+search_vector) took as long with `maintenance_work_mem` and `work_mem` raised to 256 MB for
+the transaction, in paired runs; COPY FREEZE (into tables emptied in the same transaction)
+saved a few percent of the posts COPY in a server-side test, and asyncpg's record COPY has
+no option for it.
 `tests/test_seed.py` holds the counters to a full recount.
 """
 
@@ -80,9 +83,10 @@ MAX_TAGS_PER_POST = 3
 HISTORY = timedelta(days=365)
 
 # Timestamps are generated as integer microseconds since the Unix epoch (UTC) and put in
-# each driver's form at the edge: COPY of 2M (bigint, bigint, timestamptz) rows took 3.9 s
-# of this process's CPU with datetime values and 0.8 s with integers through a tuple codec
-# (asyncpg 0.32, this machine), and a seed sends one or two timestamps per row.
+# each driver's form at the edge: a COPY of (bigint, bigint, timestamptz) rows costs this
+# process about five times the CPU with datetime values as with integers through a tuple
+# codec (asyncpg 0.32; time.process_time around the likes' COPY with either shows it), and
+# a seed sends one or two timestamps per row.
 _SECOND = 1_000_000
 _DAY = 86_400 * _SECOND
 _UNIX_EPOCH = datetime(1970, 1, 1)
@@ -328,8 +332,8 @@ def _distinct(rng: random.Random, k: int, n: int) -> Iterable[int]:
     if k * 4 > n:
         return rng.sample(range(n), k)
     # Most posts have a handful of likers among thousands of users: redrawing the rare
-    # repeat takes a third of rng.sample's time for k = 1 to 5 (0.8-2.0 us against
-    # 3.4-6.5 us, timeit among 10,000 users).
+    # repeat takes about a third of rng.sample's time for k = 1 to 5 (python -m timeit of
+    # the two, drawing among 10,000 users).
     random_ = rng.random
     picked: dict[int, None] = {}
     while len(picked) < k:
@@ -383,8 +387,9 @@ class _Generator:
         while len(self.published) < count and not self.posts_done.is_set():
             if self.cancelled.is_set():
                 raise RuntimeError("seed cancelled")
-            # Posts are made as fast as PostgreSQL takes them (30 us each): a short nap
-            # lets a few hundred pile up.
+            # Posts are made as fast as PostgreSQL takes them (tens of microseconds each,
+            # by the seconds `fastpost seed` prints for posts): a short nap lets a hundred
+            # or more pile up.
             time.sleep(0.005)
         if len(self.published) < count:
             raise RuntimeError("posts() must be consumed before the tables that follow it")
@@ -445,8 +450,8 @@ class _Generator:
             chosen = rng.choices(authors, cum_weights=cum_weights, k=min(batch, plan.posts - base))
             for author_id in chosen:
                 post_id, created = next(times)
-                # Indexing with random() rather than rng.choices/randint: a third less
-                # time per title (2.0 vs 3.3 us, timeit on this machine).
+                # Indexing with random() rather than rng.choices/randint: about a third
+                # less time per title (python -m timeit of the two).
                 title = " ".join(
                     [words[int(random_() * n_words)] for _ in range(3 + int(random_() * 6))]
                 ).capitalize()

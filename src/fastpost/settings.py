@@ -134,9 +134,9 @@ class RateLimitSettings(BaseModel):
     joined by ";"; an empty string lifts that one."""
 
     # None: on in production only. A development server (`make run`) is where the course's
-    # Locust scenarios log fifty users in as one account within seconds; in production that
-    # is exactly what the login budget must refuse. false: no limiter is built and no
-    # request pays for one (the benchmarks' servers).
+    # Locust scenarios (loadtests/) log fifty users in as one account within seconds; in
+    # production that is exactly what the login budget must refuse. false: no limiter is
+    # built and no request pays for one (the benchmarks' servers).
     enabled: bool | None = None
     # Every login attempt, per client address (each costs a password hash) ...
     login_per_ip: str = "20/minute"

@@ -17,8 +17,9 @@ parameters) and is sent back each step's rows; it returns the write's result:
   `COMMIT`, in one hop from the event loop. The program is plain code that cannot await, so
   the write lock is held for the statements alone: no other request's work runs inside the
   transaction (before, each statement was a hop through aiosqlite's thread and back through
-  the event loop's queue while the lock was held: p95 265 ms at 200 req/s on
-  `POST /posts/`). tests/perf/test_write_statements.py counts each write's statements.
+  the event loop's queue while the lock was held, and the p95 of `POST /posts/` at a fixed
+  200 req/s ran to hundreds of milliseconds: `fastpost bench --scenario create-post --rate
+  200` measures it). tests/perf/test_write_statements.py counts each write's statements.
 
 A program must do everything else (ids, hashing, validation, serialisation) before or after
 `write()`: it runs inside the transaction. Results come back as rows with values as the

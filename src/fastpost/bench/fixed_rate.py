@@ -2,19 +2,18 @@
 
 Requests leave on a fixed schedule, whatever the server does, and each one's latency runs
 from the time it *should* have been sent: a stalled server cannot hide its tail by slowing
-the generator down (coordinated omission, ../shared/pitfalls.md). A request waiting for a
-free connection is still waiting, so that wait counts too. The time from the actual send
-(what a closed-loop tool such as wrk reports) is kept beside it.
+the generator down (coordinated omission: a closed-loop generator sends nothing while it
+waits, so the requests a stall would have delayed are never timed;
+tests/bench/test_fixed_rate.py shows a stall counted). A request waiting for a free
+connection is still waiting, so that wait counts too. The time from the actual send (what a
+closed-loop tool such as wrk reports) is kept beside it.
 
-Written here because no open-loop generator is packaged for this machine (wrk2, vegeta and
-oha are in neither Debian's nor PyPI's lists we use). Kept lean: persistent connections,
-raw requests encoded once, httptools (uvicorn's parser) for responses, no per-request timers.
-Measured on this 2-core machine (shared, load ~1.5) against the constant-body Starlette
-baseline, server on core 0, generator on core 1, 64 connections, 3 s: at 2,000 req/s offered
-it used 19% of its core, at 4,000 req/s 24% (59 us of CPU per request, the 1 ms schedule
-ticks included; about 23 us per extra request). By that it drives roughly 15,000 req/s
-before reaching the 90% limit; the baseline itself tops out near 5,000-7,000 req/s on this
-busy machine, so the ceiling was not reached directly. Above it, use wrk for throughput.
+Written here because none of wrk2, vegeta or oha is a Debian or PyPI package. Kept lean:
+persistent connections, raw requests encoded once, httptools (uvicorn's parser) for
+responses, no per-request timers. Its own CPU share is part of every result
+(`generator_cpu`, the schedule's ticks included): past 90% of its core the generator, not
+the server, sets the pace, and `fastpost bench` marks the run INVALID (its "generator CPU"
+column shows how far below that a run stayed). For throughput, use wrk.
 
     python -m fastpost.bench.fixed_rate --url http://127.0.0.1:8000 --requests reqs.tsv \
         --rate 500 --duration 10 --out result.json

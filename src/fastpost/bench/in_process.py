@@ -7,8 +7,8 @@ uvicorn and the kernel add is the same for both and is left out. Process CPU tim
 only this process (the database's work is in its own), and the apps run in short
 alternating rounds: a burst of load from the machine's other tenants then lands on every
 app alike, and the quietest round of each (the minimum) is the least disturbed figure.
-On this shared 2-core machine, wrk's requests per second move by +-20% from one run to the
-next; these figures by a few percent.
+On a machine shared with other tenants, wrk's requests per second move between runs far
+more than these figures do (benchmarks/bench_realworld.py prints both, for the same servers).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ from rich.console import Console
 
 from fastpost.bench.servers import pin
 
-# Past this the load generator, not the server, sets the pace (locust docs, our pitfalls).
+# Past this the load generator, not the server, sets the pace (Locust warns at 90% CPU for
+# the same reason: https://docs.locust.io/en/stable/increasing-request-rate.html).
 GENERATOR_CPU_LIMIT = 0.9
 LUA_DIR = Path(__file__).parent / "lua"
 # Reads the request list written by scenarios.write_requests_file (tokens included).
@@ -285,9 +286,9 @@ def run_wrk_together(
     each serves in proportion to how little CPU a request costs it, and whatever else the
     machine does in those seconds slows them all alike. Their ratio of requests per second
     is the inverse ratio of their CPU per request, measured under one disturbance instead
-    of several: on this machine it varies by a percent or two between runs, where servers
-    measured one after another vary by ten. (`wrk_cpu` is the generators' share, split
-    evenly.)
+    of several: it varies far less between runs than that of servers measured one after
+    another (benchmarks/bench_observability.py prints the range of both). (`wrk_cpu` is the
+    generators' share, split evenly.)
     """
     return _measure(
         [

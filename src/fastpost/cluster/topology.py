@@ -19,8 +19,9 @@ Kind = Literal["nginx", "instance", "primary", "replica", "redis"]
 DEFAULT_INSTANCES = 3
 DEFAULT_REPLICAS = 1
 DEFAULT_PORT = 8080
-# The course's upstream block numbers its servers from 8001; PostgreSQL and Redis sit one
-# above their usual ports so that a cluster never meets the machine's own servers.
+# The course's upstream block (the README sets our nginx configuration beside it) numbers
+# its servers from 8001; PostgreSQL and Redis sit one above their usual ports so that a
+# cluster never meets the machine's own servers.
 DEFAULT_INSTANCE_PORT = 8001
 DEFAULT_POSTGRES_PORT = 5433
 DEFAULT_REDIS_PORT = 6380

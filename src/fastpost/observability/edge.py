@@ -44,7 +44,8 @@ _REQUEST_IDS_PER_BATCH = 1024
 
 def _more_request_ids() -> bytes:
     """Refill _fresh_request_ids and take one."""
-    # Split by bytes.hex itself (a space every 8 bytes): half the time of slicing in Python.
+    # Split by bytes.hex itself (a space every 8 bytes): half the time of slicing in Python
+    # (python -m timeit of the two).
     _fresh_request_ids.extend(os.urandom(8 * _REQUEST_IDS_PER_BATCH).hex(" ", 8).encode().split())
     return _fresh_request_ids.pop()
 

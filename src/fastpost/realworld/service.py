@@ -48,8 +48,8 @@ _PUBLISHED = PostStatus.published.value
 def iso_ms(moment: datetime) -> str:
     """2026-01-01T00:00:00.000Z: the API's timestamps, always with milliseconds and zone."""
     moment = as_utc(moment)
-    # isoformat ends in "+00:00" for UTC; it takes a third less time than strftime (timeit,
-    # this machine: 3.5 vs 4.8 us).
+    # isoformat ends in "+00:00" for UTC; it takes about a third less time than strftime
+    # (python -m timeit, one against the other on the same datetime).
     return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
