@@ -487,6 +487,10 @@ from fastpost.cluster.command import cluster_app  # noqa: E402
 
 app.add_typer(cluster_app, name="cluster")
 
+from fastpost.shards.command import shards_app  # noqa: E402
+
+app.add_typer(shards_app, name="shards")
+
 
 def main() -> None:
     app()
