@@ -199,11 +199,15 @@ class Api:
         assert response.status_code == 200, response.text
 
     async def all_pages(
-        self, path: str, headers: dict[str, str] | None = None, limit: int = 3
+        self,
+        path: str,
+        headers: dict[str, str] | None = None,
+        limit: int = 3,
+        query: dict[str, Any] | None = None,
     ) -> list[list[dict[str, Any]]]:
         """Every page of a keyset list, following next_cursor to the end."""
         pages: list[list[dict[str, Any]]] = []
-        params: dict[str, Any] = {"limit": limit}
+        params: dict[str, Any] = {**(query or {}), "limit": limit}
         while True:
             response = await self.client.get(path, params=params, headers=headers)
             assert response.status_code == 200, response.text
@@ -211,7 +215,7 @@ class Api:
             pages.append(body["items"])
             if body["next_cursor"] is None:
                 return pages
-            params = {"limit": limit, "cursor": body["next_cursor"]}
+            params = {**(query or {}), "limit": limit, "cursor": body["next_cursor"]}
 
 
 @pytest.fixture

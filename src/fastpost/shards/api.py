@@ -17,12 +17,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response, status
 from fastapi.routing import APIRoute
 
-from fastpost.cache import CacheDep
+from fastpost.cache import Cache, CacheDep
 from fastpost.errors import AppError, error_responses
 from fastpost.http_caching import cached_response, private_response
-from fastpost.pagination import PageQuery
+from fastpost.pagination import Page, PageQuery
 from fastpost.posts import router as posts_routes
 from fastpost.posts import service as posts_service
+from fastpost.posts.models import PostStatus
 from fastpost.posts.queries import PostRef
 from fastpost.posts.schemas import (
     LikeOut,
@@ -164,15 +165,16 @@ async def list_posts(
 async def _author_posts(
     request: Request,
     shards: Shards,
-    cache: Any,
+    cache: Cache,
     viewer_id: int | None,
     author_id: int,
-    page: Any,
+    page: Page,
     tag: str | None,
-    post_status: Any,
+    post_status: PostStatus,
 ) -> Response:
+    """One author's posts: one database, served as the unsharded routes serve them."""
     db = shards.for_id(author_id)
-    if page.cursor is None and not page.offset and post_status == "published":
+    if page.cursor is None and not page.offset and post_status == PostStatus.published:
         if viewer_id is None:
             entry = await posts_service.cached_first_page(
                 db=db, cache=cache, limit=page.limit, author_id=author_id, tag=tag
@@ -199,7 +201,14 @@ async def list_user_posts(
 ) -> Response:
     """A user's published posts, newest first."""
     return await _author_posts(
-        request, _shards(request), cache, viewer_id, user_id, params.to_page(), None, "published"
+        request,
+        _shards(request),
+        cache,
+        viewer_id,
+        user_id,
+        params.to_page(),
+        None,
+        PostStatus.published,
     )
 
 
