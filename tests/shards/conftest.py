@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -162,8 +162,8 @@ class Touches:
 
 
 @pytest.fixture
-def touches(shards: Shards) -> Iterator[Touches]:
-    yield Touches(shards)
+def touches(shards: Shards) -> Touches:
+    return Touches(shards)
 
 
 class Api:

@@ -24,7 +24,7 @@ async def _two_users_apart(api: Api, shards: Shards) -> list[tuple[int, dict[str
 async def test_a_follow_writes_a_row_on_each_users_database_and_an_unfollow_removes_both(
     api: Api, shards: Shards, sharded_settings: Settings
 ) -> None:
-    (follower, headers), (followee, followee_headers) = await _two_users_apart(api, shards)
+    (follower, headers), (followee, _) = await _two_users_apart(api, shards)
     urls = sharded_settings.db.shards
     await api.follow(headers, followee)
     await api.follow(headers, followee)  # idempotent
