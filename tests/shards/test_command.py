@@ -1,0 +1,33 @@
+"""`fastpost shards init | status` on the session's two databases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import environment, fastpost
+from tests.shards.conftest import Api
+
+
+async def test_init_again_keeps_the_map_and_status_shows_each_databases_share(
+    api: Api, emptied: dict[str, Any], tmp_path: Path
+) -> None:
+    await api.user("counted")
+    env = {**environment(tmp_path), "FASTPOST_DB__SHARDS": json.dumps(emptied["shards"])}
+    init = fastpost("shards", "init", env=env, cwd=tmp_path)
+    assert init.returncode == 0, init.stderr
+    assert "database 0: 16 logical shards" in init.stdout
+    assert "database 1: 16 logical shards" in init.stdout
+    status = fastpost("shards", "status", env=env, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "database 0" in status.stdout
+    assert "database 1" in status.stdout
+    assert "users" in status.stdout
+    assert "postgres@" in status.stdout  # the URL, its password hidden
+
+
+def test_shards_commands_need_the_databases_named(tmp_path: Path) -> None:
+    result = fastpost("shards", "status", env=environment(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "FASTPOST_DB__SHARDS is empty" in result.stdout
