@@ -53,6 +53,9 @@ async def _same_data(api: Api, plain_api: Api) -> dict[str, Any]:
             assert liked.status_code == 200, liked.text
         for name in ("ana", "chloe", "eve", "farid"):
             await app_api.follow(reader, made[key]["users"][name][0])
+        # Friends of the reader: those who follow back.
+        for name in ("ana", "eve", "bruno"):
+            await app_api.follow(made[key]["users"][name][1], made[key]["users"]["reader"][0])
     return made
 
 
@@ -120,3 +123,39 @@ async def test_offset_pages_are_refused_in_sharded_mode(api: Api) -> None:
     assert response.status_code == 422
     assert response.json()["code"] == "offset_unsupported"
     assert (await api.client.get("/feed", params={"offset": 2}, headers=headers)).status_code == 422
+
+
+async def test_friends_and_the_overview_read_the_same_across_shards(
+    api: Api, plain_api: Api
+) -> None:
+    made = await _same_data(api, plain_api)
+    shown: dict[str, Any] = {}
+    for app_api, key in ((api, "sharded"), (plain_api, "plain")):
+        reader_id = made[key]["users"]["reader"][0]
+        friends = await app_api.all_pages(f"/users/{reader_id}/friends", limit=1)
+        ana_id = made[key]["users"]["ana"][0]
+        overview = (await app_api.client.get(f"/users/{ana_id}/overview")).json()
+        shown[key] = (
+            [[user["username"] for user in page] for page in friends],
+            overview["user"]["username"],
+            [post["title"] for post in overview["latest_posts"]],
+            [user["username"] for user in overview["friends"]],
+        )
+    assert shown["sharded"] == shown["plain"]
+    assert [name for page in shown["sharded"][0] for name in page] == ["eve", "ana"]
+
+
+async def test_the_most_liked_posts_merge_from_every_shard(api: Api, plain_api: Api) -> None:
+    await _same_data(api, plain_api)
+    sharded = (await api.client.get("/posts/popular", params={"limit": 20})).json()
+    plain = (await plain_api.client.get("/posts/popular", params={"limit": 20})).json()
+    # Ties in likes_count break by id, which each app numbers its own way: the same posts,
+    # each app's in its unsharded order.
+    assert sorted((p["title"], p["likes_count"]) for p in sharded) == sorted(
+        (p["title"], p["likes_count"]) for p in plain
+    )
+    keys = [(p["likes_count"], p["id"]) for p in sharded]
+    assert keys == sorted(keys, reverse=True)
+    assert [p["likes_count"] for p in sharded[:4]] == [1, 1, 1, 1]
+    top = (await api.client.get("/posts/popular", params={"limit": 2})).json()
+    assert [p["id"] for p in top] == [p["id"] for p in sharded[:2]]

@@ -41,7 +41,7 @@ from fastpost.shards import posts as sharded_posts
 from fastpost.shards import social as sharded_social
 from fastpost.shards import users as sharded_users
 from fastpost.shards.router import Shards
-from fastpost.social.schemas import FollowOut, UserPage
+from fastpost.social.schemas import FollowOut, OverviewOut, UserPage
 from fastpost.users import router as users_routes
 from fastpost.users import service as users_service
 from fastpost.users.schemas import MeOut, RegisterIn, TokenOut, UserOut
@@ -233,6 +233,22 @@ async def create_post(
     return json_response(created, status.HTTP_201_CREATED)
 
 
+@posts_router.get("/popular", response_model=list[PostOut], responses=error_responses(401, 422))
+async def popular_posts(
+    request: Request,
+    cache: CacheDep,
+    viewer_id: OptionalUserId,
+    limit: posts_routes.SmallLimit = 20,
+) -> Response:
+    """The most liked published posts, merged from every shard's most liked."""
+    shards = _shards(request)
+    if viewer_id is None:
+        entry = await sharded_posts.cached_popular(shards=shards, cache=cache, limit=limit)
+        return cached_response(request.headers, entry)
+    items = await sharded_posts.list_popular(shards=shards, viewer_id=viewer_id, limit=limit)
+    return private_response(dump_json(items))
+
+
 @posts_router.get("/{post_id}", response_model=PostOut, responses=error_responses(401, 404, 422))
 async def read_post(
     request: Request, post_id: PostIdPath, cache: CacheDep, viewer_id: OptionalUserId
@@ -373,6 +389,33 @@ async def following(request: Request, user_id: UserIdPath, params: PageQuery) ->
             shards=_shards(request), user_id=user_id, page=params.to_page(), direction="following"
         )
     )
+
+
+@users_router.get(
+    "/{user_id}/friends", response_model=UserPage, responses=error_responses(404, 422)
+)
+async def friends(request: Request, user_id: UserIdPath, params: PageQuery) -> Response:
+    """Mutual follows: users this user follows who follow them back."""
+    return json_response(
+        await sharded_social.list_follows(
+            shards=_shards(request), user_id=user_id, page=params.to_page(), direction="friends"
+        )
+    )
+
+
+@users_router.get(
+    "/{user_id}/overview", response_model=OverviewOut, responses=error_responses(401, 404, 422)
+)
+async def overview(
+    request: Request, user_id: UserIdPath, cache: CacheDep, viewer_id: OptionalUserId
+) -> Response:
+    """The user, their latest posts and their friends, in one response."""
+    shards = _shards(request)
+    if viewer_id is None:
+        entry = await sharded_social.cached_overview(shards=shards, cache=cache, user_id=user_id)
+        return cached_response(request.headers, entry)
+    result = await sharded_social.overview(shards=shards, user_id=user_id, viewer_id=viewer_id)
+    return private_response(dump_json(result))
 
 
 @feed_router.get("", response_model=PostPage, responses=error_responses(401, 422))

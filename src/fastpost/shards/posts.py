@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import BigInteger, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
+from fastpost import cache_keys
 from fastpost.cache import Cache, Entry
 from fastpost.errors import InvalidInput, NotFound, Unauthorized
 from fastpost.ids import shard_of
@@ -74,6 +75,31 @@ async def cached_newest(*, shards: Shards, cache: Cache, limit: int, tag: str | 
 
     key, name = posts_service._first_page_key(limit, None, tag)
     return await cache.get_or_load(key, load, ttl=posts_service.LIST_TTL, tags=[name])
+
+
+def _most_liked(row: Any) -> tuple[int, int]:
+    return row["likes_count"], row["id"]
+
+
+async def list_popular(*, shards: Shards, viewer_id: int | None, limit: int) -> list[PostDict]:
+    """The most liked published posts of every database: each database's top `limit`,
+    merged by (likes_count, id) as the unsharded statement orders them."""
+    stmt = posts_service._popular_statement(viewer_id is not None)
+    pages = await fetch_each(shards.each(), stmt, {"limit": limit, "viewer_id": viewer_id})
+    rows = merge_sorted(pages, limit, key=_most_liked)
+    return [posts_service.post_dict(row, viewer_id) for row in rows]
+
+
+async def cached_popular(*, shards: Shards, cache: Cache, limit: int) -> Entry:
+    """list_popular as anonymous callers see it, under the unsharded key."""
+
+    async def load() -> Entry:
+        items = await list_popular(shards=shards, viewer_id=None, limit=limit)
+        return Entry.of(dump_json(items), tags=posts_service._authors_of(items))
+
+    return await cache.get_or_load(
+        cache_keys.popular(limit), load, ttl=posts_service.LIST_TTL, tags=[cache_keys.POPULAR]
+    )
 
 
 async def create_post(

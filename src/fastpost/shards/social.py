@@ -12,24 +12,30 @@ the follow only once both rows exist.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, bindparam, select
+from sqlalchemy import BigInteger, Select, bindparam, exists, select
 
+from fastpost import cache_keys
 from fastpost.bound_lists import one_of
-from fastpost.cache import Cache
+from fastpost.cache import Cache, Entry
+from fastpost.db import Row
 from fastpost.errors import InvalidInput, NotFound
 from fastpost.pagination import Cursor, Page, cut_page, keyset_page
 from fastpost.posts import queries
 from fastpost.posts import service as posts_service
 from fastpost.posts.queries import PostRead, posts, select_posts, users
+from fastpost.responses import dump_json
 from fastpost.shards.merge import fetch_each, merge_sorted
 from fastpost.shards.posts import refuse_offset
 from fastpost.shards.router import Shards
 from fastpost.social import service as social_service
 from fastpost.social.service import follows
 from fastpost.timeutil import utcnow
+from fastpost.users import service as users_service
 from fastpost.writes import Step, WriteProgram
 
 _FOLLOWEE_ID = bindparam("followee_id", type_=BigInteger)
@@ -94,6 +100,13 @@ def _follow_rows(direction: str, shape: tuple[bool, bool]) -> Select[Any]:
     stmt = select(other.label("id"), follows.c.created_at.label("followed_at")).where(
         mine == _USER_ID
     )
+    if direction == "friends":
+        # Mutual follows: both rows are on the user's database (theirs, and the copy of
+        # the follow back that names them as followee).
+        back = follows.alias("back")
+        stmt = stmt.where(
+            exists().where(back.c.follower_id == other, back.c.followee_id == _USER_ID)
+        )
     return keyset_page(stmt, shape, follows.c.created_at, other)
 
 
@@ -109,8 +122,8 @@ def _cursor_of(row: Any) -> Cursor:
 async def list_follows(
     *, shards: Shards, user_id: int, page: Page, direction: str
 ) -> dict[str, Any]:
-    """Who follows user_id (direction "followers") or whom they follow ("following"), most
-    recent first."""
+    """Who follows user_id (direction "followers"), whom they follow ("following") or both
+    ("friends"), most recent first."""
     refuse_offset(page)
     db = shards.for_id(user_id)
     rows = await db.fetch_all(
@@ -119,17 +132,21 @@ async def list_follows(
     if not rows and page.cursor is None:
         await social_service._ensure_user(db, user_id)
     items, cursor = cut_page(rows, page.limit, _cursor_of)
+    return {"items": await _summaries(shards, items), "next_cursor": cursor}
+
+
+async def _summaries(shards: Shards, items: Sequence[Row]) -> list[dict[str, Any]]:
+    """The profiles (id, username, image) of the users of `items`, in their order."""
     groups = shards.group_by_database(row["id"] for row in items)
     databases = [shards.databases[n] for n in groups]
     found = await fetch_each(databases, _PROFILES, [{"user_ids": ids} for ids in groups.values()])
     profiles = {row["id"]: row for rows_of_db in found for row in rows_of_db}
     # An account deleted since (its follow rows elsewhere outlive it) is left out.
-    summaries = [
+    return [
         {"id": p["id"], "username": p["username"], "image": p["image"]}
         for p in (profiles.get(row["id"]) for row in items)
         if p is not None
     ]
-    return {"items": summaries, "next_cursor": cursor}
 
 
 # The feed: the caller's followees from the caller's database (one statement), then on each
@@ -171,3 +188,53 @@ async def feed(*, shards: Shards, user_id: int, page: Page) -> dict[str, Any]:
     params = [{**page.params, "viewer_id": user_id, "author_ids": ids} for ids in groups.values()]
     pages = await fetch_each(databases, _feed_statement(page.shape), params)
     return posts_service.post_page(merge_sorted(pages, page.limit + 1), page, user_id)
+
+
+async def overview(*, shards: Shards, user_id: int, viewer_id: int | None) -> dict[str, Any]:
+    """A user, their latest posts and their friends: the user's database for all three
+    (at once, as unsharded), then the friends' profiles from theirs."""
+    db = shards.for_id(user_id)
+
+    async def latest_posts() -> Any:
+        page = await posts_service.list_posts(
+            db=db,
+            viewer_id=viewer_id,
+            page=Page(social_service.OVERVIEW_POSTS, None, 0),
+            author_id=user_id,
+        )
+        return page["items"]
+
+    async def friends() -> Any:
+        page = Page(social_service.OVERVIEW_FRIENDS, None, 0)
+        rows = await db.fetch_all(
+            _follow_rows("friends", page.shape), {**page.params, "user_id": user_id}
+        )
+        return await _summaries(shards, rows[: social_service.OVERVIEW_FRIENDS])
+
+    results = await asyncio.gather(
+        users_service.get_profile(db=db, user_id=user_id),
+        latest_posts(),
+        friends(),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    user, latest, friend_list = results
+    return {"user": user, "latest_posts": latest, "friends": friend_list}
+
+
+async def cached_overview(*, shards: Shards, cache: Cache, user_id: int) -> Entry:
+    """The overview as an anonymous caller sees it, under the unsharded key and tags."""
+
+    async def load() -> Entry:
+        result = await overview(shards=shards, user_id=user_id, viewer_id=None)
+        shown = {user_id, *(friend["id"] for friend in result["friends"])}
+        return Entry.of(dump_json(result), tags=[cache_keys.user_tag(u) for u in sorted(shown)])
+
+    return await cache.get_or_load(
+        cache_keys.overview(user_id),
+        load,
+        ttl=posts_service.LIST_TTL,
+        tags=[cache_keys.overview_tag(user_id), cache_keys.author_posts_tag(user_id)],
+    )
