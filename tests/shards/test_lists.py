@@ -159,3 +159,15 @@ async def test_the_most_liked_posts_merge_from_every_shard(api: Api, plain_api: 
     assert [p["likes_count"] for p in sharded[:4]] == [1, 1, 1, 1]
     top = (await api.client.get("/posts/popular", params={"limit": 2})).json()
     assert [p["id"] for p in top] == [p["id"] for p in sharded[:2]]
+
+
+async def test_the_tags_in_use_sum_over_shards(api: Api, plain_api: Api) -> None:
+    await _same_data(api, plain_api)
+    assert (await api.client.get("/tags")).json() == ["even", "odd"]  # 6 and 5 published
+    for app_api in (api, plain_api):
+        _, headers = await app_api.user("tagger")
+        for title in ("T1", "T2"):
+            await app_api.post(headers, title, tags=["odd"])
+    sharded = (await api.client.get("/tags")).json()
+    assert sharded == (await plain_api.client.get("/tags")).json()
+    assert sharded == ["odd", "even"]

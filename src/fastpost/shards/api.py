@@ -426,7 +426,24 @@ async def feed(request: Request, me: CurrentUserId, params: PageQuery) -> Respon
     )
 
 
-SHARDED_ROUTERS: tuple[APIRouter, ...] = (posts_router, users_router, feed_router, auth_router)
+tags_router = PrefixRouter(prefix="/tags", tags=["posts"])
+
+
+@tags_router.get("", include_in_schema=False, response_model=list[str])
+@tags_router.get("/", response_model=list[str])
+async def list_tags(request: Request, cache: CacheDep) -> Response:
+    """Tags on published posts, the most used first (ties by name), summed over shards."""
+    entry = await sharded_posts.cached_tags(shards=_shards(request), cache=cache)
+    return cached_response(request.headers, entry)
+
+
+SHARDED_ROUTERS: tuple[APIRouter, ...] = (
+    posts_router,
+    users_router,
+    feed_router,
+    tags_router,
+    auth_router,
+)
 
 
 def _operations(routers: Iterable[APIRouter]) -> set[tuple[str, str]]:

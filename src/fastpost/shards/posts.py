@@ -102,6 +102,42 @@ async def cached_popular(*, shards: Shards, cache: Cache, limit: int) -> Entry:
     )
 
 
+# Every tag in use on a database with its count: the most used overall need not be among any
+# one database's most used, so each database's whole list is read and the counts summed.
+# As many rows as tags in use, whatever the number of posts (the counters of post_counts).
+_TAG_COUNTS = (
+    select(post_tags.tags.c.name, post_tags.post_counts.c.n)
+    .join(
+        post_tags.post_counts,
+        (post_tags.post_counts.c.kind == "t")
+        & (post_tags.post_counts.c.ref_id == post_tags.tags.c.id),
+    )
+    .where(post_tags.post_counts.c.n > 0)
+)
+TAGS_LIMIT = 1000  # as the unsharded list (fastpost.posts.tags.list_tags)
+
+
+async def list_tags(*, shards: Shards) -> list[str]:
+    """Tags on published posts of every database, the most used first (ties by name)."""
+    counts: dict[str, int] = {}
+    for rows in await fetch_each(shards.each(), _TAG_COUNTS, {}):
+        for row in rows:
+            counts[row["name"]] = counts.get(row["name"], 0) + int(row["n"])
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [name for name, _ in ranked[:TAGS_LIMIT]]
+
+
+async def cached_tags(*, shards: Shards, cache: Cache) -> Entry:
+    """list_tags as every caller sees it, under the unsharded key."""
+
+    async def load() -> Entry:
+        return Entry.of(dump_json(await list_tags(shards=shards)))
+
+    return await cache.get_or_load(
+        cache_keys.tags_in_use(), load, ttl=post_tags.TAGS_TTL, tags=[cache_keys.TAGS_IN_USE]
+    )
+
+
 async def create_post(
     *,
     shards: Shards,
