@@ -85,3 +85,32 @@ async def test_login_with_an_unknown_name_or_a_wrong_password_is_refused(api: Ap
         )
         assert response.status_code == 401
         assert response.json()["code"] == "invalid_credentials"
+
+
+async def test_a_new_username_moves_in_the_directory_and_logs_in(
+    api: Api, shards: Shards, sharded_settings: Settings
+) -> None:
+    first, other = _names_on_both_databases(shards)
+    _, headers = await api.user(first)
+    await api.user(other)
+    response = await api.client.patch("/users/me", json={"username": other}, headers=headers)
+    assert response.status_code == 409
+    response = await api.client.patch(
+        "/users/me", json={"username": "Renamed", "bio": "new"}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["username"] == "Renamed"
+    rows = await execute(
+        sharded_settings.db.shards[0], "SELECT username_lower FROM user_directory ORDER BY 1"
+    )
+    assert sorted(rows) == sorted([("renamed",), (other,)])
+    login = await api.client.post("/auth/login", json={"username": "renamed", "password": PASSWORD})
+    assert login.status_code == 200
+    old = await api.client.post("/auth/login", json={"username": first, "password": PASSWORD})
+    assert old.status_code == 401
+    # The old name is free again.
+    again = await api.client.post(
+        "/auth/register",
+        json={"username": first.upper(), "email": "new@example.com", "password": PASSWORD},
+    )
+    assert again.status_code == 201, again.text

@@ -44,7 +44,7 @@ from fastpost.shards.router import Shards
 from fastpost.social.schemas import FollowOut, OverviewOut, UserPage
 from fastpost.users import router as users_routes
 from fastpost.users import service as users_service
-from fastpost.users.schemas import MeOut, RegisterIn, TokenOut, UserOut
+from fastpost.users.schemas import MeOut, MeUpdate, RegisterIn, TokenOut, UserOut
 
 PostIdPath = posts_routes.PostIdPath
 UserIdPath = users_routes.UserIdPath
@@ -114,6 +114,21 @@ async def read_me(request: Request, user_id: CurrentUserId, cache: CacheDep) -> 
     """The caller's own profile."""
     db = _shards(request).for_id(user_id)
     return private_response(await users_service.cached_me(db=db, cache=cache, user_id=user_id))
+
+
+@users_router.patch("/me", responses=error_responses(401, 409, 413, 422))
+async def update_me(
+    body: MeUpdate, user_id: CurrentUserId, cache: CacheDep, request: Request
+) -> MeOut:
+    """Change the caller's username, email, password, bio or image."""
+    user = await sharded_users.update_me(
+        shards=_shards(request),
+        cache=cache,
+        passwords=request.app.state.passwords,
+        user_id=user_id,
+        changes=body.model_dump(exclude_unset=True, mode="json"),
+    )
+    return MeOut.model_validate(user, from_attributes=True)
 
 
 @users_router.get("/{user_id}", response_model=UserOut, responses=error_responses(404, 422))

@@ -12,6 +12,7 @@ registration still between its steps is never taken over: a retry repairs it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from sqlalchemy import BigInteger, String, bindparam, cast, func, insert, select
 from sqlalchemy.dialects.postgresql import REGCLASS
 from sqlalchemy.exc import IntegrityError
 
+from fastpost.cache import Cache
 from fastpost.db import Database
 from fastpost.errors import Conflict, Unauthorized
 from fastpost.security import Passwords
@@ -26,6 +28,7 @@ from fastpost.shards.router import Shards
 from fastpost.shards.shard_map import SEQUENCES, logical_shard_for_username
 from fastpost.timeutil import utcnow
 from fastpost.users import service as users_service
+from fastpost.users.models import User
 from fastpost.users.service import normalise_email, users
 
 # Far longer than a registration's three statements may take (each bounded by the
@@ -119,6 +122,48 @@ async def register_user(
         "created_at": now,
         "updated_at": now,
     }
+
+
+_MOVE_CLAIM = text(
+    "UPDATE user_directory SET username_lower = :username_lower, email = :email "
+    "WHERE user_id = :user_id"
+).bindparams(bindparam("user_id", type_=BigInteger))
+
+
+async def update_me(
+    *,
+    shards: Shards,
+    cache: Cache,
+    passwords: Passwords,
+    user_id: int,
+    changes: Mapping[str, Any],
+) -> User:
+    """Apply profile changes to the caller's account. A new username or email is claimed in
+    the directory first (one UPDATE of their row: 409 if someone holds it), then the user
+    row changes on its database as unsharded. A failure between the two leaves the
+    directory ahead; the same request again (idempotent) completes it."""
+    db = shards.for_id(user_id)
+    if "username" in changes or "email" in changes:
+        current = await db.fetch_one(users_service._ME, {"user_id": user_id})
+        if current is None:
+            raise Unauthorized("Account no longer exists", code="account_gone")
+        claim = {
+            "user_id": user_id,
+            "username_lower": str(changes.get("username") or current["username"]).lower(),
+            "email": normalise_email(str(changes.get("email") or current["email"])),
+        }
+        try:
+            async with shards.directory.transaction() as session:
+                await session.execute(_MOVE_CLAIM, claim)
+        except IntegrityError:
+            raise Conflict("Username or email is already registered", code="user_exists") from None
+    async with db.transaction() as session:
+        user = await users_service.update_me(
+            session=session, cache=cache, passwords=passwords, user_id=user_id, changes=changes
+        )
+    for callback in session.info.pop("after_commit", ()):
+        await callback()
+    return user
 
 
 async def user_database(shards: Shards, username: str) -> Database | None:
