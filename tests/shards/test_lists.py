@@ -171,3 +171,28 @@ async def test_the_tags_in_use_sum_over_shards(api: Api, plain_api: Api) -> None
     sharded = (await api.client.get("/tags")).json()
     assert sharded == (await plain_api.client.get("/tags")).json()
     assert sharded == ["odd", "even"]
+
+
+async def test_comments_read_the_same_across_shards(api: Api, plain_api: Api) -> None:
+    made = await _same_data(api, plain_api)
+    pages: dict[str, Any] = {}
+    for app_api, key in ((api, "sharded"), (plain_api, "plain")):
+        post_id = made[key]["posts"][0]
+        for n, name in enumerate(("bruno", "reader", "farid", "bruno")):
+            headers = made[key]["users"][name][1]
+            response = await app_api.client.post(
+                f"/posts/{post_id}/comments", json={"body": f"Comment {n}"}, headers=headers
+            )
+            assert response.status_code == 201, response.text
+            assert response.json()["author"]["username"] == name
+        found = await app_api.all_pages(f"/posts/{post_id}/comments", limit=3)
+        pages[key] = [[(c["body"], c["author"]["username"]) for c in page] for page in found]
+        mine = found[0][1]["id"]
+        reader = made[key]["users"]["reader"][1]
+        stranger = made[key]["users"]["ana"][1]
+        refused = await app_api.client.delete(f"/posts/{post_id}/comments/{mine}", headers=stranger)
+        assert refused.status_code == 403
+        deleted = await app_api.client.delete(f"/posts/{post_id}/comments/{mine}", headers=reader)
+        assert deleted.status_code == 204
+    assert pages["sharded"] == pages["plain"]
+    assert pages["sharded"][0][1] == ("Comment 1", "reader")

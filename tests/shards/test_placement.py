@@ -29,11 +29,19 @@ async def test_a_users_rows_all_live_on_their_shards_database(
         assert (await api.client.post(f"/posts/{post_id}/like", headers=liker)).status_code == 200
     for followee_id, _ in users[1:]:
         await api.follow(liker, followee_id)
+    comments: dict[int, int] = {}
+    for post_id in posts:
+        commented = await api.client.post(
+            f"/posts/{post_id}/comments", json={"body": "Placed"}, headers=liker
+        )
+        assert commented.status_code == 201, commented.text
+        comments[commented.json()["id"]] = post_id
 
     stored_users = [await _ids(url, "SELECT id FROM users") for url in urls]
     stored_posts = [await _ids(url, "SELECT id, author_id FROM posts") for url in urls]
     stored_likes = [await _ids(url, "SELECT post_id FROM likes") for url in urls]
     stored_tags = [await _ids(url, "SELECT post_id FROM post_tags") for url in urls]
+    stored_comments = [await _ids(url, "SELECT id FROM comments") for url in urls]
     stored_follows = [
         await _ids(url, "SELECT follower_id, followee_id FROM follows") for url in urls
     ]
@@ -47,6 +55,10 @@ async def test_a_users_rows_all_live_on_their_shards_database(
             assert ((post_id, author_id) in stored_posts[n]) == (n == home)
             assert (post_id in stored_likes[n]) == (n == home)
             assert (post_id in stored_tags[n]) == (n == home)
+    for comment_id, post_id in comments.items():
+        assert comment_id >> 48 == post_id >> 48
+        home = shards.index_of(post_id)
+        assert [comment_id in found for found in stored_comments] == [n == home for n in (0, 1)]
     for followee_id, _ in users[1:]:
         for n in {shards.index_of(liker_id), shards.index_of(followee_id)}:
             assert (liker_id, followee_id) in stored_follows[n]

@@ -18,6 +18,8 @@ from fastapi import APIRouter, FastAPI, Header, Query, Request, Response, status
 from fastapi.routing import APIRoute
 
 from fastpost.cache import Cache, CacheDep
+from fastpost.comments import router as comments_routes
+from fastpost.comments.schemas import CommentCreate, CommentOut, CommentPage
 from fastpost.errors import AppError, error_responses
 from fastpost.http_caching import cached_response, private_response
 from fastpost.pagination import Page, PageQuery
@@ -37,6 +39,7 @@ from fastpost.rate_limits import limit_login, limit_registration
 from fastpost.responses import dump_json, json_response
 from fastpost.routing import PrefixRouter
 from fastpost.security import CurrentUserId, OptionalUserId
+from fastpost.shards import comments as sharded_comments
 from fastpost.shards import posts as sharded_posts
 from fastpost.shards import social as sharded_social
 from fastpost.shards import users as sharded_users
@@ -353,6 +356,53 @@ async def unlike_post(
         await sharded_posts.set_like(
             shards=_shards(request), cache=cache, user_id=user_id, post_id=post_id, liked=False
         )
+    )
+
+
+@posts_router.get(
+    "/{post_id}/comments", response_model=CommentPage, responses=error_responses(401, 404, 422)
+)
+async def list_comments(
+    request: Request, post_id: PostIdPath, viewer_id: OptionalUserId, params: PageQuery
+) -> Response:
+    """A post's comments, oldest first, with their authors; keyset-paginated."""
+    return json_response(
+        await sharded_comments.list_comments_page(
+            shards=_shards(request), post_id=post_id, viewer_id=viewer_id, page=params.to_page()
+        )
+    )
+
+
+@posts_router.post(
+    "/{post_id}/comments",
+    response_model=CommentOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(401, 404, 413, 422),
+)
+async def add_comment(
+    request: Request, post_id: PostIdPath, body: CommentCreate, user_id: CurrentUserId
+) -> Any:
+    """Comment on a post as the caller."""
+    return await sharded_comments.add_comment(
+        shards=_shards(request), post_id=post_id, author_id=user_id, body=body.body
+    )
+
+
+@posts_router.delete(
+    "/{post_id}/comments/{comment_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(401, 403, 404, 422),
+)
+async def delete_comment(
+    request: Request,
+    post_id: PostIdPath,
+    comment_id: comments_routes.CommentIdPath,
+    user_id: CurrentUserId,
+) -> None:
+    """Delete a comment (its author only)."""
+    await sharded_comments.delete_comment(
+        shards=_shards(request), post_id=post_id, comment_id=comment_id, user_id=user_id
     )
 
 

@@ -110,7 +110,7 @@ def _follow_rows(direction: str, shape: tuple[bool, bool]) -> Select[Any]:
     return keyset_page(stmt, shape, follows.c.created_at, other)
 
 
-_PROFILES = select(users.c.id, users.c.username, users.c.image).where(
+PROFILES = select(users.c.id, users.c.username, users.c.image).where(
     one_of(users.c.id, "user_ids", dialect="postgresql", item_type=BigInteger())
 )
 
@@ -139,7 +139,7 @@ async def _summaries(shards: Shards, items: Sequence[Row]) -> list[dict[str, Any
     """The profiles (id, username, image) of the users of `items`, in their order."""
     groups = shards.group_by_database(row["id"] for row in items)
     databases = [shards.databases[n] for n in groups]
-    found = await fetch_each(databases, _PROFILES, [{"user_ids": ids} for ids in groups.values()])
+    found = await fetch_each(databases, PROFILES, [{"user_ids": ids} for ids in groups.values()])
     profiles = {row["id"]: row for rows_of_db in found for row in rows_of_db}
     # An account deleted since (its follow rows elsewhere outlive it) is left out.
     return [
