@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         shards = None
         if settings.db.shards:
-            from fastpost.shards import Shards
+            from fastpost.shards.router import Shards
 
             shards = Shards(settings.db, statement_timeout=settings.db.statement_timeout or None)
             await shards.connect()

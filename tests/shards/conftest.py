@@ -23,7 +23,7 @@ from fastpost.app import create_app
 from fastpost.db import Database
 from fastpost.migrations import upgrade
 from fastpost.settings import AuthSettings, DatabaseSettings, RateLimitSettings, Settings
-from fastpost.shards import Shards
+from fastpost.shards.router import Shards
 from fastpost.shards.setup import init_shards
 
 POSTGRES_URL = os.environ.get("FASTPOST_TEST_POSTGRES_URL")

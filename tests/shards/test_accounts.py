@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastpost.settings import Settings
-from fastpost.shards import Shards
+from fastpost.shards.router import Shards
 from fastpost.shards.shard_map import logical_shard_for_username
 from fastpost.timeutil import utcnow
 from tests.shards.conftest import PASSWORD, Api, execute

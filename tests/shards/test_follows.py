@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastpost.db import Database
 from fastpost.settings import Settings
-from fastpost.shards import Shards
+from fastpost.shards.router import Shards
 from tests.shards.conftest import Api, execute
 
 _FOLLOW_ROWS = "SELECT follower_id, followee_id FROM follows"

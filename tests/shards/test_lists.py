@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastpost.shards import Shards
+from fastpost.shards.router import Shards
 from tests.shards.conftest import Api
 
 NAMES = ["ana", "bruno", "chloe", "dmitri", "eve", "farid"]

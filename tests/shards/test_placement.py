@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastpost.settings import Settings
-from fastpost.shards import Shards
+from fastpost.shards.router import Shards
 from fastpost.shards.setup import shard_status
 from tests.shards.conftest import Api, execute
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastpost.shards import Shards
+from fastpost.shards.router import Shards
 from tests.shards.conftest import Api, Touches
 
 

@@ -32,7 +32,6 @@ unsharded ones; those not ported yet answer 501, and the RealWorld API is not mo
 Cache keys are those of unsharded mode (ids are global), dropped by the same writes.
 """
 
-from fastpost.shards.router import Shards
-from fastpost.shards.shard_map import LOGICAL_SHARDS, ShardMap
-
-__all__ = ["LOGICAL_SHARDS", "ShardMap", "Shards"]
+# Nothing imported here: `fastpost shards` is imported with the CLI, before `fastpost serve`
+# sets up the metrics folder that importing fastpost.db (and with it the metrics) needs set
+# first. Import from the modules: fastpost.shards.router.Shards.
