@@ -53,7 +53,8 @@ class DatabaseSettings(BaseModel):
     replica_urls: Annotated[list[str], NoDecode] = []
     # Sharded mode (fastpost.shards): the PostgreSQL databases the 32 logical shards are
     # spread over, as a JSON list, FASTPOST_DB__SHARDS='["postgresql+asyncpg://...", ...]'.
-    # The first is also the directory (shard map, usernames). Empty: one database, `url`.
+    # The first is also the directory (shard map, usernames); `url` is not used then. Empty:
+    # one database, `url`.
     shards: list[str] = []
     # A replica further behind than this leaves the rotation until it catches up.
     replica_max_lag_seconds: float = Field(default=5.0, gt=0)

@@ -15,8 +15,9 @@ Layout
   32). Usernames and emails are unique across databases through `user_directory` on the
   directory, claimed before the user row is written (users.py says how a failure between
   the two is repaired). Login reads the directory, then the user's database.
-- Posts live with their author (the author's logical shard); likes and tags with the post.
-  Follows are stored on both users' databases (social.py says why and in which order).
+- Posts live with their author (the author's logical shard); likes, tags and comments with
+  the post. Follows are stored on both users' databases (social.py says why and in which
+  order).
 - Cross-shard references carry no foreign key: `shards init` drops those of likes,
   comments and follows on every database (router.CROSS_SHARD_FOREIGN_KEYS).
 
@@ -28,7 +29,8 @@ sorted pages (merge.py): one statement per database whatever the page number. Of
 paging is refused (422) in sharded mode: cursors only.
 
 The routes of sharded mode are their own (api.py), mounted by create_app instead of the
-unsharded ones; those not ported yet answer 501, and the RealWorld API is not mounted.
+unsharded ones; those not ported yet (search) answer 501, and the RealWorld API is not
+mounted.
 Cache keys are those of unsharded mode (ids are global), dropped by the same writes.
 """
 
