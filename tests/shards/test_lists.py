@@ -196,3 +196,20 @@ async def test_comments_read_the_same_across_shards(api: Api, plain_api: Api) ->
         assert deleted.status_code == 204
     assert pages["sharded"] == pages["plain"]
     assert pages["sharded"][0][1] == ("Comment 1", "reader")
+
+
+async def test_search_merges_every_shards_best_matches_and_pages_by_offset(api: Api) -> None:
+    users = [await api.user(f"writer{n}") for n in range(6)]
+    for n, (_, headers) in enumerate(users):
+        # More mentions, a better rank: "zebra" once in the first post, six times in the last.
+        await api.post(headers, f"Zebra {n}", content=" ".join(["zebra"] * (n + 1)))
+        await api.post(headers, f"Okapi {n}", content="stripes elsewhere")
+    found = (await api.client.get("/posts/search", params={"q": "zebra", "limit": 20})).json()
+    assert [post["title"] for post in found] == [f"Zebra {n}" for n in range(5, -1, -1)]
+    pages = []
+    for offset in range(0, 6, 2):
+        response = await api.client.get(
+            "/posts/search", params={"q": "zebra", "limit": 2, "offset": offset}
+        )
+        pages.extend(post["title"] for post in response.json())
+    assert pages == [post["title"] for post in found]

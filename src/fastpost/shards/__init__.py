@@ -29,8 +29,8 @@ sorted pages (merge.py): one statement per database whatever the page number. Of
 paging is refused (422) in sharded mode: cursors only.
 
 The routes of sharded mode are their own (api.py), mounted by create_app instead of the
-unsharded ones; those not ported yet (search) answer 501, and the RealWorld API is not
-mounted.
+unsharded ones; an unsharded operation without a counterpart here answers 501, and the
+RealWorld API is not mounted.
 Cache keys are those of unsharded mode (ids are global), dropped by the same writes.
 """
 

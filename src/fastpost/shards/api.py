@@ -22,7 +22,7 @@ from fastpost.comments import router as comments_routes
 from fastpost.comments.schemas import CommentCreate, CommentOut, CommentPage
 from fastpost.errors import AppError, error_responses
 from fastpost.http_caching import cached_response, private_response
-from fastpost.pagination import Page, PageQuery
+from fastpost.pagination import MAX_OFFSET, Page, PageQuery
 from fastpost.posts import router as posts_routes
 from fastpost.posts import service as posts_service
 from fastpost.posts.models import PostStatus
@@ -38,6 +38,7 @@ from fastpost.posts.schemas import (
 from fastpost.rate_limits import limit_login, limit_registration
 from fastpost.responses import dump_json, json_response
 from fastpost.routing import PrefixRouter
+from fastpost.schemas import SafeText
 from fastpost.security import CurrentUserId, OptionalUserId
 from fastpost.shards import comments as sharded_comments
 from fastpost.shards import posts as sharded_posts
@@ -265,6 +266,22 @@ async def popular_posts(
         return cached_response(request.headers, entry)
     items = await sharded_posts.list_popular(shards=shards, viewer_id=viewer_id, limit=limit)
     return private_response(dump_json(items))
+
+
+@posts_router.get("/search", response_model=list[PostOut], responses=error_responses(401, 422))
+async def search_posts(
+    request: Request,
+    viewer_id: OptionalUserId,
+    q: Annotated[SafeText, Query(min_length=1, max_length=200, description="Words to look for")],
+    limit: posts_routes.SmallLimit = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> Response:
+    """Full-text search in titles and contents, best match first, over every shard."""
+    return json_response(
+        await sharded_posts.search_posts(
+            shards=_shards(request), viewer_id=viewer_id, q=q, limit=limit, offset=offset
+        )
+    )
 
 
 @posts_router.get("/{post_id}", response_model=PostOut, responses=error_responses(401, 404, 422))

@@ -11,9 +11,20 @@ for each page, so sharded mode answers it 422 and pages by cursor only.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
 
 from fastpost import cache_keys
@@ -25,7 +36,7 @@ from fastpost.posts import service as posts_service
 from fastpost.posts import tags as post_tags
 from fastpost.posts import writes as post_writes
 from fastpost.posts.models import PostStatus
-from fastpost.posts.queries import posts, visible
+from fastpost.posts.queries import posts, select_posts, visible
 from fastpost.posts.service import PostDict
 from fastpost.posts.slugs import make_slug
 from fastpost.responses import dump_json
@@ -100,6 +111,39 @@ async def cached_popular(*, shards: Shards, cache: Cache, limit: int) -> Entry:
     return await cache.get_or_load(
         cache_keys.popular(limit), load, ttl=posts_service.LIST_TTL, tags=[cache_keys.POPULAR]
     )
+
+
+@cache
+def _search_statement(with_viewer: bool) -> Select[Any]:
+    """The unsharded search (PostgreSQL's), with its rank as a column to merge by, and the
+    first :limit matches of a database (the offset is applied after the merge)."""
+    query = func.websearch_to_tsquery(literal_column("'english'"), bindparam("q", type_=String))
+    vector: ColumnElement[Any] = literal_column("posts.search_vector")
+    rank = func.ts_rank(vector, query)
+    return (
+        select_posts(posts_service._read(with_viewer))
+        .add_columns(rank.label("rank"))
+        .where(posts.c.status == PostStatus.published.value, vector.op("@@")(query))
+        .order_by(rank.desc(), posts.c.id.desc())
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
+def _best_match(row: Any) -> tuple[float, int]:
+    return row["rank"], row["id"]
+
+
+async def search_posts(
+    *, shards: Shards, viewer_id: int | None, q: str, limit: int, offset: int
+) -> list[PostDict]:
+    """Full-text search over every database, best match first: each database's first
+    offset + limit matches, merged by (rank, id) as the unsharded statement orders them,
+    then the page cut from the merge (the offset is bounded: pagination.MAX_OFFSET)."""
+    stmt = _search_statement(viewer_id is not None)
+    params = {"q": q, "limit": offset + limit, "viewer_id": viewer_id}
+    pages = await fetch_each(shards.each(), stmt, params)
+    rows = merge_sorted(pages, offset + limit, key=_best_match)[offset:]
+    return [posts_service.post_dict(row, viewer_id) for row in rows]
 
 
 # Every tag in use on a database with its count: the most used overall need not be among any
