@@ -49,6 +49,12 @@ async def test_requests_about_one_user_or_post_touch_only_its_database(
     assert await touched("GET", "/posts/", params={"author_id": second, "limit": 5}) == [second_db]
     assert await touched("GET", f"/users/{second}/posts", params={"cursor": None}) == [second_db]
     assert await touched("GET", f"/users/{second}/followers") == [second_db]
+    assert await touched(
+        "POST", f"/posts/{post_id}/comments", json={"body": "Hi"}, headers=first_headers
+    ) == [second_db]
+    # A list of people names them from their own databases: the comments from the post's,
+    # their authors' names (here the first user's) from theirs.
+    assert await touched("GET", f"/posts/{post_id}/comments") == sorted({first_db, second_db})
     assert await touched("DELETE", f"/posts/{post_id}", headers=second_headers) == [second_db]
 
 

@@ -397,11 +397,15 @@ async def list_comments(
     responses=error_responses(401, 404, 413, 422),
 )
 async def add_comment(
-    request: Request, post_id: PostIdPath, body: CommentCreate, user_id: CurrentUserId
+    request: Request,
+    post_id: PostIdPath,
+    body: CommentCreate,
+    user_id: CurrentUserId,
+    cache: CacheDep,
 ) -> Any:
     """Comment on a post as the caller."""
     return await sharded_comments.add_comment(
-        shards=_shards(request), post_id=post_id, author_id=user_id, body=body.body
+        shards=_shards(request), cache=cache, post_id=post_id, author_id=user_id, body=body.body
     )
 
 
