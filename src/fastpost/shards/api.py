@@ -37,7 +37,7 @@ from fastpost.posts.schemas import (
 )
 from fastpost.rate_limits import limit_login, limit_registration
 from fastpost.responses import dump_json, json_response
-from fastpost.routing import PrefixRouter
+from fastpost.routing import PrefixRouter, add_lean_routes
 from fastpost.schemas import SafeText
 from fastpost.security import CurrentUserId, OptionalUserId
 from fastpost.shards import comments as sharded_comments
@@ -574,3 +574,26 @@ def include_sharded_routes(app: FastAPI, unsharded: Iterable[APIRouter]) -> None
     refuse_unported(app, unsharded)
     for router in SHARDED_ROUTERS:
         app.include_router(router)
+    # The hot routes without FastAPI's request handling, as unsharded (fastpost.routing),
+    # in the unsharded order: the static /posts/... paths before /posts/{post_id}.
+    add_lean_routes(
+        app,
+        read_post,
+        list_posts,
+        popular_posts,
+        search_posts,
+        list_user_posts,
+        list_tags,
+        like_post,
+        unlike_post,
+        list_comments,
+        read_me,
+        read_user,
+        feed,
+        overview,
+        followers,
+        following,
+        friends,
+        follow,
+        unfollow,
+    )
