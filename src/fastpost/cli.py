@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fastpost.settings import Settings
+from fastpost.settings import DatabaseSettings, Settings
 
 app = typer.Typer(
     help="fastpost: a blog and social REST API built for speed.",
@@ -82,7 +82,12 @@ def serve(
     asyncio.run(_check_connection_budget(settings, workers))
     console.print(
         f"fastpost on http://{host}:{port} (docs at /docs), {workers} worker(s) on "
-        f"{server.value}, database {settings.db.url.split('://')[0]}"
+        f"{server.value}, database "
+        + (
+            f"sharded over {len(settings.db.shards)}"
+            if settings.db.shards
+            else settings.db.url.split("://")[0]
+        )
     )
     run = _run_granian if server is HttpServer.granian else _run_uvicorn
     run(
@@ -192,13 +197,33 @@ def _prepare_metrics_dir(settings: Settings) -> None:
 
 async def _check_connection_budget(settings: Settings, workers: int) -> None:
     """Refuse to start when the workers' pools together could exceed max_connections."""
+    if settings.db.shards:
+        # Sharded mode: each worker has both pools on every database; databases on one
+        # server share its max_connections.
+        from sqlalchemy.engine import make_url
+
+        by_server: dict[tuple[str | None, int | None], list[str]] = {}
+        for url in settings.db.shards:
+            parsed = make_url(url)
+            by_server.setdefault((parsed.host, parsed.port), []).append(url)
+        for urls in by_server.values():
+            await _check_server_budget(
+                settings.db.for_shard(urls[0]), settings, workers * len(urls)
+            )
+        return
     if settings.db.is_sqlite:
         return
+    await _check_server_budget(settings.db, settings, workers)
+
+
+async def _check_server_budget(
+    database: DatabaseSettings, settings: Settings, workers: int
+) -> None:
     from sqlalchemy import text
 
     from fastpost.db import Database
 
-    db = Database(settings.db)
+    db = Database(database)
     try:
         async with db.reader() as conn:
             limit = int(await conn.scalar(text("SHOW max_connections")) or 0)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import environment, fastpost
-from tests.shards.conftest import Api
+from tests.shards.conftest import Api, execute
 
 
 async def test_init_again_keeps_the_map_and_status_shows_each_databases_share(
@@ -31,3 +31,17 @@ def test_shards_commands_need_the_databases_named(tmp_path: Path) -> None:
     result = fastpost("shards", "status", env=environment(tmp_path), cwd=tmp_path)
     assert result.returncode == 2
     assert "FASTPOST_DB__SHARDS is empty" in result.stdout
+
+
+async def test_serve_counts_the_pools_of_every_database_on_a_server(
+    emptied: dict[str, Any], tmp_path: Path
+) -> None:
+    # As many workers as one database's pools fit on the server, but not twice over: both
+    # databases of these tests are on the same server.
+    (limit,) = (await execute(emptied["shards"][0], "SHOW max_connections"))[0]
+    per_worker = 10 + 5  # pool_size + write_pool_size, by default
+    workers = (int(limit) - 5) // per_worker
+    env = {**environment(tmp_path), "FASTPOST_DB__SHARDS": json.dumps(emptied["shards"])}
+    result = fastpost("serve", "--workers", str(workers), "--port", "1", env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "connections" in result.stdout
