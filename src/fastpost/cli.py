@@ -289,6 +289,16 @@ def db_current() -> None:
     console.print(asyncio.run(run()) or "not migrated")
 
 
+async def _database_of_user(settings: Settings, username: str) -> DatabaseSettings | None:
+    """The database that holds USERNAME's account: in sharded mode, the one the directory
+    names (None: nobody has that name)."""
+    if not settings.db.shards:
+        return settings.db
+    from fastpost.shards.setup import user_database_settings
+
+    return await user_database_settings(settings.db, username)
+
+
 def _set_admin(username: str, is_admin: bool) -> None:
     from sqlalchemy import update
 
@@ -298,7 +308,10 @@ def _set_admin(username: str, is_admin: bool) -> None:
     settings = _settings()
 
     async def run() -> int:
-        db = Database(settings.db)
+        database = await _database_of_user(settings, username)
+        if database is None:
+            return 0
+        db = Database(database)
         try:
             async with db.transaction() as session:
                 result = await session.execute(
@@ -334,7 +347,10 @@ def _set_active(username: str, active: bool) -> None:
     settings = _settings()
 
     async def run() -> int | None:
-        db = Database(settings.db)
+        database = await _database_of_user(settings, username)
+        if database is None:
+            return None
+        db = Database(database)
         # With Redis, the running workers drop the account's entries at once (pub/sub);
         # without, within the cache's local TTL.
         cache = build_cache(settings)

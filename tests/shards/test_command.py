@@ -45,3 +45,26 @@ async def test_serve_counts_the_pools_of_every_database_on_a_server(
     result = fastpost("serve", "--workers", str(workers), "--port", "1", env=env, cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "connections" in result.stdout
+
+
+async def test_admin_commands_reach_the_users_own_database(
+    api: Api, emptied: dict[str, Any], tmp_path: Path
+) -> None:
+    names = [f"admined{n}" for n in range(6)]
+    for name in names:
+        await api.user(name)
+    env = {**environment(tmp_path), "FASTPOST_DB__SHARDS": json.dumps(emptied["shards"])}
+    for name in names:
+        granted = fastpost("admin", "grant", name, env=env, cwd=tmp_path)
+        assert granted.returncode == 0, granted.stdout + granted.stderr
+    for url in emptied["shards"]:
+        rows = await execute(url, "SELECT username FROM users WHERE NOT is_admin")
+        assert rows == []
+    closed = fastpost("admin", "deactivate", names[-1].upper(), env=env, cwd=tmp_path)
+    assert closed.returncode == 0, closed.stdout + closed.stderr
+    login = await api.client.post(
+        "/auth/login", json={"username": names[-1], "password": "correct horse battery"}
+    )
+    assert login.status_code == 401
+    missing = fastpost("admin", "grant", "nobody", env=env, cwd=tmp_path)
+    assert missing.returncode == 1

@@ -36,6 +36,26 @@ async def init_shards(settings: DatabaseSettings) -> ShardMap:
         await directory.dispose()
 
 
+_USER_ID_NAMED = text("SELECT user_id FROM user_directory WHERE username_lower = lower(:username)")
+
+
+async def user_database_settings(
+    settings: DatabaseSettings, username: str
+) -> DatabaseSettings | None:
+    """The settings of the database that holds the user with this name (any case), read
+    from the directory and the shard map; None when no user has it (the admin commands)."""
+    directory = Database(settings.for_shard(settings.shards[0]))
+    try:
+        shard_map = await load_shard_map(directory, len(settings.shards))
+        async with directory.reader() as conn:
+            user_id = await conn.scalar(_USER_ID_NAMED, {"username": username})
+    finally:
+        await directory.dispose()
+    if user_id is None:
+        return None
+    return settings.for_shard(settings.shards[shard_map.database_of(int(user_id))])
+
+
 @dataclass
 class TableStatus:
     name: str
