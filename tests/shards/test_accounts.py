@@ -8,7 +8,7 @@ from fastpost.settings import Settings
 from fastpost.shards.router import Shards
 from fastpost.shards.shard_map import logical_shard_for_username
 from fastpost.timeutil import utcnow
-from tests.shards.conftest import PASSWORD, Api, execute
+from tests.shards.helpers import PASSWORD, Api, execute
 
 
 def _names_on_both_databases(shards: Shards) -> tuple[str, str]:

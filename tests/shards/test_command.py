@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import environment, fastpost
-from tests.shards.conftest import Api, execute
+from tests.shards.helpers import Api, execute
 
 
 async def test_init_again_keeps_the_map_and_status_shows_each_databases_share(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastpost.db import Database
 from fastpost.settings import Settings
 from fastpost.shards.router import Shards
-from tests.shards.conftest import Api, execute
+from tests.shards.helpers import Api, execute
 
 _FOLLOW_ROWS = "SELECT follower_id, followee_id FROM follows"
 

@@ -5,84 +5,33 @@ from __future__ import annotations
 from typing import Any
 
 from fastpost.shards.router import Shards
-from tests.shards.conftest import Api
-
-NAMES = ["ana", "bruno", "chloe", "dmitri", "eve", "farid"]
-
-
-def _shapes(pages: list[list[dict[str, Any]]]) -> list[list[tuple[Any, ...]]]:
-    """What a page shows, without the ids (each app numbers its rows its own way)."""
-    return [
-        [
-            (
-                item["title"],
-                item["author"]["username"],
-                item["tags"],
-                item["likes_count"],
-                item["liked_by_me"],
-            )
-            for item in page
-        ]
-        for page in pages
-    ]
-
-
-async def _same_data(api: Api, plain_api: Api) -> dict[str, Any]:
-    """The same users, posts, tags, likes and follows through each app's API, in the same
-    order (each app's timestamps then sort alike)."""
-    made: dict[str, Any] = {}
-    for key in ("sharded", "plain"):
-        made[key] = {"users": {}, "posts": []}
-    for name in [*NAMES, "reader"]:
-        for app_api, key in ((api, "sharded"), (plain_api, "plain")):
-            made[key]["users"][name] = await app_api.user(name)
-    for n in range(12):
-        author = NAMES[(n * 5) % len(NAMES)]
-        fields = {"tags": ["even"] if n % 2 == 0 else ["odd"]}
-        if n == 7:
-            fields["status"] = "draft"
-        for app_api, key in ((api, "sharded"), (plain_api, "plain")):
-            _, headers = made[key]["users"][author]
-            made[key]["posts"].append(await app_api.post(headers, f"Post {n}", **fields))
-    for app_api, key in ((api, "sharded"), (plain_api, "plain")):
-        _, reader = made[key]["users"]["reader"]
-        for n in (0, 3, 4, 9):
-            liked = await app_api.client.post(
-                f"/posts/{made[key]['posts'][n]}/like", headers=reader
-            )
-            assert liked.status_code == 200, liked.text
-        for name in ("ana", "chloe", "eve", "farid"):
-            await app_api.follow(reader, made[key]["users"][name][0])
-        # Friends of the reader: those who follow back.
-        for name in ("ana", "eve", "bruno"):
-            await app_api.follow(made[key]["users"][name][1], made[key]["users"]["reader"][0])
-    return made
+from tests.shards.helpers import Api, same_data, shapes
 
 
 async def test_the_newest_posts_page_the_same_across_shards_as_on_one_database(
     api: Api, plain_api: Api, shards: Shards
 ) -> None:
-    made = await _same_data(api, plain_api)
+    made = await same_data(api, plain_api)
     # The data does span both databases.
     assert {shards.index_of(user_id) for user_id, _ in made["sharded"]["users"].values()} == {0, 1}
     for limit in (1, 3, 5, 20):
         sharded = await api.all_pages("/posts/", limit=limit)
         plain = await plain_api.all_pages("/posts/", limit=limit)
-        assert _shapes(sharded) == _shapes(plain)
+        assert shapes(sharded) == shapes(plain)
         assert sum(len(page) for page in sharded) == 11  # one draft
     reader = made["sharded"]["users"]["reader"][1]
     plain_reader = made["plain"]["users"]["reader"][1]
     sharded = await api.all_pages("/posts/", headers=reader)
     plain = await plain_api.all_pages("/posts/", headers=plain_reader)
-    assert _shapes(sharded) == _shapes(plain)
+    assert shapes(sharded) == shapes(plain)
     assert sum(item["liked_by_me"] for page in sharded for item in page) == 4
 
 
 async def test_a_tag_lists_the_same_across_shards(api: Api, plain_api: Api) -> None:
-    await _same_data(api, plain_api)
+    await same_data(api, plain_api)
     sharded = await api.all_pages("/posts/", limit=2, query={"tag": "even"})
     plain = await plain_api.all_pages("/posts/", limit=2, query={"tag": "even"})
-    assert _shapes(sharded) == _shapes(plain)
+    assert shapes(sharded) == shapes(plain)
     assert [item["title"] for page in sharded for item in page] == [
         "Post 10",
         "Post 8",
@@ -94,27 +43,27 @@ async def test_a_tag_lists_the_same_across_shards(api: Api, plain_api: Api) -> N
 
 
 async def test_the_feed_pages_the_same_across_shards(api: Api, plain_api: Api) -> None:
-    made = await _same_data(api, plain_api)
+    made = await same_data(api, plain_api)
     reader = made["sharded"]["users"]["reader"][1]
     plain_reader = made["plain"]["users"]["reader"][1]
     for limit in (1, 2, 4):
         sharded = await api.all_pages("/feed", headers=reader, limit=limit)
         plain = await plain_api.all_pages("/feed", headers=plain_reader, limit=limit)
-        assert _shapes(sharded) == _shapes(plain)
+        assert shapes(sharded) == shapes(plain)
         authors = {item["author"]["username"] for page in sharded for item in page}
         assert authors == {"ana", "chloe", "eve", "farid"}
 
 
 async def test_one_authors_posts_list_the_same_across_shards(api: Api, plain_api: Api) -> None:
-    made = await _same_data(api, plain_api)
+    made = await same_data(api, plain_api)
     for name in ("ana", "bruno"):
         sharded_id = made["sharded"]["users"][name][0]
         plain_id = made["plain"]["users"][name][0]
         sharded = await api.all_pages("/posts/", limit=1, query={"author_id": sharded_id})
         plain = await plain_api.all_pages("/posts/", limit=1, query={"author_id": plain_id})
-        assert _shapes(sharded) == _shapes(plain)
+        assert shapes(sharded) == shapes(plain)
         by_user = await api.all_pages(f"/users/{sharded_id}/posts", limit=1)
-        assert _shapes(by_user) == _shapes(plain)
+        assert shapes(by_user) == shapes(plain)
 
 
 async def test_offset_pages_are_refused_in_sharded_mode(api: Api) -> None:
@@ -128,7 +77,7 @@ async def test_offset_pages_are_refused_in_sharded_mode(api: Api) -> None:
 async def test_friends_and_the_overview_read_the_same_across_shards(
     api: Api, plain_api: Api
 ) -> None:
-    made = await _same_data(api, plain_api)
+    made = await same_data(api, plain_api)
     shown: dict[str, Any] = {}
     for app_api, key in ((api, "sharded"), (plain_api, "plain")):
         reader_id = made[key]["users"]["reader"][0]
@@ -146,7 +95,7 @@ async def test_friends_and_the_overview_read_the_same_across_shards(
 
 
 async def test_the_most_liked_posts_merge_from_every_shard(api: Api, plain_api: Api) -> None:
-    await _same_data(api, plain_api)
+    await same_data(api, plain_api)
     sharded = (await api.client.get("/posts/popular", params={"limit": 20})).json()
     plain = (await plain_api.client.get("/posts/popular", params={"limit": 20})).json()
     # Ties in likes_count break by id, which each app numbers its own way: the same posts,
@@ -162,7 +111,7 @@ async def test_the_most_liked_posts_merge_from_every_shard(api: Api, plain_api: 
 
 
 async def test_the_tags_in_use_sum_over_shards(api: Api, plain_api: Api) -> None:
-    await _same_data(api, plain_api)
+    await same_data(api, plain_api)
     assert (await api.client.get("/tags")).json() == ["even", "odd"]  # 6 and 5 published
     for app_api in (api, plain_api):
         _, headers = await app_api.user("tagger")
@@ -174,7 +123,7 @@ async def test_the_tags_in_use_sum_over_shards(api: Api, plain_api: Api) -> None
 
 
 async def test_comments_read_the_same_across_shards(api: Api, plain_api: Api) -> None:
-    made = await _same_data(api, plain_api)
+    made = await same_data(api, plain_api)
     pages: dict[str, Any] = {}
     for app_api, key in ((api, "sharded"), (plain_api, "plain")):
         post_id = made[key]["posts"][0]

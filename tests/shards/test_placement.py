@@ -8,7 +8,7 @@ from typing import Any
 from fastpost.settings import Settings
 from fastpost.shards.router import Shards
 from fastpost.shards.setup import shard_status
-from tests.shards.conftest import Api, execute
+from tests.shards.helpers import Api, execute
 
 
 async def _ids(url: str, sql: str) -> set[Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastpost.shards.router import Shards
-from tests.shards.conftest import Api, Touches
+from tests.shards.helpers import Api, Touches
 
 
 async def _one_user_on_each(api: Api, shards: Shards) -> list[tuple[int, dict[str, str]]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastpost.db import Database
 from fastpost.shards.router import Shards
-from tests.shards.conftest import Api
+from tests.shards.helpers import Api
 
 
 async def test_a_stopped_database_fails_only_the_requests_that_need_it(

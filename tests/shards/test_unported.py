@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from fastpost.errors import install_error_handlers
 from fastpost.settings import DatabaseSettings
 from fastpost.shards.api import refuse_unported
-from tests.shards.conftest import Api
+from tests.shards.helpers import Api
 
 
 def _unsharded_routers() -> tuple[APIRouter, ...]:
