@@ -51,15 +51,15 @@ class DatabaseSettings(BaseModel):
     # FASTPOST_DB__REPLICA_URLS=postgresql+asyncpg://...:5434/db,postgresql+asyncpg://...
     # (see fastpost.replicas). Each worker opens pool_size connections to each of them.
     replica_urls: Annotated[list[str], NoDecode] = []
+    # A replica further behind than this leaves the rotation until it catches up.
+    replica_max_lag_seconds: float = Field(default=5.0, gt=0)
+    # How often each worker asks every replica how far it has replayed.
+    replica_check_interval_seconds: float = Field(default=0.5, gt=0)
     # Sharded mode (fastpost.shards): the PostgreSQL databases the 32 logical shards are
     # spread over, as a JSON list, FASTPOST_DB__SHARDS='["postgresql+asyncpg://...", ...]'.
     # The first is also the directory (shard map, usernames); `url` is not used then. Empty:
     # one database, `url`.
     shards: list[str] = []
-    # A replica further behind than this leaves the rotation until it catches up.
-    replica_max_lag_seconds: float = Field(default=5.0, gt=0)
-    # How often each worker asks every replica how far it has replayed.
-    replica_check_interval_seconds: float = Field(default=0.5, gt=0)
 
     @field_validator("replica_urls", mode="before")
     @classmethod
@@ -88,6 +88,8 @@ class DatabaseSettings(BaseModel):
                 raise ValueError("sharded mode does not take read replicas yet")
             if len(set(self.shards)) != len(self.shards):
                 raise ValueError("FASTPOST_DB__SHARDS names a database twice")
+            if len(self.shards) > 32:  # one logical shard each at most (fastpost.ids)
+                raise ValueError("FASTPOST_DB__SHARDS names more than 32 databases")
         return self
 
     def for_shard(self, url: str) -> DatabaseSettings:

@@ -68,9 +68,11 @@ class Shards:
         await asyncio.gather(*(db.dispose() for db in self.databases))
 
     def pool_usage(self) -> dict[str, tuple[int, int, int]]:
-        """Every database's pools, named `<pool>-<database index>`."""
-        usage: dict[str, tuple[int, int, int]] = {}
-        for n, db in enumerate(self.databases):
+        """Every database's pools (the db_pool_connections gauge): the directory's under
+        their own names, as GET /metrics samples app.state.db, the others' as
+        `<pool>-<database index>`."""
+        usage: dict[str, tuple[int, int, int]] = dict(self.directory.pool_usage())
+        for n, db in enumerate(self.databases[1:], start=1):
             for name, value in db.pool_usage().items():
                 usage[f"{name}-{n}"] = value
         return usage
