@@ -4,7 +4,7 @@ create_app mounts these instead of the unsharded routers when FASTPOST_DB__SHARD
 so the unsharded routes pay nothing for sharding (not even a test). Each route here routes
 its request to a database (fastpost.shards.Shards) and calls the unsharded service with it
 where one database answers the whole request, or the sharded one (fastpost.shards.posts,
-users, social) where the request spans databases. Every route of the unsharded routers
+users, social, comments) where the request spans databases. Every route of the unsharded routers
 that has no counterpart here answers 501 (refuse_unported), so that nothing reads one
 database's rows as if they were all of them. The RealWorld API is not mounted.
 """
@@ -151,7 +151,8 @@ async def list_posts(
     viewer_id: OptionalUserId,
     params: Annotated[PostListParams, Query()],
 ) -> Response:
-    """Posts, newest first; keyset-paginated by `next_cursor` (no offset in sharded mode)."""
+    """Posts, newest first; keyset-paginated by `next_cursor` (across authors, no offset in
+    sharded mode)."""
     shards = _shards(request)
     author_id = posts_routes._check_drafts_access(params.status, params.author_id, viewer_id)
     page = params.to_page()
@@ -163,7 +164,7 @@ async def list_posts(
             cache,
             viewer_id,
             author_id,
-            params.to_page(),
+            page,
             params.tag,
             params.status,
         )
