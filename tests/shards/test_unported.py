@@ -71,3 +71,11 @@ def test_sharded_mode_reads_its_databases_as_a_json_list(monkeypatch: pytest.Mon
         "FASTPOST_DB__SHARDS", '["postgresql+asyncpg://h/a", "postgresql+asyncpg://h/b"]'
     )
     assert Settings(_env_file=None).db.shards == urls  # type: ignore[call-arg]
+
+
+async def test_the_sharded_app_documents_its_own_routes(api: Api) -> None:
+    response = await api.client.get("/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert {"/posts/", "/posts/{post_id}", "/feed", "/auth/register"} <= set(paths)
+    assert not any(path.startswith("/api/") for path in paths)
