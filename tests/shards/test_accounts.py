@@ -114,3 +114,20 @@ async def test_a_new_username_moves_in_the_directory_and_logs_in(
         json={"username": first.upper(), "email": "new@example.com", "password": PASSWORD},
     )
     assert again.status_code == 201, again.text
+
+
+async def test_a_name_whose_directory_row_was_lost_is_refused_and_leaves_no_claim(
+    api: Api, sharded_settings: Settings
+) -> None:
+    await api.user("lost")
+    directory = sharded_settings.db.shards[0]
+    await execute(directory, "DELETE FROM user_directory WHERE username_lower = 'lost'")
+    # The same name hashes to the same database, whose unique index still has it.
+    response = await api.client.post(
+        "/auth/register",
+        json={"username": "Lost", "email": "other@example.com", "password": PASSWORD},
+    )
+    assert response.status_code == 409
+    assert (
+        await execute(directory, "SELECT * FROM user_directory WHERE username_lower = 'lost'") == []
+    )

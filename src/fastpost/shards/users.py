@@ -111,7 +111,12 @@ async def register_user(
                 },
             )
     except IntegrityError:
-        # The same name on this database already (a directory row lost by hand).
+        # The same name on this database already (a directory row lost by hand): the claim
+        # just made is given back.
+        async with shards.directory.transaction() as session:
+            await session.execute(
+                _RELEASE, {"username_lower": username.lower(), "user_id": user_id}
+            )
         raise Conflict("Username or email is already registered", code="user_exists") from None
     return {
         "id": user_id,
