@@ -55,7 +55,7 @@ def _schema(connection: Connection) -> dict[str, Any]:
 
 
 async def test_the_migrated_schema_has_every_table_key_and_index(db: Database) -> None:
-    assert await current_revision(db.write_engine) == "0007"
+    assert await current_revision(db.write_engine) == "0008"
     async with db.reader() as conn:
         schema = await conn.run_sync(_schema)
     assert schema["users"]["columns"] == {
@@ -150,7 +150,7 @@ async def test_post_tags_carry_their_posts_created_at_through_writes_and_migrati
     assert columns == {"post_id", "tag_id"}
     await upgrade(db.write_engine, db.settings)
 
-    assert await current_revision(db.write_engine) == "0007"
+    assert await current_revision(db.write_engine) == "0008"
     assert await _tagged_rows(db) == before
     listed = await client.get("/posts/", params={"tag": "c"})
     assert [post["id"] for post in listed.json()["items"]] == [post_id]

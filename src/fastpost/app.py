@@ -78,13 +78,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(
-            settings.db,
-            redis_url=settings.redis_url,
-            statement_timeout=settings.db.statement_timeout or None,
-            statements=recorded.statements,
-        )
-        await db.connect()
+        shards = None
+        if settings.db.shards:
+            from fastpost.shards.router import Shards
+
+            shards = Shards(
+                settings.db,
+                statement_timeout=settings.db.statement_timeout or None,
+                statements=recorded.statements,
+            )
+            await shards.connect()
+            app.state.shards = shards
+            # The directory: what reads app.state.db (health, idempotency keys) finds it.
+            db = shards.directory
+        else:
+            db = Database(
+                settings.db,
+                redis_url=settings.redis_url,
+                statement_timeout=settings.db.statement_timeout or None,
+                statements=recorded.statements,
+            )
+            await db.connect()
         app.state.db = db
         replica_monitor = None
         if db.replicas is not None:
@@ -97,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 explain=db.explain if db.dialect == "postgresql" else None,
             )
         recorded.start_serving(
-            db.pool_usage,
+            db.pool_usage if shards is None else shards.pool_usage,
             flush_interval=observability.metrics_flush_seconds,
             sample_interval=observability.sample_interval_seconds,
         )
@@ -126,7 +140,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await asyncio.to_thread(app.state.error_reporter.flush)
             if app.state.rate_limits is not None:
                 await app.state.rate_limits.close()
-            await db.dispose()
+            if shards is not None:
+                await shards.dispose()
+            else:
+                await db.dispose()
 
     app = FastAPI(
         title="fastpost",
@@ -227,6 +244,51 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         served=recorded.served,
     )
 
+    if settings.db.shards:
+        from fastpost.shards.api import include_sharded_routes
+
+        # Sharded mode's own routes (fastpost.shards), 501 for those not ported yet; no
+        # RealWorld API yet.
+        include_sharded_routes(
+            app,
+            (
+                posts_router,
+                users_router,
+                comments_router,
+                tags_router,
+                feed_router,
+                user_posts_router,
+                social_router,
+                auth_router,
+            ),
+        )
+        app.include_router(health.router)
+        add_plain_routes(app, *health.plain_routes)
+    else:
+        _include_unsharded_routes(app)
+    # An API route, not a plain Starlette one: only those name themselves in the scope, and a
+    # scrape counted under "unmatched" would pass for a stray request.
+    app.add_api_route(
+        "/metrics",
+        metrics_endpoint,
+        include_in_schema=False,
+        # In production, only to configured addresses or a bearer token (404 otherwise).
+        dependencies=[Depends(MetricsAccess(settings))],
+    )
+    # The live performance page, to whoever may read /metrics.
+    install_perf_page(app, settings, security_headers)
+    if settings.rate_limited:
+        document_limits(app, REALWORLD_PREFIX)
+    # After every route and error handler: what the framework answers, declared and shaped.
+    install_contract(app, REALWORLD_PREFIX)
+    # Last: nobody measures the speed of the documentation pages.
+    install_offline_docs(app)
+    # After the pages exist: their policy allows their inline scripts by hash.
+    security_headers.protect_pages(app)
+    return app
+
+
+def _include_unsharded_routes(app: FastAPI) -> None:
     # Routes are matched in order, one regular expression each: the hottest reads first.
     app.include_router(posts_router)
     # Second: GET /users/me is the other read of the mixed workload (loadtests/locustfile.py).
@@ -269,23 +331,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         realworld_routes.current_user,
         realworld_routes.list_tags,
     )
-    # An API route, not a plain Starlette one: only those name themselves in the scope, and a
-    # scrape counted under "unmatched" would pass for a stray request.
-    app.add_api_route(
-        "/metrics",
-        metrics_endpoint,
-        include_in_schema=False,
-        # In production, only to configured addresses or a bearer token (404 otherwise).
-        dependencies=[Depends(MetricsAccess(settings))],
-    )
-    # The live performance page, to whoever may read /metrics.
-    install_perf_page(app, settings, security_headers)
-    if settings.rate_limited:
-        document_limits(app, REALWORLD_PREFIX)
-    # After every route and error handler: what the framework answers, declared and shaped.
-    install_contract(app, REALWORLD_PREFIX)
-    # Last: nobody measures the speed of the documentation pages.
-    install_offline_docs(app)
-    # After the pages exist: their policy allows their inline scripts by hash.
-    security_headers.protect_pages(app)
-    return app

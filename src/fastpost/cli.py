@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fastpost.settings import Settings
+from fastpost.settings import DatabaseSettings, Settings
 
 app = typer.Typer(
     help="fastpost: a blog and social REST API built for speed.",
@@ -85,7 +85,12 @@ def serve(
     asyncio.run(_check_connection_budget(settings, workers))
     console.print(
         f"fastpost on http://{host}:{port} (docs at /docs), {workers} worker(s) on "
-        f"{server.value}, database {settings.db.url.split('://')[0]}"
+        f"{server.value}, database "
+        + (
+            f"sharded over {len(settings.db.shards)}"
+            if settings.db.shards
+            else settings.db.url.split("://")[0]
+        )
     )
     run = _run_granian if server is HttpServer.granian else _run_uvicorn
     run(
@@ -199,13 +204,33 @@ def _prepare_metrics_dir(settings: Settings) -> None:
 
 async def _check_connection_budget(settings: Settings, workers: int) -> None:
     """Refuse to start when the workers' pools together could exceed max_connections."""
+    if settings.db.shards:
+        # Sharded mode: each worker has both pools on every database; databases on one
+        # server share its max_connections.
+        from sqlalchemy.engine import make_url
+
+        by_server: dict[tuple[str | None, int | None], list[str]] = {}
+        for url in settings.db.shards:
+            parsed = make_url(url)
+            by_server.setdefault((parsed.host, parsed.port), []).append(url)
+        for urls in by_server.values():
+            await _check_server_budget(
+                settings.db.for_shard(urls[0]), settings, workers * len(urls)
+            )
+        return
     if settings.db.is_sqlite:
         return
+    await _check_server_budget(settings.db, settings, workers)
+
+
+async def _check_server_budget(
+    database: DatabaseSettings, settings: Settings, workers: int
+) -> None:
     from sqlalchemy import text
 
     from fastpost.db import Database
 
-    db = Database(settings.db)
+    db = Database(database)
     try:
         async with db.reader() as conn:
             limit = int(await conn.scalar(text("SHOW max_connections")) or 0)
@@ -327,6 +352,16 @@ def db_explain(
     print(explain.render_explain(report, width=terminal_width()))
 
 
+async def _database_of_user(settings: Settings, username: str) -> DatabaseSettings | None:
+    """The database that holds USERNAME's account: in sharded mode, the one the directory
+    names (None: nobody has that name)."""
+    if not settings.db.shards:
+        return settings.db
+    from fastpost.shards.setup import user_database_settings
+
+    return await user_database_settings(settings.db, username)
+
+
 def _set_admin(username: str, is_admin: bool) -> None:
     from sqlalchemy import update
 
@@ -336,7 +371,10 @@ def _set_admin(username: str, is_admin: bool) -> None:
     settings = _settings()
 
     async def run() -> int:
-        db = Database(settings.db)
+        database = await _database_of_user(settings, username)
+        if database is None:
+            return 0
+        db = Database(database)
         try:
             async with db.transaction() as session:
                 result = await session.execute(
@@ -372,7 +410,10 @@ def _set_active(username: str, active: bool) -> None:
     settings = _settings()
 
     async def run() -> int | None:
-        db = Database(settings.db)
+        database = await _database_of_user(settings, username)
+        if database is None:
+            return None
+        db = Database(database)
         # With Redis, the running workers drop the account's entries at once (pub/sub);
         # without, within the cache's local TTL.
         cache = build_cache(settings)
@@ -590,6 +631,10 @@ app.command()(bench)
 from fastpost.cluster.command import cluster_app  # noqa: E402
 
 app.add_typer(cluster_app, name="cluster")
+
+from fastpost.shards.command import shards_app  # noqa: E402
+
+app.add_typer(shards_app, name="shards")
 
 
 def main() -> None:

@@ -949,6 +949,10 @@ async def seed(settings: Settings, plan: SeedPlan, progress: Progress) -> SeedRe
     """Load the plan's rows into the configured database, in one transaction."""
     if plan.users < 1 and (plan.posts or plan.follows or plan.likes):
         raise ValueError("posts, follows and likes need at least one user")
+    if settings.db.shards:
+        from fastpost.shards.seed import seed_shards
+
+        return await seed_shards(settings, plan, progress)
     report = SeedReport()
     started = time.perf_counter()
     if settings.db.is_sqlite:
@@ -965,10 +969,14 @@ async def database_is_empty(settings: Settings) -> bool:
 
     from fastpost.db import Database
 
-    db = Database(settings.db)
+    # Sharded mode: the directory names every user of every database.
+    db = Database(
+        settings.db.for_shard(settings.db.shards[0]) if settings.db.shards else settings.db
+    )
     try:
         async with db.reader() as conn:
-            found = await conn.scalar(text("SELECT 1 FROM users LIMIT 1"))
+            table = "user_directory" if settings.db.shards else "users"
+            found = await conn.scalar(text(f"SELECT 1 FROM {table} LIMIT 1"))
             return found is None
     finally:
         await db.dispose()

@@ -55,6 +55,11 @@ class DatabaseSettings(BaseModel):
     replica_max_lag_seconds: float = Field(default=5.0, gt=0)
     # How often each worker asks every replica how far it has replayed.
     replica_check_interval_seconds: float = Field(default=0.5, gt=0)
+    # Sharded mode (fastpost.shards): the PostgreSQL databases the 32 logical shards are
+    # spread over, as a JSON list, FASTPOST_DB__SHARDS='["postgresql+asyncpg://...", ...]'.
+    # The first is also the directory (shard map, usernames); `url` is not used then. Empty:
+    # one database, `url`.
+    shards: list[str] = []
 
     @field_validator("replica_urls", mode="before")
     @classmethod
@@ -70,6 +75,26 @@ class DatabaseSettings(BaseModel):
         ):
             raise ValueError("read replicas (FASTPOST_DB__REPLICA_URLS) need PostgreSQL")
         return self
+
+    @model_validator(mode="after")
+    def _shards_need_postgres(self) -> DatabaseSettings:
+        if self.shards:
+            if any(not url.startswith("postgresql") for url in self.shards):
+                raise ValueError(
+                    "sharded mode (FASTPOST_DB__SHARDS) needs PostgreSQL: every URL must be "
+                    "postgresql+asyncpg://..."
+                )
+            if self.replica_urls:
+                raise ValueError("sharded mode does not take read replicas yet")
+            if len(set(self.shards)) != len(self.shards):
+                raise ValueError("FASTPOST_DB__SHARDS names a database twice")
+            if len(self.shards) > 32:  # one logical shard each at most (fastpost.ids)
+                raise ValueError("FASTPOST_DB__SHARDS names more than 32 databases")
+        return self
+
+    def for_shard(self, url: str) -> DatabaseSettings:
+        """These settings for one database of sharded mode."""
+        return self.model_copy(update={"url": url, "shards": []})
 
     @property
     def is_sqlite(self) -> bool:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Select,
     String,
     bindparam,
+    cast,
     func,
     insert,
     literal_column,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import REGCLASS
 from sqlalchemy.sql import ClauseElement, Insert
 
 from fastpost.db import table_of
@@ -84,10 +86,15 @@ _NEW_POST_COLUMNS = (
 )
 
 
-def _insert_post() -> Insert:
-    return insert(posts).values(
-        {name: bindparam(name, type_=posts.c[name].type) for name in _NEW_POST_COLUMNS}
-    )
+def _insert_post(sharded: bool = False) -> Insert:
+    values: dict[str, Any] = {
+        name: bindparam(name, type_=posts.c[name].type) for name in _NEW_POST_COLUMNS
+    }
+    if sharded:
+        # The id from the post's logical shard's sequence (fastpost.shards), named by
+        # :id_sequence, on whichever database hosts that shard.
+        values["id"] = func.nextval(cast(bindparam("id_sequence", type_=String), REGCLASS))
+    return insert(posts).values(values)
 
 
 def _link_tags(dialect: str, post_id: Any, created_at: Any) -> Any:
@@ -99,13 +106,16 @@ def _link_tags(dialect: str, post_id: Any, created_at: Any) -> Any:
 
 
 @cache
-def create_post_statement(dialect: str, with_tags: bool) -> ClauseElement:
+def create_post_statement(dialect: str, with_tags: bool, sharded: bool = False) -> ClauseElement:
     """PostgreSQL: INSERT the post, link its tags and return its id with its author's
-    username, image and bio, in one statement. SQLite: INSERT the post, returning its id."""
+    username, image and bio, in one statement. SQLite: INSERT the post, returning its id.
+    `sharded` (PostgreSQL): the id comes from the sequence named :id_sequence."""
     if dialect != "postgresql":
         return _insert_post().returning(posts.c.id)
     new_post = (
-        _insert_post().returning(posts.c.id, posts.c.author_id, posts.c.created_at).cte("new_post")
+        _insert_post(sharded)
+        .returning(posts.c.id, posts.c.author_id, posts.c.created_at)
+        .cte("new_post")
     )
     stmt = select(new_post.c.id, users.c.username, users.c.image, users.c.bio).join_from(
         new_post, users, users.c.id == new_post.c.author_id
@@ -129,10 +139,11 @@ _AUTHOR = select(users.c.username, users.c.image, users.c.bio).where(
 
 
 def create_post(
-    dialect: str, values: dict[str, Any], names: Sequence[str]
+    dialect: str, values: dict[str, Any], names: Sequence[str], *, sharded: bool = False
 ) -> WriteProgram[tuple[int, Any]]:
     """Insert a post (`values`: its columns) carrying the tags `names` (normalised); return
-    its id and its author's username, image and bio."""
+    its id and its author's username, image and bio. `sharded`: `values` names the sequence
+    of the post's logical shard as id_sequence (PostgreSQL)."""
     if names:
         # On PostgreSQL a statement of its own, committed before the post's: a tag that a
         # concurrent request is creating is then visible to the next statement, which
@@ -140,7 +151,7 @@ def create_post(
         yield Step(insert_tags(dialect), {"names": names_param(dialect, names)})
     if dialect == "postgresql":
         params = {**values, "names": names_param(dialect, names)} if names else values
-        rows = yield Step(create_post_statement(dialect, bool(names)), params)
+        rows = yield Step(create_post_statement(dialect, bool(names), sharded), params)
         return rows[0][0], rows[0][1:]
     rows = yield Step(create_post_statement(dialect, False), values)
     post_id: int = rows[0][0]

@@ -1,0 +1,110 @@
+"""Shards: one Database per physical database, and which one a row lives on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import text
+
+from fastpost.db import Database
+from fastpost.ids import shard_of
+from fastpost.observability.statements import StatementRecorder
+from fastpost.settings import DatabaseSettings
+from fastpost.shards.shard_map import SEQUENCES, ShardMap, load_shard_map
+
+# Cross-shard references: a like, a comment or a follow names a user who may live on another
+# database, where no foreign key can reach. `fastpost shards init` drops these on every
+# database; a user's deletion then cleans their rows elsewhere itself (not ported yet).
+CROSS_SHARD_FOREIGN_KEYS = (
+    ("likes", "user_id"),
+    ("comments", "author_id"),
+    ("follows", "follower_id"),
+    ("follows", "followee_id"),
+)
+
+
+class Shards:
+    """The physical databases of sharded mode and the shard map over them."""
+
+    def __init__(
+        self,
+        settings: DatabaseSettings,
+        *,
+        statement_timeout: float | None = None,
+        statements: StatementRecorder | None = None,
+    ):
+        # One recorder for all: the app's metrics and statement log see every database.
+        recorder = statements or StatementRecorder()
+        self.databases: list[Database] = [
+            Database(
+                settings.for_shard(url), statement_timeout=statement_timeout, statements=recorder
+            )
+            for url in settings.shards
+        ]
+        self.map: ShardMap = ShardMap.round_robin(len(self.databases))  # until load()
+
+    @property
+    def directory(self) -> Database:
+        """The first database: it also holds the shard map and the user directory."""
+        return self.databases[0]
+
+    async def connect(self) -> None:
+        """Open every database's read pool and read the shard map."""
+        for db in self.databases:
+            await db.connect()
+        self.map = await load_shard_map(self.directory, len(self.databases))
+
+    def each(self) -> Sequence[Database]:
+        return self.databases
+
+    def for_id(self, row_id: int) -> Database:
+        """The database of a user or a post, by its id."""
+        return self.databases[self.map.databases[shard_of(row_id)]]
+
+    def for_logical(self, logical: int) -> Database:
+        return self.databases[self.map.databases[logical]]
+
+    def index_of(self, row_id: int) -> int:
+        return self.map.databases[shard_of(row_id)]
+
+    def group_by_database(self, row_ids: Iterable[int]) -> dict[int, list[int]]:
+        """Ids grouped by the index of the database that holds them."""
+        groups: dict[int, list[int]] = {}
+        for row_id in row_ids:
+            groups.setdefault(self.map.databases[shard_of(row_id)], []).append(row_id)
+        return groups
+
+    async def dispose(self) -> None:
+        await asyncio.gather(*(db.dispose() for db in self.databases))
+
+    def pool_usage(self) -> dict[str, tuple[int, int, int]]:
+        """Every database's pools (the db_pool_connections gauge): the directory's under
+        their own names, as GET /metrics samples app.state.db, the others' as
+        `<pool>-<database index>`."""
+        usage: dict[str, tuple[int, int, int]] = dict(self.directory.pool_usage())
+        for n, db in enumerate(self.databases[1:], start=1):
+            for name, value in db.pool_usage().items():
+                usage[f"{name}-{n}"] = value
+        return usage
+
+
+async def drop_cross_shard_foreign_keys(db: Database) -> list[str]:
+    """Drop the foreign keys of CROSS_SHARD_FOREIGN_KEYS on one database; return their names."""
+    find = text(
+        "SELECT c.conname FROM pg_constraint c "
+        "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey) "
+        "WHERE c.contype = 'f' AND c.conrelid = CAST(:table AS regclass) AND a.attname = :column"
+    )
+    dropped: list[str] = []
+    async with db.transaction() as session:
+        for table, column in CROSS_SHARD_FOREIGN_KEYS:
+            names = (await session.execute(find, {"table": table, "column": column})).scalars()
+            for name in list(names):
+                # Names come from the catalogue, quoted all the same.
+                await session.execute(text(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"'))
+                dropped.append(f"{table}.{name}")
+    return dropped
+
+
+__all__ = ["SEQUENCES", "Shards", "drop_cross_shard_foreign_keys"]
