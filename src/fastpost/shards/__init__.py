@@ -9,7 +9,7 @@ Layout
   `logical % n` from `fastpost shards init`, read at start-up: shard_map.py). Moving a
   logical shard is one map entry changed with its version bumped (not built yet).
 - Ids: a row is numbered by its logical shard's sequence (`fastpost_shard_ids_LL`, from
-  first_id(LL); migration 0007 makes all 32 on every database), on whichever database hosts
+  first_id(LL); migration 0008 makes all 32 on every database), on whichever database hosts
   that shard, so the database holding a row is read off its id (`id >> 48`).
 - Users: a new user's logical shard is a hash of their lower-cased name (uniform over the
   32). Usernames and emails are unique across databases through `user_directory` on the
