@@ -21,7 +21,7 @@ LOGICAL_SHARDS = MAX_SHARDS  # one per shard number an id can carry (fastpost.id
 
 
 def sequence_name(logical: int) -> str:
-    """The sequence that numbers a logical shard's rows (migration 0007)."""
+    """The sequence that numbers a logical shard's rows (migration 0008)."""
     return f"fastpost_shard_ids_{logical:02d}"
 
 
