@@ -29,7 +29,8 @@ from fastpost.cluster.topology import (
 )
 
 cluster_app = typer.Typer(
-    help="A local cluster: nginx, fastpost instances, PostgreSQL primary and replicas, Redis.",
+    help="A local cluster: nginx, fastpost instances, PostgreSQL primary and replicas (or "
+    "shard servers), Redis.",
     no_args_is_help=True,
 )
 console = Console()
@@ -46,8 +47,13 @@ def up(
         int, typer.Option("--instances", min=1, help="fastpost instances behind nginx.")
     ] = DEFAULT_INSTANCES,
     replicas: Annotated[
-        int, typer.Option(min=0, help="PostgreSQL streaming replicas.")
-    ] = DEFAULT_REPLICAS,
+        int | None,
+        typer.Option(
+            min=0,
+            help=f"PostgreSQL streaming replicas (default: {DEFAULT_REPLICAS}; none with "
+            "--shards).",
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes per instance.")] = 1,
     port: Annotated[
         int, typer.Option(min=0, max=65535, help="nginx's port (0: any free one).")
@@ -76,6 +82,14 @@ def up(
             help="A Redis Cluster of this many masters (3 or more) instead of one Redis.",
         ),
     ] = 0,
+    shards: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Sharded mode over this many databases (2 to 32): the directory on the "
+            "primary, the others spread over it and a second PostgreSQL server.",
+        ),
+    ] = 0,
     free_ports: Annotated[
         bool,
         typer.Option(
@@ -86,8 +100,11 @@ def up(
     ] = False,
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
-    """Start the cluster, migrate and seed the primary, wait until every part answers."""
+    """Start the cluster, migrate and seed the primary (or every shard database), wait until
+    every part answers."""
     _require_binaries()
+    if replicas is None:
+        replicas = 0 if shards else DEFAULT_REPLICAS
     try:
         parts = plan(
             instances=instances_,
@@ -96,6 +113,7 @@ def up(
             weights=_parse_weights(weights),
             backup=backup,
             redis_masters=redis_cluster,
+            shards=shards,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -123,7 +141,12 @@ def up(
     try:
         with _progress() as step:
             cluster.up(
-                parts, workers=workers, posts=posts, apply_delay=replica_apply_delay, step=step
+                parts,
+                workers=workers,
+                posts=posts,
+                apply_delay=replica_apply_delay,
+                shards=shards,
+                step=step,
             )
     except Exception as exc:  # whatever failed, what had started must not be left running
         expected = (PartFailed, nginx.NginxConfigError, OSError, RuntimeError)
@@ -265,6 +288,8 @@ def _print_table(statuses: Sequence[PartStatus], *, title: str) -> None:
                 figures.append(f"{s.requests:,} requests")
         if s.lag_seconds is not None:
             figures.append(f"lag {s.lag_seconds:.2f} s")
+        if s.shard_databases:
+            figures.append("shards: " + ", ".join(s.shard_databases))
         table.add_row(
             s.name,
             s.kind,

@@ -5,6 +5,7 @@ Under the state directory:
     state.json, secret_key       what runs (see fastpost.cluster.state), the shared signing key
     primary/, replica-N/         the PostgreSQL nodes: data folder, log, socket
                                  (fastpost.cluster.postgres)
+    shard-server/                with --shards: the second PostgreSQL server, a primary too
     redis/                       redis-server's folder and log
     redis-N/                     with --redis-cluster: each node's folder, log, nodes.conf
     instances/instance-N/        an instance's working folder, data folder and log
@@ -32,10 +33,15 @@ from fastpost.cluster.topology import (
     Part,
     instance_environment,
     is_redis_cluster,
+    shard_databases,
 )
 
 if TYPE_CHECKING:
     from fastpost.cluster.postgres import PgNode
+    from fastpost.seed import SeedPlan
+
+# The parts that are PostgreSQL servers (fastpost.cluster.postgres nodes).
+POSTGRES_KINDS = ("primary", "replica", "shard_server")
 
 # Importing fastpost and opening its pools takes a few seconds on a busy machine.
 READY_TIMEOUT_SECONDS = 90.0
@@ -86,6 +92,8 @@ class PartStatus:
     requests: int | None = None
     weight: int | None = None
     backup: bool | None = None
+    # Sharded mode: the shard databases a PostgreSQL server holds (FASTPOST_DB__SHARDS order).
+    shard_databases: list[str] | None = None
 
     def as_json(self) -> dict[str, Any]:
         always = ("kind", "name", "port", "pid", "up")
@@ -108,32 +116,61 @@ class Cluster:
         workers: int = 1,
         posts: int = 1000,
         apply_delay: str | None = None,
+        shards: int = 0,
         step: Step = _quietly,
     ) -> None:
-        """Start every part of `parts` in order, migrate and seed the primary, and wait until
-        each answers. `step(description)` wraps each stage (a progress display)."""
-        by_kind = {kind: [p for p in parts if p.kind == kind] for kind in ("primary", "replica")}
+        """Start every part of `parts` in order, migrate and seed the primary (in sharded mode,
+        every database of `shards`), and wait until each answers. `step(description)` wraps
+        each stage (a progress display)."""
+        by_kind = {
+            kind: [p for p in parts if p.kind == kind]
+            for kind in ("primary", "replica", "shard_server")
+        }
         (primary_part,) = by_kind["primary"]
         redis_parts = [p for p in parts if p.kind == "redis"]
         (nginx_part,) = [p for p in parts if p.kind == "nginx"]
         instance_parts = [p for p in parts if p.kind == "instance"]
-        self.state.settings = {"workers": workers, "replica_apply_delay": apply_delay}
+        self.state.settings = {
+            "workers": workers,
+            "replica_apply_delay": apply_delay,
+            "shards": shards,
+        }
         self.state.save()
         with step(f"PostgreSQL primary on :{primary_part.port} (initdb, start)"):
             primary = self.start_primary(primary_part)
-        self.check_connection_budget(
-            primary, connections=len(instance_parts) * workers * (POOL_SIZE + WRITE_POOL_SIZE)
-        )
+        servers = {primary.name: primary}
+        for part in by_kind["shard_server"]:
+            with step(f"PostgreSQL {part.name} on :{part.port} (initdb, start)"):
+                servers[part.name] = self.start_primary(part)
+        per_worker = POOL_SIZE + WRITE_POOL_SIZE
+        placed = shard_databases(shards) if shards else [(primary.name, DATABASE)]
+        for name, node in servers.items():
+            # Each worker has both pools on every database; a server's databases share its
+            # max_connections.
+            here = sum(server == name for server, _ in placed)
+            self.check_connection_budget(
+                node, connections=len(instance_parts) * workers * per_worker * here
+            )
         url = primary.url(DATABASE, driver="postgresql+asyncpg")
-        with step(f"migrate, seed {posts:,} posts"):
-            migrate_and_seed(self.dir, url, posts=posts)
+        if shards:
+            shard_urls = [
+                servers[server].url(database, driver="postgresql+asyncpg")
+                for server, database in placed
+            ]
+            with step(f"{shards} shard databases: migrate, shards init, seed {posts:,} posts"):
+                for server, database in placed:
+                    asyncio.run(_create_database(servers[server].url(), database))
+                migrate_and_seed_shards(self.dir, shard_urls, posts=posts)
+        else:
+            with step(f"migrate, seed {posts:,} posts"):
+                migrate_and_seed(self.dir, url, posts=posts)
         replicas = []
         for part in by_kind["replica"]:
             delay = f", replays {apply_delay} late" if apply_delay else ""
             with step(f"PostgreSQL {part.name} on :{part.port} (pg_basebackup, start{delay})"):
                 replicas.append(self.start_replica(part, primary, apply_delay=apply_delay))
         self.start_redis(redis_parts, step=step, planned={p.port for p in parts})
-        env = instance_environment(parts)
+        env = instance_environment(parts, shards=shards)
         env["FASTPOST_DB__URL"] = url
         if replicas:
             env["FASTPOST_DB__REPLICA_URLS"] = ",".join(
@@ -150,7 +187,8 @@ class Cluster:
             self.wait_ready(self.start_nginx(parts))
 
     def start_primary(self, part: Part) -> PgNode:
-        """Create and start the primary, and create fastpost's database in it."""
+        """Create and start the primary (or the shard server, a primary of its own), and
+        create fastpost's database in it."""
         from fastpost.cluster import postgres
 
         node = postgres.init_primary(self.dir, port=part.port, name=part.name)
@@ -294,10 +332,14 @@ class Cluster:
     def status(self) -> list[PartStatus]:
         """Return each recorded part's pid, whether it answers, and its figures."""
         statuses = []
+        held: dict[str, list[str]] = {}
+        if self.state.settings.get("shards"):
+            for server, database in shard_databases(self.state.settings["shards"]):
+                held.setdefault(server, []).append(database)
         for started in self.state.parts:
             pid = started.pid
             lag = requests = weight = backup = None
-            if started.kind in ("primary", "replica"):
+            if started.kind in POSTGRES_KINDS:
                 from fastpost.cluster import postgres
 
                 node = _node(started)
@@ -323,6 +365,7 @@ class Cluster:
                     requests=requests,
                     weight=weight,
                     backup=backup,
+                    shard_databases=held.get(started.name),
                 )
             )
         return statuses
@@ -331,7 +374,7 @@ class Cluster:
 
     def stop_part(self, started: Started) -> None:
         """Stop one part as recorded (nothing happens if it no longer runs)."""
-        if started.kind in ("primary", "replica"):
+        if started.kind in POSTGRES_KINDS:
             from fastpost.cluster import postgres
 
             node = _node(started)
@@ -354,7 +397,7 @@ class Cluster:
             except Exception as exc:
                 failures.append(f"{started.name}: {exc}")
 
-        for kind in ("nginx", "instance", "redis", "replica", "primary"):
+        for kind in ("nginx", "instance", "redis", "replica", "shard_server", "primary"):
             parts = [p for p in reversed(self.state.parts) if p.kind == kind]
             for started in parts:
                 on_stop(started)
@@ -372,7 +415,7 @@ class Cluster:
         """Delete the folders of a cluster that ran here before (and is down)."""
         for started in self.state.parts:
             directory = Path(started.directory)
-            if started.kind in ("primary", "replica"):
+            if started.kind in POSTGRES_KINDS:
                 # The node's folder: its data folder, log and socket (fastpost.cluster.postgres).
                 directory = directory.parent
             # Only folders inside the state directory: never anything a state file points
@@ -394,7 +437,7 @@ def _node(started: Started) -> PgNode:
 
     return PgNode(
         started.name,
-        "primary" if started.kind == "primary" else "replica",
+        "replica" if started.kind == "replica" else "primary",
         started.port,
         Path(started.directory),
         Path(started.log_file),
@@ -414,7 +457,7 @@ def migrate_and_seed(state_dir: Path, url: str, *, posts: int) -> None:
     and likes in proportion) into it."""
     from fastpost.db import Database
     from fastpost.migrations import upgrade
-    from fastpost.seed import SeedPlan, seed
+    from fastpost.seed import seed
     from fastpost.settings import DatabaseSettings, Settings
 
     settings = Settings(db=DatabaseSettings(url=url), data_dir=state_dir / "seed")
@@ -428,19 +471,40 @@ def migrate_and_seed(state_dir: Path, url: str, *, posts: int) -> None:
 
     asyncio.run(migrate())
     if posts:
-        users = max(10, posts // 10)
-        plan = SeedPlan(users=users, posts=posts, follows=posts, likes=3 * posts, tags=20)
-        asyncio.run(seed(settings, plan, lambda phase, rows: None))
+        asyncio.run(seed(settings, _seed_plan(posts), lambda phase, rows: None))
 
 
-async def _create_database(url: str) -> None:
+def migrate_and_seed_shards(state_dir: Path, urls: Sequence[str], *, posts: int) -> None:
+    """Prepare the databases `urls` for sharded mode (`fastpost shards init`: migrate, shard
+    map, directory) and load `posts` generated posts, each row on its logical shard's
+    database (`fastpost seed` in sharded mode)."""
+    from fastpost.settings import DatabaseSettings, Settings
+    from fastpost.shards.seed import seed_shards
+    from fastpost.shards.setup import init_shards
+
+    database = DatabaseSettings(url=urls[0], shards=list(urls))
+    asyncio.run(init_shards(database))
+    if posts:
+        settings = Settings(db=database, data_dir=state_dir / "seed")
+        asyncio.run(seed_shards(settings, _seed_plan(posts), lambda phase, rows: None))
+
+
+def _seed_plan(posts: int) -> SeedPlan:
+    from fastpost.seed import SeedPlan
+
+    users = max(10, posts // 10)
+    return SeedPlan(users=users, posts=posts, follows=posts, likes=3 * posts, tags=20)
+
+
+async def _create_database(url: str, database: str = DATABASE) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(url)
     try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if not exists:
-            await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+            # Names come from topology.shard_databases, never from input.
+            await conn.execute(f'CREATE DATABASE "{database}"')
     finally:
         await conn.close()
 

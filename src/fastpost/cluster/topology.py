@@ -7,6 +7,7 @@ the two).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import Literal
 
 from fastpost.settings import ApiSettings, DatabaseSettings
 
-Kind = Literal["nginx", "instance", "primary", "replica", "redis"]
+# "shard_server": the second PostgreSQL server of sharded mode (`cluster up --shards N`).
+Kind = Literal["nginx", "instance", "primary", "replica", "shard_server", "redis"]
 
 DEFAULT_INSTANCES = 3
 DEFAULT_REPLICAS = 1
@@ -38,6 +40,10 @@ REPLICA_MAX_LAG_SECONDS: float = DatabaseSettings.model_fields["replica_max_lag_
 BACKUP_FROM = 3
 # `redis-cli --cluster create` wants at least three masters.
 MIN_REDIS_MASTERS = 3
+# Sharded mode: from 2 databases (one is only unsharded mode) to one per logical shard.
+MIN_SHARDS = 2
+MAX_SHARDS = 32
+SHARD_SERVER = "shard-server"
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ def plan(
     weights: Sequence[int] | None = None,
     backup: bool | None = None,
     redis_masters: int = 0,
+    shards: int = 0,
 ) -> list[Part]:
     """Return the parts of a cluster in the order they start (primary first, nginx last).
 
@@ -69,6 +76,8 @@ def plan(
     `redis-1`, `redis-2`... on consecutive ports from `redis_port`.
     `weights` give the active instances' nginx weights (1 each by default); `backup` makes
     the last instance the upstream's backup (default: with BACKUP_FROM instances or more).
+    `shards`: 0 for one database; else sharded mode over that many databases, spread over
+    the primary and a second PostgreSQL server, `shard-server` (see `shard_databases`).
     """
     if instances < 1:
         raise ValueError("a cluster needs at least one instance")
@@ -90,8 +99,15 @@ def plan(
         raise ValueError("weights are whole numbers from 1")
     if redis_masters and redis_masters < MIN_REDIS_MASTERS:
         raise ValueError(f"a Redis Cluster needs at least {MIN_REDIS_MASTERS} masters")
+    if shards and not MIN_SHARDS <= shards <= MAX_SHARDS:
+        raise ValueError(f"sharded mode takes {MIN_SHARDS} to {MAX_SHARDS} databases")
+    if shards and replicas:
+        # DatabaseSettings refuses FASTPOST_DB__SHARDS with FASTPOST_DB__REPLICA_URLS.
+        raise ValueError("sharded mode does not take read replicas yet: pass --replicas 0")
     parts = [Part("primary", "primary", postgres_port)]
     parts += [Part("replica", f"replica-{n}", postgres_port + n) for n in range(1, replicas + 1)]
+    if shards:
+        parts.append(Part("shard_server", SHARD_SERVER, postgres_port + replicas + 1))
     if redis_masters:
         parts += [
             Part("redis", f"redis-{n}", redis_port + n - 1) for n in range(1, redis_masters + 1)
@@ -106,9 +122,26 @@ def plan(
     return parts
 
 
-def postgres_url(port: int, *, host: str = "127.0.0.1", user: str = "postgres") -> str:
-    """Return the SQLAlchemy URL of the fastpost database on a PostgreSQL node."""
-    return f"postgresql+asyncpg://{user}@{host}:{port}/{DATABASE}"
+def postgres_url(
+    port: int, *, host: str = "127.0.0.1", user: str = "postgres", database: str = DATABASE
+) -> str:
+    """Return the SQLAlchemy URL of the fastpost database (or `database`) on a PostgreSQL
+    node."""
+    return f"postgresql+asyncpg://{user}@{host}:{port}/{database}"
+
+
+def shard_databases(shards: int) -> list[tuple[str, str]]:
+    """Where each database of `cluster up --shards N` lives: (server part name, database
+    name), in FASTPOST_DB__SHARDS order.
+
+    Database 0, the directory, is the primary's fastpost database; the others alternate
+    between the second server and the primary, starting on the second server: with two
+    databases each server holds one, with more they split them as evenly as they can."""
+    placed = [("primary", DATABASE)]
+    for index in range(1, shards):
+        server = SHARD_SERVER if index % 2 else "primary"
+        placed.append((server, f"{DATABASE}_shard_{index}"))
+    return placed
 
 
 def instance_environment(
@@ -119,6 +152,7 @@ def instance_environment(
     postgres_user: str = "postgres",
     secret_key: str | None = None,
     data_dir: Path | None = None,
+    shards: int = 0,
 ) -> dict[str, str]:
     """Return the FASTPOST_* variables every instance of the cluster `parts` is started with.
 
@@ -126,6 +160,8 @@ def instance_environment(
     another), so it is given here rather than made by each instance; `data_dir` is each
     instance's own (its prometheus_client folder lives there). Every part is on `host`
     unless `hosts` names another for it (by part name: {"primary": "db-primary"}, say).
+    `shards`: sharded mode over that many databases (FASTPOST_DB__SHARDS, placed by
+    `shard_databases`).
     """
     parts = plan() if parts is None else parts
     where = {**{p.name: host for p in parts}, **(hosts or {})}
@@ -153,6 +189,14 @@ def instance_environment(
             postgres_url(r.port, host=where[r.name], user=postgres_user) for r in by_kind["replica"]
         )
         env["FASTPOST_DB__REPLICA_MAX_LAG_SECONDS"] = str(REPLICA_MAX_LAG_SECONDS)
+    if shards:
+        port_of = {p.name: p.port for p in parts}
+        env["FASTPOST_DB__SHARDS"] = json.dumps(
+            [
+                postgres_url(port_of[server], host=where[server], user=postgres_user, database=name)
+                for server, name in shard_databases(shards)
+            ]
+        )
     if secret_key is not None:
         env["FASTPOST_AUTH__SECRET_KEY"] = secret_key
     if data_dir is not None:
