@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         shards = None
+        map_watch = None
         if settings.db.shards:
             from fastpost.shards.router import Shards
 
@@ -89,6 +90,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             await shards.connect()
             app.state.shards = shards
+            from fastpost.shards.map_watch import MapWatch
+
+            # Follows the shard map while serving: a move needs no restart.
+            map_watch = MapWatch(
+                shards,
+                interval=settings.db.shard_map_check_seconds,
+                redis_url=settings.redis_url,
+            )
+            await map_watch.start()
             # The directory: what reads app.state.db (health, idempotency keys) finds it.
             db = shards.directory
         else:
@@ -140,6 +150,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await asyncio.to_thread(app.state.error_reporter.flush)
             if app.state.rate_limits is not None:
                 await app.state.rate_limits.close()
+            if map_watch is not None:
+                await map_watch.stop()
             if shards is not None:
                 await shards.dispose()
             else:
@@ -246,9 +258,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     if settings.db.shards:
         from fastpost.shards.api import include_sharded_routes
+        from fastpost.shards.realworld import include_realworld_routes
 
-        # Sharded mode's own routes (fastpost.shards), 501 for those not ported yet; no
-        # RealWorld API yet.
+        # Sharded mode's own routes (fastpost.shards), 501 for those not ported yet, and
+        # the RealWorld API over them (fastpost.shards.realworld).
         include_sharded_routes(
             app,
             (
@@ -264,6 +277,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.include_router(health.router)
         add_plain_routes(app, *health.plain_routes)
+        include_realworld_routes(app)
     else:
         _include_unsharded_routes(app)
     # An API route, not a plain Starlette one: only those name themselves in the scope, and a

@@ -60,6 +60,9 @@ class DatabaseSettings(BaseModel):
     # The first is also the directory (shard map, usernames); `url` is not used then. Empty:
     # one database, `url`.
     shards: list[str] = []
+    # Sharded mode: how often each instance reads the shard map, to follow a move when no
+    # Redis announcement reaches it (fastpost.shards.map_watch).
+    shard_map_check_seconds: float = Field(default=1.0, gt=0)
 
     @field_validator("replica_urls", mode="before")
     @classmethod

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import math
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from sqlalchemy import text
 
 from fastpost.db import Database
+from fastpost.errors import ServiceUnavailable
 from fastpost.ids import shard_of
 from fastpost.observability.statements import StatementRecorder
 from fastpost.settings import DatabaseSettings
-from fastpost.shards.shard_map import SEQUENCES, ShardMap, load_shard_map
+from fastpost.shards.shard_map import LOGICAL_SHARDS, SEQUENCES, ShardMap, load_shard_map
+
+# How long a write waits for a frozen logical shard (a move's last step, a matter of
+# seconds) before it is answered 503 with Retry-After rather than kept hanging.
+FREEZE_WAIT_SECONDS = 10.0
+
+
+class ShardFrozen(ServiceUnavailable):
+    code = "shard_moving"
+
 
 # Cross-shard references: a like, a comment or a follow names a user who may live on another
 # database, where no foreign key can reach. `fastpost shards init` drops these on every
@@ -43,6 +56,14 @@ class Shards:
             for url in settings.shards
         ]
         self.map: ShardMap = ShardMap.round_robin(len(self.databases))  # until load()
+        self.freeze_wait = FREEZE_WAIT_SECONDS
+        # Set by the map watcher (map_watch.py): until when this instance's map is recent
+        # enough to write by. A move waits only for instances seen within that lease, so an
+        # instance that lost sight of the map must not write on an old one.
+        self.fresh_until: float | None = None
+        # Writes running per logical shard: a freeze is acknowledged once its count is 0.
+        self.in_flight = [0] * LOGICAL_SHARDS
+        self._changed = asyncio.Event()
 
     @property
     def directory(self) -> Database:
@@ -64,6 +85,60 @@ class Shards:
 
     def for_logical(self, logical: int) -> Database:
         return self.databases[self.map.databases[logical]]
+
+    def apply_map(self, shard_map: ShardMap) -> None:
+        """Serve by a newer map; wake the writes waiting for a frozen shard or a fresh map."""
+        self.map = shard_map
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def renewed(self, until: float) -> None:
+        self.fresh_until = until
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _may_write(self, logical: int) -> bool:
+        if self.map.is_frozen(logical):
+            return False
+        return self.fresh_until is None or time.monotonic() < self.fresh_until
+
+    @asynccontextmanager
+    async def writing(self, logical: int) -> AsyncIterator[Database]:
+        """The database to write a logical shard's rows to, held for the write: the one
+        gate of sharded writes. While the shard is frozen (a move's last step) it waits,
+        then answers the database the map names after the switch; past freeze_wait, 503."""
+        if not self._may_write(logical):
+            deadline = time.monotonic() + self.freeze_wait
+            while not self._may_write(logical):
+                left = deadline - time.monotonic()
+                changed = self._changed
+                try:
+                    if left <= 0:
+                        raise TimeoutError
+                    await asyncio.wait_for(changed.wait(), left)
+                except TimeoutError:
+                    raise ShardFrozen(
+                        "This account's shard is being moved: try again shortly",
+                        retry_after=max(1, math.ceil(self.freeze_wait / 2)),
+                    ) from None
+        # No await between the check and the count: a freeze seen after this waits for it.
+        self.in_flight[logical] += 1
+        try:
+            yield self.for_logical(logical)
+        finally:
+            self.in_flight[logical] -= 1
+            if not self.in_flight[logical]:
+                self._changed.set()
+                self._changed = asyncio.Event()
+
+    def writing_for(self, row_id: int) -> AbstractAsyncContextManager[Database]:
+        """writing() for the logical shard of a user or a post."""
+        return self.writing(shard_of(row_id))
+
+    async def drained(self, logical: int) -> None:
+        """Return once no write to the logical shard runs in this instance."""
+        while self.in_flight[logical]:
+            await self._changed.wait()
 
     def index_of(self, row_id: int) -> int:
         return self.map.databases[shard_of(row_id)]

@@ -1,9 +1,11 @@
 """The shard map: which physical database hosts each of the 32 logical shards.
 
-A table on the directory database, `shard_map(logical, database, version)`, made round-robin
-(`logical % n`) by `fastpost shards init` and read once at start-up into a ShardMap. Each
-entry carries a version, so that moving one logical shard (a later slice: `shards move`)
-is one row updated with a bumped version, which instances notice by comparing versions.
+A table on the directory database, `shard_map(logical, database, version, state)`, made
+round-robin (`logical % n`) by `fastpost shards init`, read at start-up into a ShardMap and
+again whenever it changes (map_watch.py). Each entry carries a version, bumped by every
+change of its database or state, so that an instance tells what changed by comparing
+versions. The state is `ready`, `moving` (being copied elsewhere: writes go on) or `frozen`
+(the last step of a move: writes to that logical shard wait, router.Shards.writing).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fastpost.db import Database
 from fastpost.ids import MAX_SHARDS, shard_of
@@ -36,12 +39,16 @@ def logical_shard_for_username(username: str) -> int:
     return int.from_bytes(digest, "big") % LOGICAL_SHARDS
 
 
+READY, MOVING, FROZEN = "ready", "moving", "frozen"
+
+
 @dataclass(frozen=True, slots=True)
 class ShardMap:
     """Logical shard -> index of its physical database in FASTPOST_DB__SHARDS."""
 
     databases: tuple[int, ...]  # indexed by logical shard
     versions: tuple[int, ...]
+    states: tuple[str, ...] = (READY,) * LOGICAL_SHARDS
 
     @classmethod
     def round_robin(cls, physical: int) -> ShardMap:
@@ -50,6 +57,9 @@ class ShardMap:
             tuple(logical % physical for logical in range(LOGICAL_SHARDS)),
             (1,) * LOGICAL_SHARDS,
         )
+
+    def is_frozen(self, logical: int) -> bool:
+        return self.states[logical] == FROZEN
 
     def database_of(self, row_id: int) -> int:
         """The physical database that holds a row (user, post), read off its id."""
@@ -64,7 +74,30 @@ _CREATE_ROWS = text(
     "SELECT * FROM unnest(CAST(:logical AS smallint[]), CAST(:database AS smallint[]), "
     "CAST(:version AS bigint[])) ON CONFLICT (logical) DO NOTHING"
 )
-_READ = text("SELECT logical, database, version FROM shard_map ORDER BY logical")
+_READ = text("SELECT logical, database, version, state FROM shard_map ORDER BY logical")
+
+# Beside the map (migration 0008), `shard_map_instances`: the instances serving with what
+# they have applied (map_watch.py): `versions` holds, per logical shard, the version an
+# instance has applied and, for a frozen entry, drained its writes under; `seen_at` its
+# last look at the map (the directory's clock).
+
+
+_SET_ENTRY = text(
+    "UPDATE shard_map SET database = :database, state = :state, version = version + 1 "
+    "WHERE logical = :logical RETURNING version"
+)
+
+
+async def set_entry(directory: Database, logical: int, database: int, state: str) -> int:
+    """Change one entry (its database, its state) with its version bumped; return the new
+    version."""
+    async with directory.transaction() as session:
+        version = (
+            await session.execute(
+                _SET_ENTRY, {"logical": logical, "database": database, "state": state}
+            )
+        ).scalar_one()
+    return int(version)
 
 
 async def create_shard_map(directory: Database, physical: int) -> ShardMap:
@@ -91,9 +124,14 @@ async def load_shard_map(directory: Database, physical: int) -> ShardMap:
     """Read the map from the directory; refuse one that is incomplete or names a database
     beyond the `physical` configured."""
     async with directory.reader() as conn:
-        rows: Sequence[tuple[int, int, int]] = [
-            (int(r[0]), int(r[1]), int(r[2])) for r in (await conn.execute(_READ)).all()
-        ]
+        return await read_shard_map(conn, physical)
+
+
+async def read_shard_map(conn: AsyncConnection, physical: int) -> ShardMap:
+    """load_shard_map on a connection of the caller's."""
+    rows: Sequence[tuple[int, int, int, str]] = [
+        (int(r[0]), int(r[1]), int(r[2]), str(r[3])) for r in (await conn.execute(_READ)).all()
+    ]
     if len(rows) != LOGICAL_SHARDS or [r[0] for r in rows] != list(range(LOGICAL_SHARDS)):
         raise ShardMapMissing(
             f"the shard map on the directory database has {len(rows)} of {LOGICAL_SHARDS} "
@@ -104,4 +142,4 @@ async def load_shard_map(directory: Database, physical: int) -> ShardMap:
         raise ShardMapMissing(
             f"the shard map names databases {beyond}, but FASTPOST_DB__SHARDS has {physical}"
         )
-    return ShardMap(tuple(r[1] for r in rows), tuple(r[2] for r in rows))
+    return ShardMap(tuple(r[1] for r in rows), tuple(r[2] for r in rows), tuple(r[3] for r in rows))

@@ -8,7 +8,7 @@ PostgreSQL only (sharded mode is; on SQLite this does nothing). On every databas
 - `fastpost_shard_ids_00` ... `_31`: logical shard L numbers its rows from first_id(L), on
   whichever database hosts L (fastpost.shards). Every database has all 32, so that moving a
   logical shard to another database later needs no schema change there.
-- `shard_map` and `user_directory`: read and written on the first database of
+- `shard_map`, `shard_map_instances` and `user_directory`: read and written on the first database of
   FASTPOST_DB__SHARDS only (the directory); empty elsewhere.
 Unsharded databases keep numbering from their identity columns; the sequences stay unused.
 """
@@ -44,6 +44,15 @@ def upgrade() -> None:
         sa.Column("logical", sa.SmallInteger(), primary_key=True, autoincrement=False),
         sa.Column("database", sa.SmallInteger(), nullable=False),
         sa.Column("version", sa.BigInteger(), nullable=False),
+        # ready, moving (being copied elsewhere: writes go on) or frozen (a move's last step)
+        sa.Column("state", sa.String(8), nullable=False, server_default="ready"),
+    )
+    # The instances serving, with the map versions each has applied (fastpost.shards.map_watch)
+    op.create_table(
+        "shard_map_instances",
+        sa.Column("instance", sa.String(64), primary_key=True),
+        sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("versions", sa.ARRAY(sa.BigInteger()), nullable=False),
     )
     op.create_table(
         "user_directory",
@@ -60,6 +69,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.drop_table("user_directory")
+    op.drop_table("shard_map_instances")
     op.drop_table("shard_map")
     for logical in range(MAX_SHARDS):
         op.execute(f"DROP SEQUENCE IF EXISTS {sequence_name(logical)}")
