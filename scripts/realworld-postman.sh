@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the RealWorld (Conduit) Postman suite with newman against a fastpost started on a fresh
-# SQLite database; exit non-zero on any failed request or assertion.
+# SQLite database (or, with FASTPOST_DB__SHARDS set, on those databases in sharded mode);
+# exit non-zero on any failed request or assertion.
 #
 #   scripts/realworld-postman.sh [DIR]
 #
@@ -38,10 +39,14 @@ cleanup() {
 trap cleanup EXIT
 
 PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export FASTPOST_DB__URL="sqlite+aiosqlite:///$WORK/fastpost.db"
 export FASTPOST_DATA_DIR="$WORK/data"
 export FASTPOST_OBSERVABILITY__ACCESS_LOG=false
-"$FASTPOST" db upgrade >"$WORK/upgrade.log" 2>&1 || { cat "$WORK/upgrade.log" >&2; exit 1; }
+# Sharded mode when FASTPOST_DB__SHARDS is set: its databases, prepared by the caller
+# (`fastpost shards init`), are used as they are.
+if [[ -z "${FASTPOST_DB__SHARDS:-}" ]]; then
+    export FASTPOST_DB__URL="sqlite+aiosqlite:///$WORK/fastpost.db"
+    "$FASTPOST" db upgrade >"$WORK/upgrade.log" 2>&1 || { cat "$WORK/upgrade.log" >&2; exit 1; }
+fi
 "$FASTPOST" serve --host 127.0.0.1 --port "$PORT" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 
