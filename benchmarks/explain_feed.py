@@ -197,7 +197,7 @@ async def _measure(
     conn: asyncpg.Connection, args: argparse.Namespace, viewers: list[int]
 ) -> dict[str, list[tuple[int, Call]]]:
     native = social_service._FEED
-    realworld = realworld_service._read("postgresql", body=False, viewer=True)
+    realworld = realworld_service.post_read("postgresql", body=False, viewer=True)
     cursors = {viewer: await _deep_cursor(conn, viewer, args.depth) for viewer in viewers}
     results: dict[str, list[tuple[int, Call]]] = {}
     for name, is_native, page in _cases(args):

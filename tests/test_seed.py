@@ -190,15 +190,15 @@ async def test_failure_mid_seed_leaves_no_rows_and_the_schema_intact(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = [] if settings.db.is_sqlite else await schema_objects(settings)
-    real_likes = seed_module._Generator.likes
+    real_likes = seed_module.RowGenerator.likes
 
-    def likes_then_fail(self: seed_module._Generator) -> Iterator[tuple[Any, ...]]:
+    def likes_then_fail(self: seed_module.RowGenerator) -> Iterator[tuple[Any, ...]]:
         for n, row in enumerate(real_likes(self)):
             if n == 100:
                 raise RuntimeError("generator failed mid-table")
             yield row
 
-    monkeypatch.setattr(seed_module._Generator, "likes", likes_then_fail)
+    monkeypatch.setattr(seed_module.RowGenerator, "likes", likes_then_fail)
 
     with pytest.raises(RuntimeError, match="mid-table"):
         await run(settings)
@@ -302,15 +302,15 @@ async def test_post_counts_match_a_full_recount_after_seeding_twice(settings: Se
 async def test_failure_while_posts_stream_leaves_no_rows_and_stops_the_encoder(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_posts = seed_module._Generator.posts
+    real_posts = seed_module.RowGenerator.posts
 
-    def posts_then_fail(self: seed_module._Generator) -> Iterator[tuple[Any, ...]]:
+    def posts_then_fail(self: seed_module.RowGenerator) -> Iterator[tuple[Any, ...]]:
         for n, row in enumerate(real_posts(self)):
             if n == 150:
                 raise RuntimeError("generator failed mid-posts")
             yield row
 
-    monkeypatch.setattr(seed_module._Generator, "posts", posts_then_fail)
+    monkeypatch.setattr(seed_module.RowGenerator, "posts", posts_then_fail)
 
     with pytest.raises(RuntimeError, match="mid-posts"):
         await run(settings)

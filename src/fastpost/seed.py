@@ -341,7 +341,7 @@ def _distinct(rng: random.Random, k: int, n: int) -> Iterable[int]:
     return picked
 
 
-class _Generator:
+class RowGenerator:
     """Rows for each table, generated on demand from the plan's seed.
 
     Each table draws from its own random stream, so that its rows don't depend on how
@@ -556,7 +556,7 @@ def _counting(
         progress(table, n)
 
 
-def _rows(gen: _Generator, table: str, hashes: tuple[str, str]) -> Iterator[Row]:
+def _rows(gen: RowGenerator, table: str, hashes: tuple[str, str]) -> Iterator[Row]:
     if table == "users":
         return gen.users(*hashes)
     if table == "posts":
@@ -573,7 +573,8 @@ def tag_names(plan: SeedPlan) -> list[str]:
     return sorted(dict.fromkeys(_WORDS))[: plan.tags]
 
 
-def _hashes(settings: Settings) -> tuple[str, str]:
+def password_hashes(settings: Settings) -> tuple[str, str]:
+    """The hashes of the demo user's password and of every generated user's."""
     passwords = Passwords(settings)
     return passwords.hash_sync(DEMO_PASSWORD), passwords.hash_sync(GENERATED_PASSWORD)
 
@@ -632,7 +633,7 @@ async def _seed_postgres(
 
     url = make_url(settings.db.url).set(drivername="postgresql")
     conn = await asyncpg.connect(url.render_as_string(hide_password=False))
-    hashes = await asyncio.to_thread(_hashes, settings)
+    hashes = await asyncio.to_thread(password_hashes, settings)
     try:
         await conn.set_type_codec(
             "timestamptz",
@@ -683,7 +684,7 @@ async def _seed_postgres(
             # like the index drops, undone by a rollback.
             for table, trigger in PG_TRIGGERS:
                 await conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
-            gen = _Generator(
+            gen = RowGenerator(
                 plan, first_user, first_post, with_demo_user=demo_missing, tag_ids=tag_ids
             )
             ahead = _EncodedAhead(gen, progress)
@@ -750,7 +751,7 @@ class _EncodedAhead:
     row: 57 MB for the 1.5M tags of a million posts, held until their COPY.
     """
 
-    def __init__(self, gen: _Generator, progress: Progress) -> None:
+    def __init__(self, gen: RowGenerator, progress: Progress) -> None:
         self.gen = gen
         self.progress = progress
         self.done: dict[str, asyncio.Future[list[bytes]]] = {}
@@ -862,7 +863,7 @@ def _seed_sqlite(
     path = make_url(settings.db.url).database
     if not path:
         raise ValueError("seeding needs a file-backed SQLite database")
-    hashes = _hashes(settings)
+    hashes = password_hashes(settings)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout={settings.db.sqlite_busy_timeout_ms}")
@@ -889,7 +890,7 @@ def _seed_sqlite(
                 if names
                 else []
             )
-            gen = _Generator(
+            gen = RowGenerator(
                 plan, first_user, first_post, with_demo_user=demo_missing, tag_ids=tag_ids
             )
             for table in TABLES:

@@ -164,7 +164,7 @@ async def test_per_author_read_returns_the_pages_of_the_newest_first_walk(
     walk = queries.feed_statement("sqlite", NATIVE, shape)
     by_author = queries.feed_statement("postgresql", NATIVE, shape)
     assert walk is not by_author
-    rw_read = realworld_service._read("postgresql", body=False, viewer=True)
+    rw_read = realworld_service.post_read("postgresql", body=False, viewer=True)
     rw_walk = queries.feed_statement("sqlite", rw_read, shape, total=True)
     rw_by_author = queries.feed_statement("postgresql", rw_read, shape, total=True)
     async with db.reader() as conn:
@@ -254,7 +254,7 @@ async def test_feed_plan_reads_each_followed_authors_published_index_range(
     assert "ix_posts_author_published" in plan, plan
     # Not the walk over every published post, newest first.
     assert "ix_posts_status_created" not in plan, plan
-    rw_read = realworld_service._read("postgresql", body=False, viewer=True)
+    rw_read = realworld_service.post_read("postgresql", body=False, viewer=True)
     stmt = queries.feed_statement("postgresql", rw_read, (False, True), total=True)
     plan = await _generic_plan(db, stmt, {"viewer_id": reader, "limit": 20, "offset": 40})
     assert "ix_posts_author_published" in plan, plan

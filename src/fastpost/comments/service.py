@@ -30,17 +30,23 @@ posts = queries.posts
 MAX_COMMENTS = 500
 
 
+# A comment's own columns, without its author's name: that may live elsewhere (sharded mode).
+COMMENT_COLUMNS = (
+    comments.c.id,
+    comments.c.post_id,
+    comments.c.body,
+    comments.c.created_at,
+    comments.c.updated_at,
+    comments.c.author_id,
+)
+
+
 def _select_comments(*, with_viewer: bool) -> Select[Any]:
     """Comments of :post_id, each with its author and (given a :viewer_id) whether the viewer
     follows that author: one statement whatever their number."""
     stmt = (
         select(
-            comments.c.id,
-            comments.c.post_id,
-            comments.c.body,
-            comments.c.created_at,
-            comments.c.updated_at,
-            comments.c.author_id,
+            *COMMENT_COLUMNS,
             users.c.username.label("author_username"),
             users.c.bio.label("author_bio"),
             users.c.image.label("author_image"),
@@ -80,12 +86,16 @@ def _page_statement(with_viewer: bool, shape: tuple[bool, bool]) -> Select[Any]:
     Oldest first: a thread reads in the order it was written (a reply below what it
     answers), new comments land after the pages a reader has already seen, and the RealWorld
     API, over the same table, lists them in the same order."""
+    return page_of_comments(_select_comments(with_viewer=False), with_viewer, shape)
+
+
+def page_of_comments(stmt: Select[Any], with_viewer: bool, shape: tuple[bool, bool]) -> Select[Any]:
+    """`stmt` (comments of :post_id) cut to a page, oldest first, of a post the caller may
+    see: after a cursor or at an offset (shape: pagination.Page.shape)."""
     after_cursor, with_offset = shape
     # Joined to the post to see it is visible: a draft's comments are its author's alone.
-    stmt = (
-        _select_comments(with_viewer=False)
-        .join(posts, posts.c.id == comments.c.post_id)
-        .where(queries.visible(with_viewer=with_viewer))
+    stmt = stmt.join(posts, posts.c.id == comments.c.post_id).where(
+        queries.visible(with_viewer=with_viewer)
     )
     if after_cursor:
         # Ascending twin of pagination.keyset_page: the index on (post_id, created_at) is
@@ -158,7 +168,7 @@ def _comment_target(key: queries.Key) -> Select[Any]:
     )
 
 
-_INSERT_COMMENT = (
+INSERT_COMMENT = (
     insert(comments)
     .values(
         post_id=bindparam("post_id", type_=BigInteger),
@@ -184,7 +194,7 @@ def add_comment_steps(
         raise NotFound("Post not found", code="post_not_found")
     post_id = int(target["post_id"])
     params = {"post_id": post_id, "viewer_id": author_id, "body": body, "now": now}
-    (row,) = yield Step(_INSERT_COMMENT, params)
+    (row,) = yield Step(INSERT_COMMENT, params)
     return {
         "id": row[0],
         "post_id": post_id,
@@ -233,9 +243,7 @@ def _comment_for_delete(key: queries.Key) -> Select[Any]:
     return select(post_id.label("post_id"), author_id.label("author_id"), account.label("account"))
 
 
-_DELETE_COMMENT = comments.delete().where(
-    comments.c.id == bindparam("comment_id", type_=BigInteger)
-)
+DELETE_COMMENT = comments.delete().where(comments.c.id == bindparam("comment_id", type_=BigInteger))
 
 
 def delete_comment_steps(*, post: PostRef, comment_id: int, user_id: int) -> WriteProgram[None]:
@@ -250,7 +258,7 @@ def delete_comment_steps(*, post: PostRef, comment_id: int, user_id: int) -> Wri
         raise NotFound("Comment not found", code="comment_not_found", field="comment")
     if row["author_id"] != user_id:
         raise Forbidden("Only its author may delete a comment", code="not_author", field="comment")
-    yield Step(_DELETE_COMMENT, params)
+    yield Step(DELETE_COMMENT, params)
 
 
 async def delete_comment(*, db: Database, post: PostRef, comment_id: int, user_id: int) -> None:

@@ -23,7 +23,6 @@ import asyncio
 import gc
 import importlib
 import importlib.util
-import json
 import os
 import sys
 import tracemalloc
@@ -36,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastpost.observability.access_log import AccessLog
 from fastpost.observability.logging import configure_logging
-from fastpost.observability.profiling import send_request
+from fastpost.observability.profiling import request_body, send_request
 
 # The check's default threshold, bytes that stay allocated per request served. A leak
 # of the smallest container per request (an empty dict: 64 bytes, its list slot 8) stays
@@ -140,14 +139,6 @@ def _by_line(stats: list[tracemalloc.Statistic], top: int) -> list[Allocation]:
     ]
 
 
-def _request_body(json_body: Any, headers: Mapping[str, str]) -> tuple[dict[str, str], bytes]:
-    request_headers = dict(headers)
-    if json_body is None:
-        return request_headers, b""
-    request_headers["content-type"] = "application/json"
-    return request_headers, json.dumps(json_body).encode()
-
-
 def _snapshot_as_it_answers(app: ASGIApp, taken: list[tracemalloc.Snapshot]) -> ASGIApp:
     """`app`, with a tracemalloc snapshot taken as it sends the last of its answer."""
 
@@ -174,7 +165,7 @@ async def trace_request(
 ) -> RequestMemory:
     """Run one request in process under tracemalloc, after `warmup` untraced ones, and
     return the lines that allocated what it held as it answered and what it left."""
-    request_headers, body = _request_body(json_body, headers or {})
+    request_headers, body = request_body(json_body, headers or {})
     taken: list[tracemalloc.Snapshot] = []
     watched = _snapshot_as_it_answers(app, taken)
     async with app.router.lifespan_context(app):
@@ -218,7 +209,7 @@ async def memray_request(
     capture to `out`, and return the allocations at the request's high-water mark."""
     # Not a dependency (nor typed): found at run time where it is installed.
     memray: Any = importlib.import_module("memray")
-    request_headers, body = _request_body(json_body, headers or {})
+    request_headers, body = request_body(json_body, headers or {})
     async with app.router.lifespan_context(app):
         for _ in range(warmup):
             await send_request(app, method, path, request_headers, body)
@@ -266,7 +257,7 @@ async def measure_growth(
         settle_seconds = max(flush_seconds, AccessLog.FLUSH_SECONDS) * 1.5
     # One request id for all: the edge gives a request without one an id from a batch it
     # makes 1,024 at a time, whose unused part would pass for growth.
-    request_headers, body = _request_body(
+    request_headers, body = request_body(
         json_body, {"x-request-id": "fastpost-memory-check", **(headers or {})}
     )
     statuses: dict[int, int] = {}

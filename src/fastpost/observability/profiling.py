@@ -90,6 +90,15 @@ class ProfileRequests:
         await response(scope, receive, send)
 
 
+def request_body(json_body: Any, headers: Mapping[str, str]) -> tuple[dict[str, str], bytes]:
+    """The headers and body of a request for send_request, with `json_body` as JSON."""
+    request_headers = dict(headers)
+    if json_body is None:
+        return request_headers, b""
+    request_headers["content-type"] = "application/json"
+    return request_headers, json.dumps(json_body).encode()
+
+
 async def send_request(
     app: Any, method: str, path: str, headers: Mapping[str, str], body: bytes
 ) -> int:
@@ -170,11 +179,7 @@ async def profile_request(
     """Run one request through the app in-process, after `warmup` unprofiled ones, and
     return its status and a report: cProfile's top functions by cumulative time (fastpost's
     own first), or with `speedscope` a pyinstrument profile in speedscope's JSON format."""
-    request_headers = dict(headers or {})
-    body = b""
-    if json_body is not None:
-        body = json.dumps(json_body).encode()
-        request_headers["content-type"] = "application/json"
+    request_headers, body = request_body(json_body, headers or {})
     async with app.router.lifespan_context(app):
 
         async def once() -> int:

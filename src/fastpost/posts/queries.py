@@ -11,7 +11,8 @@ each once too (fastpost.db):
 - :post_id, :slug   one post (by_key)
 - :status           the listed status (lists)
 - :author_id        an author filter by id, or :author by username
-- :tag, :liked_by   a tag name; the username whose likes are listed
+- :tag, :liked_by   a tag name; the username whose likes are listed (or :liked_by_id, their
+                    id: sharded mode, where the liker's row is on another database)
 - :limit, :offset, :cursor_created_at, :cursor_id   the page (pagination.keyset_page)
 
 A page of any size is one statement with its authors, tags and the caller's flags (no N+1);
@@ -58,10 +59,12 @@ post_counts = table_of(PostCount)
 
 Key = Literal["id", "slug"]
 AuthorFilter = Literal["id", "username"] | None
+# True: liked by the user named :liked_by; "id": by the user :liked_by_id.
+LikedByFilter = bool | Literal["id"]
 
 VIEWER = bindparam("viewer_id", type_=BigInteger)
 _STATUS = bindparam("status", type_=String)
-_PUBLISHED: ColumnElement[str] = literal_column(f"'{PostStatus.published.value}'")
+PUBLISHED: ColumnElement[str] = literal_column(f"'{PostStatus.published.value}'")
 # For filters by username, apart from the users row joined as the author.
 _named = users.alias("named")
 
@@ -150,7 +153,7 @@ def select_posts(read: PostRead) -> Select[Any]:
 
 def visible(*, with_viewer: bool) -> ColumnElement[bool]:
     """Published posts, plus (with_viewer) the :viewer_id's own drafts."""
-    published = posts.c.status == _PUBLISHED
+    published = posts.c.status == PUBLISHED
     if not with_viewer:
         return published
     return or_(published, posts.c.author_id == VIEWER)
@@ -189,8 +192,14 @@ def _author(author: AuthorFilter) -> ColumnElement[Any]:
     return _user_id_named("author")
 
 
+def _liker(liked_by: LikedByFilter) -> ColumnElement[Any]:
+    if liked_by == "id":
+        return bindparam("liked_by_id", type_=BigInteger)
+    return _user_id_named("liked_by")
+
+
 def _filters(
-    *, tag: bool, author: AuthorFilter, liked_by: bool, status: ColumnElement[Any]
+    *, tag: bool, author: AuthorFilter, liked_by: LikedByFilter, status: ColumnElement[Any]
 ) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [posts.c.status == status]
     if tag:
@@ -199,9 +208,7 @@ def _filters(
         conditions.append(posts.c.author_id == _author(author))
     if liked_by:
         conditions.append(
-            exists().where(
-                likes.c.post_id == posts.c.id, likes.c.user_id == _user_id_named("liked_by")
-            )
+            exists().where(likes.c.post_id == posts.c.id, likes.c.user_id == _liker(liked_by))
         )
     return conditions
 
@@ -213,12 +220,12 @@ def _counter(kind: str, ref_id: ColumnElement[Any]) -> Select[Any]:
 
 
 @cache
-def count_statement(*, tag: bool, author: AuthorFilter, liked_by: bool) -> Select[Any]:
+def count_statement(*, tag: bool, author: AuthorFilter, liked_by: LikedByFilter) -> Select[Any]:
     """How many published posts match the filters: one counter of post_counts (a
     primary-key read at any size), or, for more than one filter, which no front end asks
     for, a count over the filtered set (each filter an indexed lookup)."""
-    if tag + (author is not None) + liked_by > 1:
-        filters = _filters(tag=tag, author=author, liked_by=liked_by, status=_PUBLISHED)
+    if tag + (author is not None) + bool(liked_by) > 1:
+        filters = _filters(tag=tag, author=author, liked_by=liked_by, status=PUBLISHED)
         return select(func.count().label("total")).select_from(posts).where(*filters)
     if tag:
         tag_id = post_tags.tag_id_named()
@@ -226,7 +233,7 @@ def count_statement(*, tag: bool, author: AuthorFilter, liked_by: bool) -> Selec
     if author is not None:
         return _counter("u", _author(author))
     if liked_by:
-        return _counter("f", _user_id_named("liked_by"))
+        return _counter("f", _liker(liked_by))
     return _counter("a", literal(0, BigInteger))
 
 
@@ -241,7 +248,7 @@ def list_statement(
     *,
     tag: bool = False,
     author: AuthorFilter = None,
-    liked_by: bool = False,
+    liked_by: LikedByFilter = False,
     shape: tuple[bool, bool] = (False, False),
     total: bool = False,
 ) -> Select[Any]:
@@ -290,7 +297,7 @@ def _feed_page_by_author(shape: tuple[bool, bool]) -> Select[Any]:
     offset = bindparam("offset", type_=Integer)
     authored = keyset_page(
         select(posts.c.id, posts.c.created_at).where(
-            posts.c.author_id == follows.c.followee_id, posts.c.status == _PUBLISHED
+            posts.c.author_id == follows.c.followee_id, posts.c.status == PUBLISHED
         ),
         (after_cursor, False),
         posts.c.created_at,
@@ -315,7 +322,7 @@ def _feed_page_newest_first(shape: tuple[bool, bool]) -> Select[Any]:
     return keyset_page(
         select(posts.c.id, posts.c.created_at)
         .join(follows, follows.c.followee_id == posts.c.author_id)
-        .where(follows.c.follower_id == VIEWER, posts.c.status == _PUBLISHED),
+        .where(follows.c.follower_id == VIEWER, posts.c.status == PUBLISHED),
         shape,
         posts.c.created_at,
         posts.c.id,
@@ -351,7 +358,7 @@ def popular_statement(read: PostRead) -> Select[Any]:
     """The most liked published posts."""
     return (
         select_posts(read)
-        .where(posts.c.status == _PUBLISHED)
+        .where(posts.c.status == PUBLISHED)
         .order_by(posts.c.likes_count.desc(), posts.c.id.desc())
         .limit(bindparam("limit", type_=Integer))
     )

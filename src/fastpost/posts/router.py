@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import Header, Path, Query, Request, Response, status
 
-from fastpost.cache import CacheDep
-from fastpost.db import DatabaseDep
+from fastpost.cache import Cache, CacheDep
+from fastpost.db import Database, DatabaseDep
 from fastpost.errors import Forbidden, Unauthorized, error_responses
 from fastpost.http_caching import cached_response, private_response
-from fastpost.pagination import MAX_LIMIT, MAX_OFFSET, PageQuery
+from fastpost.pagination import MAX_LIMIT, MAX_OFFSET, Page, PageQuery
 from fastpost.posts import service
 from fastpost.posts import tags as tags_service
 from fastpost.posts.models import PostStatus
@@ -37,7 +37,7 @@ UserIdPath = Annotated[int, Path(ge=1, le=2**53 - 1, description="User id")]
 SmallLimit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
-def _check_drafts_access(
+def check_drafts_access(
     status: PostStatus, author_id: int | None, viewer_id: int | None
 ) -> int | None:
     """Drafts are listed for their author only; return the author filter to apply."""
@@ -62,34 +62,47 @@ async def list_posts(
 ) -> Response:
     """Posts, newest first, with their authors and tags; keyset-paginated by `next_cursor`;
     filtered by author, by tag, or both."""
-    author_id = _check_drafts_access(params.status, params.author_id, viewer_id)
-    page = params.to_page()
-    first_published = page.cursor is None and not page.offset
-    if first_published and viewer_id is None:
-        # The first page is what most anonymous visitors load: served from the cache.
-        entry = await service.cached_first_page(
-            db=db, cache=cache, limit=page.limit, author_id=author_id, tag=params.tag
-        )
-        return cached_response(request.headers, entry)
-    if first_published and viewer_id is not None and params.status == PostStatus.published:
+    author_id = check_drafts_access(params.status, params.author_id, viewer_id)
+    return await posts_page_response(
+        request,
+        db=db,
+        cache=cache,
+        viewer_id=viewer_id,
+        page=params.to_page(),
+        author_id=author_id,
+        tag=params.tag,
+        status=params.status,
+    )
+
+
+async def posts_page_response(
+    request: Request,
+    *,
+    db: Database,
+    cache: Cache,
+    viewer_id: int | None,
+    page: Page,
+    author_id: int | None,
+    tag: str | None = None,
+    status: PostStatus = PostStatus.published,
+) -> Response:
+    """Answer with a page of posts, newest first, of one author or of all (drafts only for
+    their author: check_drafts_access)."""
+    if page.cursor is None and not page.offset and status == PostStatus.published:
+        if viewer_id is None:
+            # The first page is what most anonymous visitors load: served from the cache.
+            entry = await service.cached_first_page(
+                db=db, cache=cache, limit=page.limit, author_id=author_id, tag=tag
+            )
+            return cached_response(request.headers, entry)
         # The same cached page, with the caller's likes spliced in.
         body = await service.first_page_for_viewer(
-            db=db,
-            cache=cache,
-            viewer_id=viewer_id,
-            limit=page.limit,
-            author_id=author_id,
-            tag=params.tag,
+            db=db, cache=cache, viewer_id=viewer_id, limit=page.limit, author_id=author_id, tag=tag
         )
         return private_response(body)
     return json_response(
         await service.list_posts(
-            db=db,
-            viewer_id=viewer_id,
-            page=page,
-            author_id=author_id,
-            tag=params.tag,
-            status=params.status,
+            db=db, viewer_id=viewer_id, page=page, author_id=author_id, tag=tag, status=status
         )
     )
 
@@ -189,6 +202,21 @@ async def update_post(
     ] = None,
 ) -> Response:
     """Change a post's title, content, description, status or tags (its author only)."""
+    return await updated_post_response(
+        db=db, cache=cache, user_id=user_id, post_id=post_id, body=body, if_match=if_match
+    )
+
+
+async def updated_post_response(
+    *,
+    db: Database,
+    cache: Cache,
+    user_id: int,
+    post_id: int,
+    body: PostUpdate,
+    if_match: str | None,
+) -> Response:
+    """Apply the author's changes to a post; answer with the post and its new ETag."""
     changes = body.model_dump(exclude_unset=True)
     tags = changes.pop("tags", None)
     post = await service.update_post(
@@ -250,19 +278,8 @@ async def list_user_posts(
     params: PageQuery,
 ) -> Response:
     """A user's published posts, newest first."""
-    page = params.to_page()
-    if page.cursor is None and not page.offset:
-        if viewer_id is not None:
-            body = await service.first_page_for_viewer(
-                db=db, cache=cache, viewer_id=viewer_id, limit=page.limit, author_id=user_id
-            )
-            return private_response(body)
-        entry = await service.cached_first_page(
-            db=db, cache=cache, limit=page.limit, author_id=user_id
-        )
-        return cached_response(request.headers, entry)
-    return json_response(
-        await service.list_posts(db=db, viewer_id=viewer_id, page=page, author_id=user_id)
+    return await posts_page_response(
+        request, db=db, cache=cache, viewer_id=viewer_id, page=params.to_page(), author_id=user_id
     )
 
 

@@ -52,8 +52,6 @@ users = queries.users
 # SQLite's full-text index (made by the migration, not mapped).
 posts_fts = table("posts_fts", column("rowid"), column("rank"))
 
-_PUBLISHED: ColumnElement[str] = literal_column(f"'{PostStatus.published.value}'")
-
 PostDict = dict[str, Any]
 
 # What the native API reads: every column, and liked_by_me for a logged-in caller.
@@ -61,7 +59,8 @@ _ANONYMOUS = PostRead()
 _VIEWER = PostRead(viewer=True)
 
 
-def _read(with_viewer: bool) -> PostRead:
+def post_read(with_viewer: bool) -> PostRead:
+    """What the native API reads of a post, with liked_by_me for a logged-in caller."""
     return _VIEWER if with_viewer else _ANONYMOUS
 
 
@@ -96,11 +95,12 @@ def post_page(rows: Sequence[Row], page: Page, viewer_id: int | None) -> PostDic
 
 
 @cache
-def _list_statement(
+def list_statement(
     with_viewer: bool, by_author: bool, by_tag: bool, shape: tuple[bool, bool]
 ) -> Select[Any]:
+    """The native list's statement: a keyset page of posts, by author, tag, both or neither."""
     author: queries.AuthorFilter = "id" if by_author else None
-    return queries.list_statement(_read(with_viewer), tag=by_tag, author=author, shape=shape)
+    return queries.list_statement(post_read(with_viewer), tag=by_tag, author=author, shape=shape)
 
 
 async def list_posts(
@@ -113,9 +113,7 @@ async def list_posts(
     status: PostStatus = PostStatus.published,
 ) -> PostDict:
     """Return a page of posts, newest first, optionally of one author or with one tag."""
-    stmt = _list_statement(
-        viewer_id is not None, author_id is not None, tag is not None, page.shape
-    )
+    stmt = list_statement(viewer_id is not None, author_id is not None, tag is not None, page.shape)
     params = {
         **page.params,
         "viewer_id": viewer_id,
@@ -128,7 +126,7 @@ async def list_posts(
 
 @cache
 def _detail_statement(with_viewer: bool) -> Select[Any]:
-    return queries.post_statement(_read(with_viewer), "id")
+    return queries.post_statement(post_read(with_viewer), "id")
 
 
 async def get_post(*, db: Database, viewer_id: int | None, post_id: int) -> PostDict:
@@ -141,13 +139,14 @@ async def get_post(*, db: Database, viewer_id: int | None, post_id: int) -> Post
 
 
 @cache
-def _popular_statement(with_viewer: bool) -> Select[Any]:
-    return queries.popular_statement(_read(with_viewer))
+def popular_statement(with_viewer: bool) -> Select[Any]:
+    """The most liked published posts, up to :limit."""
+    return queries.popular_statement(post_read(with_viewer))
 
 
 async def list_popular_posts(*, db: Database, viewer_id: int | None, limit: int) -> list[PostDict]:
     """Return the most liked published posts."""
-    stmt = _popular_statement(viewer_id is not None)
+    stmt = popular_statement(viewer_id is not None)
     rows = await db.fetch_all(stmt, {"limit": limit, "viewer_id": viewer_id})
     return [post_dict(r, viewer_id) for r in rows]
 
@@ -160,7 +159,7 @@ def _fts5_query(q: str) -> str:
 
 @cache
 def _search_statement(dialect: str, with_viewer: bool) -> Select[Any]:
-    stmt = queries.select_posts(_read(with_viewer)).where(posts.c.status == _PUBLISHED)
+    stmt = queries.select_posts(post_read(with_viewer)).where(posts.c.status == queries.PUBLISHED)
     if dialect == "postgresql":
         query = func.websearch_to_tsquery(literal_column("'english'"), bindparam("q"))
         vector: ColumnElement[Any] = literal_column("posts.search_vector")
@@ -229,7 +228,8 @@ def _post_entry(row: Row) -> Entry:
     )
 
 
-def _authors_of(items: list[PostDict]) -> list[str]:
+def authors_of(items: list[PostDict]) -> list[str]:
+    """The cache tags of the authors of `items`: a change to one drops the entry."""
     return sorted({cache_keys.user_tag(item["author"]["id"]) for item in items})
 
 
@@ -260,13 +260,13 @@ async def cached_first_page(
         page = await list_posts(
             db=db, viewer_id=None, page=Page(limit, None, 0), author_id=author_id, tag=tag
         )
-        return Entry.of(dump_json(page), tags=_authors_of(page["items"]))
+        return Entry.of(dump_json(page), tags=authors_of(page["items"]))
 
-    key, name = _first_page_key(limit, author_id, tag)
+    key, name = first_page_key(limit, author_id, tag)
     return await cache.get_or_load(key, load, ttl=LIST_TTL, tags=[name])
 
 
-def _first_page_key(limit: int, author_id: int | None, tag: str | None) -> tuple[str, str]:
+def first_page_key(limit: int, author_id: int | None, tag: str | None) -> tuple[str, str]:
     """The cache key of a first page, and the tag its writes drop."""
     return cache_keys.first_page(limit, author_id, tag), cache_keys.first_page_tag(author_id)
 
@@ -276,7 +276,7 @@ async def cached_popular(*, db: Database, cache: Cache, limit: int) -> Entry:
 
     async def load() -> Entry:
         items = await list_popular_posts(db=db, viewer_id=None, limit=limit)
-        return Entry.of(dump_json(items), tags=_authors_of(items))
+        return Entry.of(dump_json(items), tags=authors_of(items))
 
     key = cache_keys.popular(limit)
     return await cache.get_or_load(key, load, ttl=LIST_TTL, tags=[cache_keys.POPULAR])
@@ -387,7 +387,7 @@ async def first_page_for_viewer(
     loaded: list[Row] = []
 
     async def load() -> Entry:
-        stmt = _list_statement(True, author_id is not None, tag is not None, page.shape)
+        stmt = list_statement(True, author_id is not None, tag is not None, page.shape)
         params = {
             **page.params,
             "viewer_id": viewer_id,
@@ -398,9 +398,9 @@ async def first_page_for_viewer(
         rows = await db.fetch_all(stmt, params)
         loaded.extend(rows)
         shared = post_page(rows, page, None)
-        return Entry.of(dump_json(shared), tags=_authors_of(shared["items"]))
+        return Entry.of(dump_json(shared), tags=authors_of(shared["items"]))
 
-    key, name = _first_page_key(limit, author_id, tag)
+    key, name = first_page_key(limit, author_id, tag)
     entry = await cache.get_or_load(key, load, ttl=LIST_TTL, tags=[name])
     shared = fragments.derived(entry, _VIEWER_POSTS, _split_post_page)
     if loaded:
@@ -444,16 +444,14 @@ async def create_post(
     """Create a post by the caller, with its tags; return it as the API shows it, and its
     author's bio (for APIs that show it)."""
     # Everything but the statements happens outside the transaction (see fastpost.writes).
-    now = utcnow()
-    names = post_tags.normalise_tags(tags)
-    values = post_writes.new_post_values(
+    values, names = new_post(
         author_id=author_id,
         title=title,
         slug=make_slug(title),
-        description=description,
         content=content,
-        status=status.value,
-        now=now,
+        status=status,
+        description=description,
+        tags=tags,
     )
     try:
         post_id, (username, image, bio) = await db.write(
@@ -464,25 +462,59 @@ async def create_post(
     except IntegrityError:
         # The token outlived its account: the author row is gone.
         raise Unauthorized("Account no longer exists", code="account_gone") from None
-    keys, stale_tags = stale_after_post_write(
-        post_id=None, author_id=author_id, tags_in_use=bool(names)
+    await invalidate_create(cache, author_id=author_id, tags_in_use=bool(names))
+    return created_post(values, post_id=post_id, tags=names, username=username, image=image), bio
+
+
+def new_post(
+    *,
+    author_id: int,
+    title: str,
+    slug: str,
+    content: str,
+    status: PostStatus,
+    description: str,
+    tags: Sequence[str],
+) -> tuple[dict[str, Any], list[str]]:
+    """Return a new post's row values (post_writes.new_post_values, stamped now) and its
+    tags, normalised."""
+    values = post_writes.new_post_values(
+        author_id=author_id,
+        title=title,
+        slug=slug,
+        description=description,
+        content=content,
+        status=status.value,
+        now=utcnow(),
     )
-    await cache.invalidate(keys=keys, tags=stale_tags)
-    post = {
+    return values, post_tags.normalise_tags(tags)
+
+
+async def invalidate_create(cache: Cache, *, author_id: int, tags_in_use: bool) -> None:
+    """Drop what a new post made stale; call it after the commit."""
+    keys, tags = stale_after_post_write(post_id=None, author_id=author_id, tags_in_use=tags_in_use)
+    await cache.invalidate(keys=keys, tags=tags)
+
+
+def created_post(
+    values: dict[str, Any], *, post_id: int, tags: list[str], username: str, image: str | None
+) -> PostDict:
+    """A post just created from `values` (new_post's), as the API shows it: nothing to
+    read back."""
+    return {
         "id": post_id,
         "slug": values["slug"],
-        "title": title,
-        "description": description,
-        "content": content,
-        "status": status.value,
+        "title": values["title"],
+        "description": values["description"],
+        "content": values["content"],
+        "status": values["status"],
         "likes_count": 0,
-        "tags": names,
-        "created_at": now,
-        "updated_at": now,
-        "author": {"id": author_id, "username": username, "image": image},
+        "tags": tags,
+        "created_at": values["created_at"],
+        "updated_at": values["updated_at"],
+        "author": {"id": values["author_id"], "username": username, "image": image},
         "liked_by_me": False,
     }
-    return post, bio
 
 
 def own_post(*, user_id: int, post: PostRef) -> WriteProgram[tuple[int, datetime, int]]:
@@ -617,7 +649,8 @@ async def invalidate_delete(cache: Cache, *, post_id: int, author_id: int) -> No
 
 
 @cache
-def _add_like(dialect: str) -> Any:
+def add_like(dialect: str) -> Any:
+    """Insert a like of :post_id by :viewer_id unless there is one; returns its post_id if new."""
     return (
         insert_or_ignore(dialect, likes)
         .values(
@@ -629,7 +662,7 @@ def _add_like(dialect: str) -> Any:
     )
 
 
-_REMOVE_LIKE = (
+REMOVE_LIKE = (
     likes.delete()
     .where(
         likes.c.user_id == bindparam("viewer_id", type_=BigInteger),
@@ -640,7 +673,7 @@ _REMOVE_LIKE = (
 # `likes_count = likes_count + 1` is evaluated by the database under the row lock, so
 # concurrent likes never overwrite each other's increments (no read-modify-write here).
 # updated_at moves with it: both are in the post's ETag.
-_COUNT_CHANGE = (
+COUNT_CHANGE = (
     posts.update()
     .where(posts.c.id == bindparam("post_id", type_=BigInteger))
     .values(
@@ -649,7 +682,7 @@ _COUNT_CHANGE = (
     )
     .returning(posts.c.likes_count)
 )
-_COUNT = select(posts.c.likes_count).where(posts.c.id == bindparam("post_id", type_=BigInteger))
+COUNT = select(posts.c.likes_count).where(posts.c.id == bindparam("post_id", type_=BigInteger))
 
 
 def set_like(
@@ -669,11 +702,11 @@ def set_like(
         raise NotFound("Post not found", code="post_not_found")
     post_id = int(row["post_id"])
     params["post_id"] = post_id
-    changed = yield Step(_add_like(dialect) if liked else _REMOVE_LIKE, params)
+    changed = yield Step(add_like(dialect) if liked else REMOVE_LIKE, params)
     if changed:
-        counts = yield Step(_COUNT_CHANGE, {**params, "delta": 1 if liked else -1})
+        counts = yield Step(COUNT_CHANGE, {**params, "delta": 1 if liked else -1})
     else:
-        counts = yield Step(_COUNT, params)
+        counts = yield Step(COUNT, params)
     if not counts:
         raise NotFound("Post not found", code="post_not_found")
     return post_id, int(row["author_id"]), int(counts[0][0]), bool(changed)

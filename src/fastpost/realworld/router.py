@@ -41,8 +41,9 @@ from fastpost.realworld.schemas import (
 from fastpost.responses import json_response
 from fastpost.routing import PrefixRouter
 from fastpost.schemas import SafeText
-from fastpost.security import Passwords, Tokens, token_in
+from fastpost.security import Tokens, token_in
 from fastpost.users import service as users_service
+from fastpost.users.router import passwords_of
 
 PREFIX = "/api"
 router = PrefixRouter(prefix=PREFIX, tags=["realworld"])
@@ -61,7 +62,7 @@ class Caller:
 _SCHEMES = ("token", "bearer")
 
 
-async def _caller(request: Request, *, required: bool) -> Caller | None:
+async def resolve_caller(request: Request, *, required: bool) -> Caller | None:
     token = token_in(request.headers.get("authorization", ""), _SCHEMES)
     if token is None:
         if required:
@@ -92,7 +93,7 @@ class _TokenHeader(APIKeyHeader):
         self.required = required
 
     async def __call__(self, request: Request) -> Caller | None:  # type: ignore[override]
-        return await _caller(request, required=self.required)
+        return await resolve_caller(request, required=self.required)
 
 
 CurrentCaller = Annotated[Caller, Depends(_TokenHeader(required=True))]
@@ -102,16 +103,11 @@ Slug = Annotated[SafeText, Path(min_length=1, max_length=100)]
 Username = Annotated[SafeText, Path(min_length=1, max_length=64)]
 
 
-def _viewer(caller: Caller | None) -> int | None:
+def viewer_id_of(caller: Caller | None) -> int | None:
     return caller.user_id if caller is not None else None
 
 
-def _passwords(request: Request) -> Passwords:
-    passwords: Passwords = request.app.state.passwords
-    return passwords
-
-
-def _user_out(user: Any, token: str) -> dict[str, Any]:
+def user_out(user: Any, token: str) -> dict[str, Any]:
     def field(name: str) -> Any:
         return user[name] if isinstance(user, dict) else getattr(user, name)
 
@@ -144,7 +140,8 @@ def _user_out(user: Any, token: str) -> dict[str, Any]:
 )
 async def list_articles(request: Request) -> Response:
     """Published articles, newest first, filtered by tag, author or favoriting user."""
-    caller = await _caller(request, required=False)  # first: a bad token is a 401 before a 422
+    # First: a bad token is a 401 before a 422.
+    caller = await resolve_caller(request, required=False)
     query = parse_query(ArticleListParams, request)
     db: Database = request.app.state.db
     unfiltered = query.tag is None and query.author is None and query.favorited is None
@@ -163,7 +160,7 @@ async def list_articles(request: Request) -> Response:
     return json_response(
         await service.list_articles(
             db=db,
-            viewer_id=_viewer(caller),
+            viewer_id=viewer_id_of(caller),
             tag=query.tag,
             author=query.author,
             favorited=query.favorited,
@@ -187,13 +184,13 @@ async def register(body: NewUserIn, session: WriteSession, request: Request) -> 
     await limit_registration(request)
     user = await users_service.register_user(
         session=session,
-        passwords=_passwords(request),
+        passwords=passwords_of(request),
         username=body.user.username,
         email=str(body.user.email),
         password=body.user.password,
     )
     tokens: Tokens = request.app.state.tokens
-    return json_response(_user_out(user, tokens.issue(user.id).access_token), 201)
+    return json_response(user_out(user, tokens.issue(user.id).access_token), 201)
 
 
 @router.post(
@@ -209,7 +206,7 @@ async def login(body: LoginUserIn, db: DatabaseDep, request: Request) -> Respons
         # out-of-date hashes upgraded.
         user_id = await users_service.authenticate_by_email(
             db=db,
-            passwords=_passwords(request),
+            passwords=passwords_of(request),
             email=body.user.email,
             password=body.user.password,
             cache=request.app.state.cache,
@@ -223,7 +220,7 @@ async def login(body: LoginUserIn, db: DatabaseDep, request: Request) -> Respons
     me = orjson.loads(
         await users_service.cached_me(db=db, cache=request.app.state.cache, user_id=user_id)
     )
-    return json_response(_user_out(me, tokens.issue(user_id).access_token))
+    return json_response(user_out(me, tokens.issue(user_id).access_token))
 
 
 @router.get(
@@ -234,7 +231,7 @@ async def login(body: LoginUserIn, db: DatabaseDep, request: Request) -> Respons
 async def current_user(caller: CurrentCaller, db: DatabaseDep) -> Response:
     """The logged-in user."""
     me = await users_service.get_me(db=db, user_id=caller.user_id)
-    return json_response(_user_out(dict(me), caller.token))
+    return json_response(user_out(dict(me), caller.token))
 
 
 @router.put(
@@ -258,15 +255,15 @@ async def update_user(
             changes[name] = None
     if not changes:
         me = await users_service.get_me(db=request.app.state.db, user_id=caller.user_id)
-        return json_response(_user_out(dict(me), caller.token))
+        return json_response(user_out(dict(me), caller.token))
     user = await users_service.update_me(
         session=session,
         cache=cache,
-        passwords=_passwords(request),
+        passwords=passwords_of(request),
         user_id=caller.user_id,
         changes=changes,
     )
-    return json_response(_user_out(user, caller.token))
+    return json_response(user_out(user, caller.token))
 
 
 # Profiles
@@ -279,7 +276,7 @@ async def update_user(
 )
 async def get_profile(username: Username, caller: OptionalCaller, db: DatabaseDep) -> Response:
     """A user's profile."""
-    profile = await service.get_profile(db=db, viewer_id=_viewer(caller), username=username)
+    profile = await service.get_profile(db=db, viewer_id=viewer_id_of(caller), username=username)
     return json_response({"profile": profile})
 
 
@@ -370,7 +367,7 @@ async def create_article(
 async def get_article(slug: Slug, request: Request) -> Response:
     """One article, with its body. Served from the cache, anonymously with an ETag: a
     conditional request is answered 304 without touching the database."""
-    caller = await _caller(request, required=False)
+    caller = await resolve_caller(request, required=False)
     db: Database = request.app.state.db
     cache: Cache = request.app.state.cache
     if caller is None:
@@ -466,7 +463,9 @@ async def unfavorite(
 async def list_comments(slug: Slug, caller: OptionalCaller, db: DatabaseDep) -> Response:
     """An article's comments, oldest first."""
     post_id = await service.published_post_id(db=db, slug=slug)
-    rows = await comments_service.list_comments(db=db, post_id=post_id, viewer_id=_viewer(caller))
+    rows = await comments_service.list_comments(
+        db=db, post_id=post_id, viewer_id=viewer_id_of(caller)
+    )
     return json_response({"comments": [service.comment_dict(row) for row in rows]})
 
 

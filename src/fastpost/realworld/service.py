@@ -60,7 +60,7 @@ def api_timestamp(value: str | datetime) -> str:
 
 
 @cache
-def _read(dialect: str, *, body: bool, viewer: bool) -> PostRead:
+def post_read(dialect: str, *, body: bool, viewer: bool) -> PostRead:
     """What this API reads of a post: an article (with its body) or a list item, with the
     caller's favorited and author.following or without."""
     return PostRead(
@@ -76,7 +76,7 @@ def _read(dialect: str, *, body: bool, viewer: bool) -> PostRead:
 
 @cache
 def _article_statement(dialect: str, with_viewer: bool) -> Select[Any]:
-    return queries.post_statement(_read(dialect, body=True, viewer=with_viewer), "slug")
+    return queries.post_statement(post_read(dialect, body=True, viewer=with_viewer), "slug")
 
 
 def article_dict(row: Row, *, with_body: bool) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def article_dict(row: Row, *, with_body: bool) -> dict[str, Any]:
     return article
 
 
-async def _rows_and_total(
+async def rows_and_total(
     db: Database, page: Select[Any], count: Select[Any], params: Mapping[str, Any]
 ) -> tuple[Sequence[Row], int]:
     rows = await db.fetch_all(page, params)
@@ -112,7 +112,7 @@ async def _rows_and_total(
     return rows, int(totals[0]["total"]) if totals else 0
 
 
-def _articles(rows: Sequence[Row], total: int) -> dict[str, Any]:
+def articles_page(rows: Sequence[Row], total: int) -> dict[str, Any]:
     return {
         "articles": [article_dict(row, with_body=False) for row in rows],
         "articlesCount": total,
@@ -127,7 +127,7 @@ def _list_statements(
     request: cached by shape, positionally)."""
     by_author: queries.AuthorFilter = "username" if author else None
     page = queries.list_statement(
-        _read(dialect, body=False, viewer=viewer),
+        post_read(dialect, body=False, viewer=viewer),
         tag=tag,
         author=by_author,
         liked_by=favorited,
@@ -165,7 +165,7 @@ async def list_articles(
         "limit": limit,
         "offset": offset,
     }
-    return _articles(*await _rows_and_total(db, page, count, params))
+    return articles_page(*await rows_and_total(db, page, count, params))
 
 
 def _first_articles(dialect: str, *, viewer: bool) -> tuple[Select[Any], Select[Any]]:
@@ -178,16 +178,16 @@ async def cached_first_articles(*, db: Database, cache: Cache, limit: int) -> En
     async def load() -> Entry:
         params = {"viewer_id": None, "status": _PUBLISHED, "limit": limit}
         page, count = _first_articles(db.dialect, viewer=False)
-        rows, total = await _rows_and_total(db, page, count, params)
-        return _first_articles_entry(rows, total)
+        rows, total = await rows_and_total(db, page, count, params)
+        return first_articles_entry(rows, total)
 
     key = cache_keys.first_articles(limit)
     return await cache.get_or_load(key, load, ttl=LIST_TTL, tags=[cache_keys.FIRST_PAGES])
 
 
-def _first_articles_entry(rows: Sequence[Row], total: int) -> Entry:
+def first_articles_entry(rows: Sequence[Row], total: int) -> Entry:
     authors = sorted({cache_keys.user_tag(row["author_id"]) for row in rows})
-    page = _articles(rows, total)
+    page = articles_page(rows, total)
     # Rows read for a logged-in caller carry their flags: the shared page has none.
     page["articles"] = [_anonymous(article) for article in page["articles"]]
     return Entry.of(dump_json(page), tags=authors)
@@ -195,10 +195,10 @@ def _first_articles_entry(rows: Sequence[Row], total: int) -> Entry:
 
 async def feed(*, db: Database, viewer_id: int, limit: int, offset: int) -> dict[str, Any]:
     """Return a page of articles by the authors the caller follows, newest first."""
-    read = _read(db.dialect, body=False, viewer=True)
+    read = post_read(db.dialect, body=False, viewer=True)
     page = queries.feed_statement(db.dialect, read, (False, offset > 0), total=True)
     params = {"viewer_id": viewer_id, "limit": limit, "offset": offset}
-    return _articles(*await _rows_and_total(db, page, queries.feed_count_statement(), params))
+    return articles_page(*await rows_and_total(db, page, queries.feed_count_statement(), params))
 
 
 async def get_article(*, db: Database, viewer_id: int | None, slug: str) -> dict[str, Any]:
@@ -344,9 +344,9 @@ async def first_articles_for_viewer(
     async def load() -> Entry:
         params = {"viewer_id": viewer_id, "status": _PUBLISHED, "limit": limit}
         page, count = _first_articles(db.dialect, viewer=True)
-        rows, total = await _rows_and_total(db, page, count, params)
+        rows, total = await rows_and_total(db, page, count, params)
         loaded.extend(rows)
-        return _first_articles_entry(rows, total)
+        return first_articles_entry(rows, total)
 
     key = cache_keys.first_articles(limit)
     entry = await cache.get_or_load(key, load, ttl=LIST_TTL, tags=[cache_keys.FIRST_PAGES])
@@ -381,7 +381,7 @@ def new_article(post: Mapping[str, Any], author_bio: str | None) -> dict[str, An
 def _article_by_id(dialect: str, user_id: int, post_id: int) -> Step:
     """The article as its writer now sees it, read back in the write's transaction: on the
     primary, with what it just wrote."""
-    read = _read(dialect, body=True, viewer=True)
+    read = post_read(dialect, body=True, viewer=True)
     return Step(queries.post_statement(read, "id"), {"post_id": post_id, "viewer_id": user_id})
 
 

@@ -6,8 +6,9 @@ Layout
   also the directory: it holds the shard map and the user directory.
 - Logical shards: 32, one per shard number an id carries (fastpost.ids), mapped to the
   physical databases by the shard map (`shard_map` on the directory, round-robin
-  `logical % n` from `fastpost shards init`, read at start-up: shard_map.py). Moving a
-  logical shard is one map entry changed with its version bumped (not built yet).
+  `logical % n` from `fastpost shards init`: shard_map.py; every instance follows it while
+  serving: map_watch.py). Moving a logical shard (move.py) ends with one map entry changed
+  and its version bumped; its writes pass one gate, router.Shards.writing.
 - Ids: a row is numbered by its logical shard's sequence (`fastpost_shard_ids_LL`, from
   first_id(LL); migration 0008 makes all 32 on every database), on whichever database hosts
   that shard, so the database holding a row is read off its id (`id >> 48`).
@@ -26,11 +27,12 @@ database. A request about one user or one post touches one database (tests/shard
 them). Lists spanning databases (the newest posts, by tag, the feed) run one statement per
 database concerned, concurrently, with the same keyset bound and limit, and merge the
 sorted pages (merge.py): one statement per database whatever the page number. Offset
-paging is refused (422) in sharded mode: cursors only.
+paging of the native API is refused (422) in sharded mode: cursors only.
 
 The routes of sharded mode are their own (api.py), mounted by create_app instead of the
-unsharded ones; an unsharded operation without a counterpart here answers 501, and the
-RealWorld API is not mounted.
+unsharded ones; an unsharded operation without a counterpart here answers 501. The
+RealWorld API has its own sharded routes (realworld.py): a slug's suffix names its logical
+shard (posts.slugs), and its offset lists are cut from each database's first offset + limit.
 Cache keys are those of unsharded mode (ids are global), dropped by the same writes.
 """
 

@@ -6,7 +6,8 @@ its request to a database (fastpost.shards.Shards) and calls the unsharded servi
 where one database answers the whole request, or the sharded one (fastpost.shards.posts,
 users, social, comments) where the request spans databases. Every route of the unsharded routers
 that has no counterpart here answers 501 (refuse_unported), so that nothing reads one
-database's rows as if they were all of them. The RealWorld API is not mounted.
+database's rows as if they were all of them. The RealWorld API's sharded routes are in
+fastpost.shards.realworld.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response, status
 from fastapi.routing import APIRoute
 
-from fastpost.cache import Cache, CacheDep
+from fastpost.cache import CacheDep
 from fastpost.comments import router as comments_routes
 from fastpost.comments.schemas import CommentCreate, CommentOut, CommentPage
 from fastpost.errors import AppError, error_responses
 from fastpost.http_caching import cached_response, private_response
-from fastpost.pagination import MAX_OFFSET, Page, PageQuery
+from fastpost.pagination import MAX_OFFSET, PageQuery
 from fastpost.posts import router as posts_routes
 from fastpost.posts import service as posts_service
-from fastpost.posts.models import PostStatus
 from fastpost.posts.queries import PostRef
 from fastpost.posts.schemas import (
     LikeOut,
@@ -95,12 +95,12 @@ async def register(body: RegisterIn, request: Request) -> MeOut:
 
 @auth_router.post(
     "/login",
-    openapi_extra={"requestBody": users_routes._LOGIN_BODY},
+    openapi_extra={"requestBody": users_routes.LOGIN_BODY},
     responses=error_responses(401, 413, 422, 429),
 )
 async def login(request: Request) -> TokenOut:
     """Exchange a username and password for a bearer token (JSON or OAuth2 form)."""
-    credentials = await users_routes._read_login(request)
+    credentials = await users_routes.read_login(request)
     await limit_login(request, credentials.username)
     user_id = await sharded_users.authenticate(
         shards=_shards(request),
@@ -154,19 +154,19 @@ async def list_posts(
     """Posts, newest first; keyset-paginated by `next_cursor` (across authors, no offset in
     sharded mode)."""
     shards = _shards(request)
-    author_id = posts_routes._check_drafts_access(params.status, params.author_id, viewer_id)
+    author_id = posts_routes.check_drafts_access(params.status, params.author_id, viewer_id)
     page = params.to_page()
     if author_id is not None:
         # One author: one database, the unsharded route's own path.
-        return await _author_posts(
+        return await posts_routes.posts_page_response(
             request,
-            shards,
-            cache,
-            viewer_id,
-            author_id,
-            page,
-            params.tag,
-            params.status,
+            db=shards.for_id(author_id),
+            cache=cache,
+            viewer_id=viewer_id,
+            page=page,
+            author_id=author_id,
+            tag=params.tag,
+            status=params.status,
         )
     first = page.cursor is None and not page.offset
     if first and viewer_id is None:
@@ -182,35 +182,6 @@ async def list_posts(
     return json_response(body)
 
 
-async def _author_posts(
-    request: Request,
-    shards: Shards,
-    cache: Cache,
-    viewer_id: int | None,
-    author_id: int,
-    page: Page,
-    tag: str | None,
-    post_status: PostStatus,
-) -> Response:
-    """One author's posts: one database, served as the unsharded routes serve them."""
-    db = shards.for_id(author_id)
-    if page.cursor is None and not page.offset and post_status == PostStatus.published:
-        if viewer_id is None:
-            entry = await posts_service.cached_first_page(
-                db=db, cache=cache, limit=page.limit, author_id=author_id, tag=tag
-            )
-            return cached_response(request.headers, entry)
-        body = await posts_service.first_page_for_viewer(
-            db=db, cache=cache, viewer_id=viewer_id, limit=page.limit, author_id=author_id, tag=tag
-        )
-        return private_response(body)
-    return json_response(
-        await posts_service.list_posts(
-            db=db, viewer_id=viewer_id, page=page, author_id=author_id, tag=tag, status=post_status
-        )
-    )
-
-
 @users_router.get("/{user_id}/posts", response_model=PostPage, responses=error_responses(401, 422))
 async def list_user_posts(
     request: Request,
@@ -220,15 +191,13 @@ async def list_user_posts(
     params: PageQuery,
 ) -> Response:
     """A user's published posts, newest first."""
-    return await _author_posts(
+    return await posts_routes.posts_page_response(
         request,
-        _shards(request),
-        cache,
-        viewer_id,
-        user_id,
-        params.to_page(),
-        None,
-        PostStatus.published,
+        db=_shards(request).for_id(user_id),
+        cache=cache,
+        viewer_id=viewer_id,
+        page=params.to_page(),
+        author_id=user_id,
     )
 
 
@@ -313,22 +282,10 @@ async def update_post(
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Change a post (its author only), on the post's shard."""
-    changes = body.model_dump(exclude_unset=True)
-    tags = changes.pop("tags", None)
-    post = await posts_service.update_post(
-        db=_shards(request).for_id(post_id),
-        cache=cache,
-        user_id=user_id,
-        post_id=post_id,
-        changes=changes,
-        tags=tags,
-        if_match=if_match,
-    )
-    response = json_response(post)
-    response.headers["etag"] = posts_service.post_etag(
-        post["id"], post["updated_at"], post["likes_count"]
-    )
-    return response
+    async with _shards(request).writing_for(post_id) as db:
+        return await posts_routes.updated_post_response(
+            db=db, cache=cache, user_id=user_id, post_id=post_id, body=body, if_match=if_match
+        )
 
 
 @posts_router.delete(
@@ -341,12 +298,10 @@ async def delete_post(
     request: Request, post_id: PostIdPath, user_id: CurrentUserId, cache: CacheDep
 ) -> None:
     """Delete a post (its author only), with its likes and tags."""
-    await posts_service.delete_post(
-        db=_shards(request).for_id(post_id),
-        cache=cache,
-        user_id=user_id,
-        post=PostRef.by_id(post_id),
-    )
+    async with _shards(request).writing_for(post_id) as db:
+        await posts_service.delete_post(
+            db=db, cache=cache, user_id=user_id, post=PostRef.by_id(post_id)
+        )
 
 
 @posts_router.post(

@@ -10,15 +10,12 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     BigInteger,
-    Integer,
     Select,
     String,
     bindparam,
     cast,
     func,
-    insert,
     select,
-    tuple_,
 )
 from sqlalchemy.dialects.postgresql import REGCLASS
 from sqlalchemy.exc import IntegrityError
@@ -31,7 +28,6 @@ from fastpost.ids import shard_of
 from fastpost.pagination import Cursor, Page, cut_page
 from fastpost.posts import queries
 from fastpost.posts import service as posts_service
-from fastpost.posts.queries import posts
 from fastpost.shards.merge import fetch_each
 from fastpost.shards.posts import refuse_offset
 from fastpost.shards.router import Shards
@@ -43,34 +39,12 @@ from fastpost.writes import Step, WriteProgram
 
 
 @cache
-def _page_statement(with_viewer: bool, after_cursor: bool) -> Select[Any]:
+def page_statement(with_viewer: bool, after_cursor: bool) -> Select[Any]:
     """The unsharded page (fastpost.comments.service), without the join to the authors."""
-    stmt = (
-        select(
-            comments.c.id,
-            comments.c.post_id,
-            comments.c.body,
-            comments.c.created_at,
-            comments.c.updated_at,
-            comments.c.author_id,
-        )
-        .join(posts, posts.c.id == comments.c.post_id)
-        .where(
-            comments.c.post_id == bindparam("post_id", type_=BigInteger),
-            queries.visible(with_viewer=with_viewer),
-        )
+    stmt = select(*comments_service.COMMENT_COLUMNS).where(
+        comments.c.post_id == bindparam("post_id", type_=BigInteger)
     )
-    if after_cursor:
-        stmt = stmt.where(
-            tuple_(comments.c.created_at, comments.c.id)
-            > tuple_(
-                bindparam("cursor_created_at", type_=comments.c.created_at.type),
-                bindparam("cursor_id", type_=BigInteger),
-            )
-        )
-    return stmt.order_by(comments.c.created_at, comments.c.id).limit(
-        bindparam("limit", type_=Integer)
-    )
+    return comments_service.page_of_comments(stmt, with_viewer, (after_cursor, False))
 
 
 def _cursor_of(row: Any) -> Cursor:
@@ -84,7 +58,7 @@ async def list_comments_page(
     names from theirs (one statement per database)."""
     refuse_offset(page)
     db = shards.for_id(post_id)
-    stmt = _page_statement(viewer_id is not None, page.cursor is not None)
+    stmt = page_statement(viewer_id is not None, page.cursor is not None)
     rows = await db.fetch_all(stmt, {**page.params, "post_id": post_id, "viewer_id": viewer_id})
     if not rows:
         await posts_service.ensure_post_visible(db=db, viewer_id=viewer_id, post_id=post_id)
@@ -107,17 +81,9 @@ async def list_comments_page(
 
 
 _VISIBLE_POST = queries.visible_id_statement("id", True)
-_INSERT_COMMENT = (
-    insert(comments)
-    .values(
-        id=func.nextval(cast(bindparam("id_sequence", type_=String), REGCLASS)),
-        post_id=bindparam("post_id", type_=BigInteger),
-        author_id=bindparam("viewer_id", type_=BigInteger),
-        body=bindparam("body", type_=comments.c.body.type),
-        created_at=bindparam("now", type_=comments.c.created_at.type),
-        updated_at=bindparam("now", type_=comments.c.updated_at.type),
-    )
-    .returning(comments.c.id)
+# The unsharded insert, numbered from the post's logical shard's sequence.
+_INSERT_COMMENT = comments_service.INSERT_COMMENT.values(
+    id=func.nextval(cast(bindparam("id_sequence", type_=String), REGCLASS))
 )
 
 
@@ -147,7 +113,8 @@ async def add_comment(
         "id_sequence": SEQUENCES[shard_of(post_id)],
     }
     try:
-        comment_id = await shards.for_id(post_id).write(_add_steps(params), atomic=False)
+        async with shards.writing_for(post_id) as db:
+            comment_id = await db.write(_add_steps(params), atomic=False)
     except IntegrityError:
         raise NotFound("Post not found", code="post_not_found") from None
     return comments_service.comment_dict(
@@ -178,10 +145,11 @@ def _delete_steps(params: dict[str, Any]) -> WriteProgram[None]:
         raise NotFound("Comment not found", code="comment_not_found", field="comment")
     if rows[0]["author_id"] != params["viewer_id"]:
         raise Forbidden("Only its author may delete a comment", code="not_author", field="comment")
-    yield Step(comments_service._DELETE_COMMENT, params)
+    yield Step(comments_service.DELETE_COMMENT, params)
 
 
 async def delete_comment(*, shards: Shards, post_id: int, comment_id: int, user_id: int) -> None:
     """Delete a comment of the post (its author only), on the post's database."""
     params = {"post_id": post_id, "comment_id": comment_id, "viewer_id": user_id}
-    await shards.for_id(post_id).write(_delete_steps(params), atomic=False)
+    async with shards.writing_for(post_id) as db:
+        await db.write(_delete_steps(params), atomic=False)

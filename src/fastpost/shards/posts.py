@@ -38,7 +38,7 @@ from fastpost.posts import writes as post_writes
 from fastpost.posts.models import PostStatus
 from fastpost.posts.queries import posts, select_posts, visible
 from fastpost.posts.service import PostDict
-from fastpost.posts.slugs import make_slug
+from fastpost.posts.slugs import make_sharded_slug
 from fastpost.responses import dump_json
 from fastpost.shards.merge import fetch_each, merge_sorted
 from fastpost.shards.router import Shards
@@ -62,7 +62,7 @@ async def list_newest(
     """A page of the newest published posts of every author (with a tag, or not)."""
     refuse_offset(page)
     # The unsharded list's statement, as it is: each database holds whole logical shards.
-    stmt = posts_service._list_statement(viewer_id is not None, False, tag is not None, page.shape)
+    stmt = posts_service.list_statement(viewer_id is not None, False, tag is not None, page.shape)
     params = {
         **page.params,
         "viewer_id": viewer_id,
@@ -82,9 +82,9 @@ async def cached_newest(*, shards: Shards, cache: Cache, limit: int, tag: str | 
 
     async def load() -> Entry:
         page = await list_newest(shards=shards, viewer_id=None, page=Page(limit, None, 0), tag=tag)
-        return Entry.of(dump_json(page), tags=posts_service._authors_of(page["items"]))
+        return Entry.of(dump_json(page), tags=posts_service.authors_of(page["items"]))
 
-    key, name = posts_service._first_page_key(limit, None, tag)
+    key, name = posts_service.first_page_key(limit, None, tag)
     return await cache.get_or_load(key, load, ttl=posts_service.LIST_TTL, tags=[name])
 
 
@@ -95,7 +95,7 @@ def _most_liked(row: Any) -> tuple[int, int]:
 async def list_popular(*, shards: Shards, viewer_id: int | None, limit: int) -> list[PostDict]:
     """The most liked published posts of every database: each database's top `limit`,
     merged by (likes_count, id) as the unsharded statement orders them."""
-    stmt = posts_service._popular_statement(viewer_id is not None)
+    stmt = posts_service.popular_statement(viewer_id is not None)
     pages = await fetch_each(shards.each(), stmt, {"limit": limit, "viewer_id": viewer_id})
     rows = merge_sorted(pages, limit, key=_most_liked)
     return [posts_service.post_dict(row, viewer_id) for row in rows]
@@ -106,7 +106,7 @@ async def cached_popular(*, shards: Shards, cache: Cache, limit: int) -> Entry:
 
     async def load() -> Entry:
         items = await list_popular(shards=shards, viewer_id=None, limit=limit)
-        return Entry.of(dump_json(items), tags=posts_service._authors_of(items))
+        return Entry.of(dump_json(items), tags=posts_service.authors_of(items))
 
     return await cache.get_or_load(
         cache_keys.popular(limit), load, ttl=posts_service.LIST_TTL, tags=[cache_keys.POPULAR]
@@ -121,7 +121,7 @@ def _search_statement(with_viewer: bool) -> Select[Any]:
     vector: ColumnElement[Any] = literal_column("posts.search_vector")
     rank = func.ts_rank(vector, query)
     return (
-        select_posts(posts_service._read(with_viewer))
+        select_posts(posts_service.post_read(with_viewer))
         .add_columns(rank.label("rank"))
         .where(posts.c.status == PostStatus.published.value, vector.op("@@")(query))
         .order_by(rank.desc(), posts.c.id.desc())
@@ -194,43 +194,27 @@ async def create_post(
     tags: list[str] | tuple[str, ...] = (),
 ) -> PostDict:
     """Create a post on its author's shard, numbered from that logical shard's sequence."""
-    now = utcnow()
-    names = post_tags.normalise_tags(tags)
-    values = post_writes.new_post_values(
+    values, names = posts_service.new_post(
         author_id=author_id,
         title=title,
-        slug=make_slug(title),
-        description=description,
+        slug=make_sharded_slug(title, shard_of(author_id)),
         content=content,
-        status=status.value,
-        now=now,
+        status=status,
+        description=description,
+        tags=tags,
     )
     values["id_sequence"] = SEQUENCES[shard_of(author_id)]
-    db = shards.for_id(author_id)
     try:
-        post_id, (username, image, _bio) = await db.write(
-            post_writes.create_post(db.dialect, values, names, sharded=True), atomic=False
-        )
+        async with shards.writing_for(author_id) as db:
+            post_id, (username, image, _bio) = await db.write(
+                post_writes.create_post(db.dialect, values, names, sharded=True), atomic=False
+            )
     except IntegrityError:
         raise Unauthorized("Account no longer exists", code="account_gone") from None
-    keys, stale_tags = posts_service.stale_after_post_write(
-        post_id=None, author_id=author_id, tags_in_use=bool(names)
+    await posts_service.invalidate_create(cache, author_id=author_id, tags_in_use=bool(names))
+    return posts_service.created_post(
+        values, post_id=post_id, tags=names, username=username, image=image
     )
-    await cache.invalidate(keys=keys, tags=stale_tags)
-    return {
-        "id": post_id,
-        "slug": values["slug"],
-        "title": title,
-        "description": description,
-        "content": content,
-        "status": status.value,
-        "likes_count": 0,
-        "tags": names,
-        "created_at": now,
-        "updated_at": now,
-        "author": {"id": author_id, "username": username, "image": image},
-        "liked_by_me": False,
-    }
 
 
 # The post a like is about, if the viewer may see it. Unlike the unsharded statement, it
@@ -250,12 +234,12 @@ def _set_like(
         raise NotFound("Post not found", code="post_not_found")
     author_id = int(rows[0]["author_id"])
     changed = yield Step(
-        posts_service._add_like(dialect) if liked else posts_service._REMOVE_LIKE, params
+        posts_service.add_like(dialect) if liked else posts_service.REMOVE_LIKE, params
     )
     if changed:
-        counts = yield Step(posts_service._COUNT_CHANGE, {**params, "delta": 1 if liked else -1})
+        counts = yield Step(posts_service.COUNT_CHANGE, {**params, "delta": 1 if liked else -1})
     else:
-        counts = yield Step(posts_service._COUNT, params)
+        counts = yield Step(posts_service.COUNT, params)
     if not counts:
         raise NotFound("Post not found", code="post_not_found")
     return author_id, int(counts[0][0]), bool(changed)
@@ -265,11 +249,11 @@ async def set_like(
     *, shards: Shards, cache: Cache, user_id: int, post_id: int, liked: bool
 ) -> dict[str, Any]:
     """Like (or take back a like of) a post, on the post's shard: one transaction there."""
-    db = shards.for_id(post_id)
     try:
-        author_id, count, changed = await db.write(
-            _set_like(db.dialect, user_id=user_id, post_id=post_id, liked=liked)
-        )
+        async with shards.writing_for(post_id) as db:
+            author_id, count, changed = await db.write(
+                _set_like(db.dialect, user_id=user_id, post_id=post_id, liked=liked)
+            )
     except IntegrityError:
         raise NotFound("Post not found", code="post_not_found") from None
     if changed:

@@ -22,7 +22,8 @@ from typing import Any
 from sqlalchemy import text
 
 from fastpost.db import Database
-from fastpost.seed import Progress, SeedPlan, SeedReport, _Generator, _hashes, tag_names
+from fastpost.posts.slugs import sharded_suffix
+from fastpost.seed import Progress, RowGenerator, SeedPlan, SeedReport, password_hashes, tag_names
 from fastpost.settings import Settings
 from fastpost.shards.shard_map import (
     LOGICAL_SHARDS,
@@ -101,8 +102,8 @@ async def seed_shards(settings: Settings, plan: SeedPlan, progress: Progress) ->
     try:
         shard_map = await load_shard_map(databases[0], len(databases))
         names = tag_names(plan)
-        gen = _Generator(plan, 1, 1, with_demo_user=True, tag_ids=list(range(1, len(names) + 1)))
-        users = list(gen.users(*_hashes(settings)))
+        gen = RowGenerator(plan, 1, 1, with_demo_user=True, tag_ids=list(range(1, len(names) + 1)))
+        users = list(gen.users(*password_hashes(settings)))
         posts = list(gen.posts())
         post_tags = list(gen.post_tags())
         likes = list(gen.likes())
@@ -180,7 +181,12 @@ async def _load(
         directory.append((u[1].lower(), u[2], new))
     for p in posts:
         new = post_id[p[0]]
-        rows["posts"][db_of(new)].append((new, user_id[p[1]], *p[2:7], _time(p[7]), _time(p[8])))
+        # The unsharded slug (unique by the old id) with the suffix that routes a RealWorld
+        # read by slug to the post's logical shard (fastpost.posts.slugs).
+        slug = f"{p[3]}-{sharded_suffix(new >> 48)}"
+        rows["posts"][db_of(new)].append(
+            (new, user_id[p[1]], p[2], slug, *p[4:7], _time(p[7]), _time(p[8]))
+        )
     for post, tag, created in post_tags:
         new = post_id[post]
         home = db_of(new)

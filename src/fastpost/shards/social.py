@@ -12,14 +12,12 @@ the follow only once both rows exist.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 from sqlalchemy import BigInteger, Select, bindparam, exists, select
 
-from fastpost import cache_keys
 from fastpost.bound_lists import one_of
 from fastpost.cache import Cache, Entry
 from fastpost.db import Row
@@ -28,14 +26,12 @@ from fastpost.pagination import Cursor, Page, cut_page, keyset_page
 from fastpost.posts import queries
 from fastpost.posts import service as posts_service
 from fastpost.posts.queries import PostRead, posts, select_posts, users
-from fastpost.responses import dump_json
 from fastpost.shards.merge import fetch_each, merge_sorted
 from fastpost.shards.posts import refuse_offset
 from fastpost.shards.router import Shards
 from fastpost.social import service as social_service
 from fastpost.social.service import follows
 from fastpost.timeutil import utcnow
-from fastpost.users import service as users_service
 from fastpost.writes import Step, WriteProgram
 
 _FOLLOWEE_ID = bindparam("followee_id", type_=BigInteger)
@@ -46,22 +42,22 @@ _FOLLOWEE_ANY = select(users.c.id).where(users.c.id == _FOLLOWEE_ID)
 def _follow_on_followee(dialect: str, params: dict[str, Any]) -> WriteProgram[None]:
     if not (yield Step(_FOLLOWEE_ACTIVE, params)):
         raise NotFound("User not found", code="user_not_found")
-    yield Step(social_service._add_follow(dialect), params)
+    yield Step(social_service.add_follow(dialect), params)
 
 
 def _follow_on_follower(dialect: str, params: dict[str, Any]) -> WriteProgram[None]:
-    yield Step(social_service._add_follow(dialect), params)
+    yield Step(social_service.add_follow(dialect), params)
 
 
 def _unfollow_on_followee(params: dict[str, Any]) -> WriteProgram[None]:
     # A deactivated account can still be unfollowed: its follow rows are still there.
     if not (yield Step(_FOLLOWEE_ANY, params)):
         raise NotFound("User not found", code="user_not_found")
-    yield Step(social_service._REMOVE_FOLLOW, params)
+    yield Step(social_service.REMOVE_FOLLOW, params)
 
 
 def _unfollow_on_follower(params: dict[str, Any]) -> WriteProgram[None]:
-    yield Step(social_service._REMOVE_FOLLOW, params)
+    yield Step(social_service.REMOVE_FOLLOW, params)
 
 
 async def set_follow(
@@ -71,16 +67,19 @@ async def set_follow(
     if following and follower_id == followee_id:
         raise InvalidInput("You cannot follow yourself", code="follow_self", field="user_id")
     params = {"follower_id": follower_id, "followee_id": followee_id, "now": utcnow()}
-    followee_db = shards.for_id(followee_id)
-    follower_db = shards.for_id(follower_id)
-    if following:
-        await followee_db.write(_follow_on_followee(followee_db.dialect, params))
-        if follower_db is not followee_db:
-            await follower_db.write(_follow_on_follower(follower_db.dialect, params))
-    else:
-        await followee_db.write(_unfollow_on_followee(params))
-        if follower_db is not followee_db:
-            await follower_db.write(_unfollow_on_follower(params))
+    # Each side through the write gate of its own logical shard (one may be frozen by a
+    # move); the databases are those named once the gate opens.
+    async with shards.writing_for(followee_id) as followee_db:
+        if following:
+            await followee_db.write(_follow_on_followee(followee_db.dialect, params))
+        else:
+            await followee_db.write(_unfollow_on_followee(params))
+    async with shards.writing_for(follower_id) as follower_db:
+        if follower_db is not followee_db:  # else the row just written serves both
+            if following:
+                await follower_db.write(_follow_on_follower(follower_db.dialect, params))
+            else:
+                await follower_db.write(_unfollow_on_follower(params))
     await social_service.invalidate_friends(cache, follower_id, followee_id)
 
 
@@ -130,7 +129,7 @@ async def list_follows(
         _follow_rows(direction, page.shape), {**page.params, "user_id": user_id}
     )
     if not rows and page.cursor is None:
-        await social_service._ensure_user(db, user_id)
+        await social_service.ensure_user(db, user_id)
     items, cursor = cut_page(rows, page.limit, _cursor_of)
     return {"items": await _summaries(shards, items), "next_cursor": cursor}
 
@@ -164,7 +163,7 @@ def _feed_statement(shape: tuple[bool, bool]) -> Select[Any]:
     page = keyset_page(
         select(posts.c.id, posts.c.created_at).where(
             one_of(posts.c.author_id, "author_ids", dialect="postgresql", item_type=BigInteger()),
-            posts.c.status == queries._PUBLISHED,
+            posts.c.status == queries.PUBLISHED,
         ),
         shape,
         posts.c.created_at,
@@ -195,46 +194,22 @@ async def overview(*, shards: Shards, user_id: int, viewer_id: int | None) -> di
     (at once, as unsharded), then the friends' profiles from theirs."""
     db = shards.for_id(user_id)
 
-    async def latest_posts() -> Any:
-        page = await posts_service.list_posts(
-            db=db,
-            viewer_id=viewer_id,
-            page=Page(social_service.OVERVIEW_POSTS, None, 0),
-            author_id=user_id,
-        )
-        return page["items"]
-
-    async def friends() -> Any:
+    async def friends() -> list[dict[str, Any]]:
         page = Page(social_service.OVERVIEW_FRIENDS, None, 0)
         rows = await db.fetch_all(
             _follow_rows("friends", page.shape), {**page.params, "user_id": user_id}
         )
         return await _summaries(shards, rows[: social_service.OVERVIEW_FRIENDS])
 
-    results = await asyncio.gather(
-        users_service.get_profile(db=db, user_id=user_id),
-        latest_posts(),
-        friends(),
-        return_exceptions=True,
+    return await social_service.gather_overview(
+        db=db, user_id=user_id, viewer_id=viewer_id, friends=friends()
     )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    user, latest, friend_list = results
-    return {"user": user, "latest_posts": latest, "friends": friend_list}
 
 
 async def cached_overview(*, shards: Shards, cache: Cache, user_id: int) -> Entry:
     """The overview as an anonymous caller sees it, under the unsharded key and tags."""
-
-    async def load() -> Entry:
-        result = await overview(shards=shards, user_id=user_id, viewer_id=None)
-        shown = {user_id, *(friend["id"] for friend in result["friends"])}
-        return Entry.of(dump_json(result), tags=[cache_keys.user_tag(u) for u in sorted(shown)])
-
-    return await cache.get_or_load(
-        cache_keys.overview(user_id),
-        load,
-        ttl=posts_service.LIST_TTL,
-        tags=[cache_keys.overview_tag(user_id), cache_keys.author_posts_tag(user_id)],
+    return await social_service.cache_overview(
+        cache=cache,
+        user_id=user_id,
+        read=partial(overview, shards=shards, user_id=user_id, viewer_id=None),
     )

@@ -92,32 +92,36 @@ async def register_user(
     email = normalise_email(email)
     password_hash = await passwords.hash(password)
     logical = logical_shard_for_username(username)
-    db = shards.for_logical(logical)
-    row = await db.fetch_one(_NEXT_ID, {"id_sequence": SEQUENCES[logical]})
-    assert row is not None
-    user_id = int(row["id"])
-    await _claim(shards, {"username_lower": username.lower(), "email": email, "user_id": user_id})
-    now = utcnow()
-    try:
-        async with db.transaction() as session:
-            await session.execute(
-                _INSERT_USER,
-                {
-                    "id": user_id,
-                    "username": username,
-                    "email": email,
-                    "password_hash": password_hash,
-                    "now": now,
-                },
-            )
-    except IntegrityError:
-        # The same name on this database already (a directory row lost by hand): the claim
-        # just made is given back.
-        async with shards.directory.transaction() as session:
-            await session.execute(
-                _RELEASE, {"username_lower": username.lower(), "user_id": user_id}
-            )
-        raise Conflict("Username or email is already registered", code="user_exists") from None
+    # The id, the claim and the row under the write gate: a move of this logical shard
+    # waits for all three (router.Shards.writing).
+    async with shards.writing(logical) as db:
+        row = await db.fetch_one(_NEXT_ID, {"id_sequence": SEQUENCES[logical]})
+        assert row is not None
+        user_id = int(row["id"])
+        await _claim(
+            shards, {"username_lower": username.lower(), "email": email, "user_id": user_id}
+        )
+        now = utcnow()
+        try:
+            async with db.transaction() as session:
+                await session.execute(
+                    _INSERT_USER,
+                    {
+                        "id": user_id,
+                        "username": username,
+                        "email": email,
+                        "password_hash": password_hash,
+                        "now": now,
+                    },
+                )
+        except IntegrityError:
+            # The same name on this database already (a directory row lost by hand): the claim
+            # just made is given back.
+            async with shards.directory.transaction() as session:
+                await session.execute(
+                    _RELEASE, {"username_lower": username.lower(), "user_id": user_id}
+                )
+            raise Conflict("Username or email is already registered", code="user_exists") from None
     return {
         "id": user_id,
         "username": username,
@@ -147,27 +151,29 @@ async def update_me(
     the directory first (one UPDATE of their row: 409 if someone holds it), then the user
     row changes on its database as unsharded. A failure between the two leaves the
     directory ahead; the same request again (idempotent) completes it."""
-    db = shards.for_id(user_id)
-    if "username" in changes or "email" in changes:
-        current = await db.fetch_one(users_service._ME, {"user_id": user_id})
-        if current is None:
-            raise Unauthorized("Account no longer exists", code="account_gone")
-        claim = {
-            "user_id": user_id,
-            "username_lower": str(changes.get("username") or current["username"]).lower(),
-            "email": normalise_email(str(changes.get("email") or current["email"])),
-        }
-        try:
-            async with shards.directory.transaction() as session:
-                await session.execute(_MOVE_CLAIM, claim)
-        except IntegrityError:
-            raise Conflict("Username or email is already registered", code="user_exists") from None
-    async with db.transaction() as session:
-        user = await users_service.update_me(
-            session=session, cache=cache, passwords=passwords, user_id=user_id, changes=changes
-        )
-    for callback in session.info.pop("after_commit", ()):
-        await callback()
+    async with shards.writing_for(user_id) as db:
+        if "username" in changes or "email" in changes:
+            current = await db.fetch_one(users_service.ME, {"user_id": user_id})
+            if current is None:
+                raise Unauthorized("Account no longer exists", code="account_gone")
+            claim = {
+                "user_id": user_id,
+                "username_lower": str(changes.get("username") or current["username"]).lower(),
+                "email": normalise_email(str(changes.get("email") or current["email"])),
+            }
+            try:
+                async with shards.directory.transaction() as session:
+                    await session.execute(_MOVE_CLAIM, claim)
+            except IntegrityError:
+                raise Conflict(
+                    "Username or email is already registered", code="user_exists"
+                ) from None
+        async with db.transaction() as session:
+            user = await users_service.update_me(
+                session=session, cache=cache, passwords=passwords, user_id=user_id, changes=changes
+            )
+        for callback in session.info.pop("after_commit", ()):
+            await callback()
     return user
 
 
@@ -189,4 +195,31 @@ async def authenticate(
         raise Unauthorized("Incorrect username or password", code="invalid_credentials")
     return await users_service.authenticate(
         db=db, passwords=passwords, username=username, password=password, cache=cache
+    )
+
+
+async def user_id_named(shards: Shards, username: str) -> int | None:
+    """The id of the user with this name (any case), from the directory."""
+    row = await shards.directory.fetch_one(_USER_ID_NAMED, {"username": username})
+    return None if row is None else int(row["user_id"])
+
+
+_USER_ID_BY_EMAIL = text("SELECT user_id FROM user_directory WHERE email = :email")
+
+
+async def authenticate_by_email(
+    *, shards: Shards, passwords: Passwords, email: str, password: str, cache: Any
+) -> int:
+    """authenticate, by email (the RealWorld API's login): the directory names the
+    account's database, where the check runs as unsharded."""
+    row = await shards.directory.fetch_one(_USER_ID_BY_EMAIL, {"email": normalise_email(email)})
+    if row is None:
+        await passwords.verify(None, password)
+        raise Unauthorized("Incorrect email or password", code="invalid_credentials")
+    return await users_service.authenticate_by_email(
+        db=shards.for_id(int(row["user_id"])),
+        passwords=passwords,
+        email=email,
+        password=password,
+        cache=cache,
     )

@@ -4,7 +4,8 @@ the user overview."""
 from __future__ import annotations
 
 import asyncio
-from functools import cache
+from collections.abc import Awaitable, Callable
+from functools import cache, partial
 from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, Select, String, bindparam, exists, false, select
@@ -41,9 +42,10 @@ _FOLLOWEE_ID = bindparam("followee_id", type_=BigInteger)
 _ANY_FOLLOWEE = select(users.c.id).where(users.c.id == _FOLLOWEE_ID)
 
 
-async def _ensure_user(
+async def ensure_user(
     source: Database | AsyncSession, user_id: int, *, active: bool = True
 ) -> None:
+    """Raise NotFound unless user_id exists (and, with `active`, is active)."""
     stmt = _ACTIVE_USER if active else _ANY_USER
     if isinstance(source, Database):
         found = await source.fetch_one(stmt, {"user_id": user_id})
@@ -67,7 +69,8 @@ _BOTH_USERS = select(users.c.id, users.c.is_active).where(
 
 
 @cache
-def _add_follow(dialect: str) -> Any:
+def add_follow(dialect: str) -> Any:
+    """Insert the follow of :followee_id by :follower_id unless there is one."""
     return insert_or_ignore(dialect, follows).values(
         follower_id=bindparam("follower_id", type_=BigInteger),
         followee_id=_FOLLOWEE_ID,
@@ -75,7 +78,7 @@ def _add_follow(dialect: str) -> Any:
     )
 
 
-_REMOVE_FOLLOW = follows.delete().where(
+REMOVE_FOLLOW = follows.delete().where(
     follows.c.follower_id == bindparam("follower_id", type_=BigInteger),
     follows.c.followee_id == _FOLLOWEE_ID,
 )
@@ -93,7 +96,7 @@ def follow_steps(dialect: str, params: dict[str, Any]) -> WriteProgram[None]:
         raise Unauthorized("Account no longer exists", code="account_gone")
     if not found.get(params["followee_id"]):
         raise NotFound("User not found", code="user_not_found")
-    yield Step(_add_follow(dialect), params)
+    yield Step(add_follow(dialect), params)
 
 
 def unfollow_steps(params: dict[str, Any]) -> WriteProgram[None]:
@@ -101,7 +104,7 @@ def unfollow_steps(params: dict[str, Any]) -> WriteProgram[None]:
     # A deactivated account can still be unfollowed: its follow rows are still there.
     if not (yield Step(_ANY_FOLLOWEE, params)):
         raise NotFound("User not found", code="user_not_found")
-    yield Step(_REMOVE_FOLLOW, params)
+    yield Step(REMOVE_FOLLOW, params)
 
 
 async def follow(*, db: Database, cache: Cache, follower_id: int, followee_id: int) -> None:
@@ -171,7 +174,7 @@ def change_follow_by_username_steps(
     change = {**params, "followee_id": target["id"]}
     if change["follower_id"] == change["followee_id"]:
         raise InvalidInput("You cannot follow yourself", code="follow_self", field="user_id")
-    yield Step(_add_follow(dialect) if follow else _REMOVE_FOLLOW, change)
+    yield Step(add_follow(dialect) if follow else REMOVE_FOLLOW, change)
     return target
 
 
@@ -202,7 +205,7 @@ async def _user_page(db: Database, stmt: Select[Any], page: Page, user_id: int) 
     rows = await db.fetch_all(stmt, {**page.params, "user_id": user_id})
     if not rows and page.cursor is None and not page.offset:
         # Only an empty first page pays for telling "no followers" from "no such user".
-        await _ensure_user(db, user_id)
+        await ensure_user(db, user_id)
     items, cursor = cut_page(rows, page.limit, _cursor_of)
     return {"items": [_summary(r) for r in items], "next_cursor": cursor}
 
@@ -263,6 +266,26 @@ async def feed(*, db: Database, user_id: int, page: Page) -> dict[str, Any]:
 async def overview(*, db: Database, user_id: int, viewer_id: int | None) -> dict[str, Any]:
     """A user, their latest posts and their friends, read concurrently."""
 
+    async def friends() -> list[dict[str, Any]]:
+        page = Page(OVERVIEW_FRIENDS, None, 0)
+        rows = await db.fetch_all(
+            _friends_statement(page.shape), {**page.params, "user_id": user_id}
+        )
+        return [_summary(r) for r in rows[:OVERVIEW_FRIENDS]]
+
+    return await gather_overview(db=db, user_id=user_id, viewer_id=viewer_id, friends=friends())
+
+
+async def gather_overview(
+    *,
+    db: Database,
+    user_id: int,
+    viewer_id: int | None,
+    friends: Awaitable[list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """Read the user and their latest posts from `db` while `friends` runs; return the
+    overview, or raise the first failure once all three are done."""
+
     # Each read checks out its own pooled connection (one connection cannot run two
     # statements at once), so the three round trips overlap instead of adding up.
     async def latest_posts() -> Any:
@@ -271,20 +294,13 @@ async def overview(*, db: Database, user_id: int, viewer_id: int | None) -> dict
         )
         return page["items"]
 
-    async def friends() -> Any:
-        page = Page(OVERVIEW_FRIENDS, None, 0)
-        rows = await db.fetch_all(
-            _friends_statement(page.shape), {**page.params, "user_id": user_id}
-        )
-        return [_summary(r) for r in rows[:OVERVIEW_FRIENDS]]
-
     # return_exceptions: when one read fails (an unknown user's profile), gather would raise
     # at once and leave the other two running past the response, holding pooled connections;
     # waiting costs nothing, since the reads overlap, and then the first failure is raised.
     results = await asyncio.gather(
         users_service.get_profile(db=db, user_id=user_id),
         latest_posts(),
-        friends(),
+        friends,
         return_exceptions=True,
     )
     for result in results:
@@ -296,9 +312,19 @@ async def overview(*, db: Database, user_id: int, viewer_id: int | None) -> dict
 
 async def cached_overview(*, db: Database, cache: Cache, user_id: int) -> Entry:
     """The overview as an anonymous caller sees it."""
+    return await cache_overview(
+        cache=cache, user_id=user_id, read=partial(overview, db=db, user_id=user_id, viewer_id=None)
+    )
+
+
+async def cache_overview(
+    *, cache: Cache, user_id: int, read: Callable[[], Awaitable[dict[str, Any]]]
+) -> Entry:
+    """The overview `read` gives an anonymous caller, from the cache, under user_id's key
+    and tagged with every user it shows."""
 
     async def load() -> Entry:
-        result = await overview(db=db, user_id=user_id, viewer_id=None)
+        result = await read()
         shown = {user_id, *(friend["id"] for friend in result["friends"])}
         return Entry.of(dump_json(result), tags=[cache_keys.user_tag(u) for u in sorted(shown)])
 

@@ -29,7 +29,8 @@ _BUSY: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _passwords(request: Request) -> Passwords:
+def passwords_of(request: Request) -> Passwords:
+    """The app's password hasher (fastpost.security.Passwords)."""
     passwords: Passwords = request.app.state.passwords
     return passwords
 
@@ -51,7 +52,7 @@ async def register(body: RegisterIn, session: WriteSession, request: Request) ->
     await limit_registration(request)
     user = await service.register_user(
         session=session,
-        passwords=_passwords(request),
+        passwords=passwords_of(request),
         username=body.username,
         email=str(body.email),
         password=body.password,
@@ -59,7 +60,8 @@ async def register(body: RegisterIn, session: WriteSession, request: Request) ->
     return MeOut.model_validate(user, from_attributes=True)
 
 
-_LOGIN_BODY: dict[str, Any] = {
+# The login's request body in the OpenAPI schema: JSON, or OAuth2's password form.
+LOGIN_BODY: dict[str, Any] = {
     "required": True,
     "content": {
         "application/json": {"schema": LoginIn.model_json_schema()},
@@ -77,7 +79,8 @@ _LOGIN_BODY: dict[str, Any] = {
 }
 
 
-async def _read_login(request: Request) -> LoginIn:
+async def read_login(request: Request) -> LoginIn:
+    """Read a login's username and password from a JSON body or an OAuth2 form."""
     content_type = request.headers.get("content-type", "")
     try:
         if content_type.startswith("application/x-www-form-urlencoded") or content_type.startswith(
@@ -101,16 +104,16 @@ async def _read_login(request: Request) -> LoginIn:
 
 @auth_router.post(
     "/login",
-    openapi_extra={"requestBody": _LOGIN_BODY},
+    openapi_extra={"requestBody": LOGIN_BODY},
     responses={**error_responses(401, 413, 422, 429), **_BUSY},
 )
 async def login(request: Request, db: DatabaseDep) -> TokenOut:
     """Exchange a username and password for a bearer token (JSON or OAuth2 form)."""
-    credentials = await _read_login(request)
+    credentials = await read_login(request)
     await limit_login(request, credentials.username)
     user_id = await service.authenticate(
         db=db,
-        passwords=_passwords(request),
+        passwords=passwords_of(request),
         username=credentials.username,
         password=credentials.password,
         # Caches the account for the account check of the requests the token makes next.
@@ -141,7 +144,7 @@ async def update_me(
     user = await service.update_me(
         session=session,
         cache=cache,
-        passwords=_passwords(request),
+        passwords=passwords_of(request),
         user_id=user_id,
         changes=body.model_dump(exclude_unset=True, mode="json"),
     )

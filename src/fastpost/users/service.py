@@ -28,7 +28,7 @@ _ACTIVE_BY_ID = (users.c.id == bindparam("user_id", type_=BigInteger), users.c.i
 _PROFILE = select(*PROFILE_COLUMNS).where(*_ACTIVE_BY_ID)
 _ME_COLUMNS = (*PROFILE_COLUMNS, users.c.email, users.c.updated_at)
 _ME_KEYS = tuple(column.key for column in _ME_COLUMNS)
-_ME = select(*_ME_COLUMNS).where(*_ACTIVE_BY_ID)
+ME = select(*_ME_COLUMNS).where(*_ACTIVE_BY_ID)
 # With the caller's own profile: a login caches it (remember_me), so that the account
 # check of the requests its token makes next finds it (cached_me).
 # A name is one account whatever its case (migration 0006's index on lower(username)).
@@ -179,7 +179,7 @@ async def cached_profile(*, db: Database, cache: Cache, user_id: int) -> Entry:
 
 async def get_me(*, db: Database, user_id: int) -> Mapping[str, Any]:
     """Return the caller's own profile, with email."""
-    row = await db.fetch_one(_ME, {"user_id": user_id})
+    row = await db.fetch_one(ME, {"user_id": user_id})
     if row is None:
         # The token is valid but its account is gone or deactivated.
         raise Unauthorized("Account no longer exists", code="account_gone")
@@ -205,7 +205,7 @@ async def cached_me(*, db: Database, cache: Cache, user_id: int) -> bytes:
     GET /users/me would load anyway (tests/perf/test_logged_in_reads.py counts them)."""
 
     async def load() -> Entry:
-        row = await db.fetch_one(_ME, {"user_id": user_id})
+        row = await db.fetch_one(ME, {"user_id": user_id})
         return Entry.of(_GONE if row is None else dump_json(dict(row)))
 
     entry = await cache.get_or_load(
@@ -218,7 +218,7 @@ async def cached_me(*, db: Database, cache: Cache, user_id: int) -> bytes:
 
 async def remember_me(*, cache: Cache, me: Mapping[str, Any]) -> None:
     """Cache an account's own profile that another statement read (a login's, with the
-    columns of _ME in their order), as cached_me would load it."""
+    columns of ME in their order), as cached_me would load it."""
     entry = Entry.of(dump_json(dict(me)))
 
     async def already_loaded() -> Entry:
