@@ -204,3 +204,11 @@ async def _load(
             if table_rows:
                 await _insert(db, table, table_rows)
         progress(table, sum(len(r) for r in rows[table]))
+    for db in databases:
+        # As the unsharded seed ends (fastpost.seed): statistics for the planner, and a
+        # visibility map for index-only scans, without waiting for autovacuum.
+        async with db.write_engine.connect() as conn:
+            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.exec_driver_sql(
+                "VACUUM (ANALYZE) users, posts, tags, post_tags, likes, follows, post_counts"
+            )
