@@ -3,9 +3,9 @@ shape the response in the API's envelopes."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypedDict
 
-import orjson
 from fastapi import Depends, Path, Request, Response, status
 from fastapi.security import APIKeyHeader
 
@@ -28,12 +28,15 @@ from fastpost.realworld.schemas import (
     CommentsEnvelope,
     FeedParams,
     LoginUserIn,
+    NewArticle,
     NewArticleIn,
     NewCommentIn,
     NewUserIn,
     ProfileEnvelope,
     TagsEnvelope,
+    UpdateArticle,
     UpdateArticleIn,
+    UpdateUser,
     UpdateUserIn,
     UserEnvelope,
     realworld_errors,
@@ -122,6 +125,106 @@ def user_out(user: Any, token: str) -> dict[str, Any]:
     }
 
 
+def with_new_token(request: Request, user: Any, user_id: int, status_code: int = 200) -> Response:
+    """The user's envelope (user_out) with a token newly issued for them."""
+    tokens: Tokens = request.app.state.tokens
+    return json_response(user_out(user, tokens.issue(user_id).access_token), status_code)
+
+
+async def checked_login(login: Awaitable[int]) -> int:
+    """The user id a login returns; any refusal as the spec's one answer."""
+    try:
+        return await login
+    except Unauthorized:
+        # Whatever the reason (no such email, a wrong password, a closed account): the
+        # spec's one answer, which tells an attacker nothing.
+        raise Unauthorized("invalid", code="invalid_credentials", field="credentials") from None
+
+
+async def me_response(db: Database, caller: Caller) -> Response:
+    """The caller's account, read from their database, in the user envelope."""
+    me = await users_service.get_me(db=db, user_id=caller.user_id)
+    return json_response(user_out(dict(me), caller.token))
+
+
+def user_changes(user: UpdateUser) -> dict[str, Any]:
+    """The fields a user update sets; a null or empty bio or image clears it."""
+    # A null email, username or password is a 422 (schemas.UpdateUser); bio and image
+    # are nullable.
+    changes = user.model_dump(exclude_unset=True, mode="json")
+    for name in ("bio", "image"):
+        if name in changes and not changes[name]:
+            changes[name] = None
+    return changes
+
+
+def is_home_page(query: ArticleListParams) -> bool:
+    """Whether the list asked for is the unfiltered first page: a front end's home page."""
+    unfiltered = query.tag is None and query.author is None and query.favorited is None
+    return query.offset == 0 and unfiltered
+
+
+class NewPost(TypedDict):
+    """A new article's fields under the names of the posts services' create_post."""
+
+    title: str
+    content: str
+    description: str
+    status: PostStatus
+    tags: list[str] | tuple[str, ...]
+
+
+def new_post(article: NewArticle) -> NewPost:
+    """A new article's fields as create_post takes them, published."""
+    return NewPost(
+        title=article.title,
+        content=article.body,
+        description=article.description,
+        status=PostStatus.published,
+        tags=article.tagList or (),
+    )
+
+
+def article_changes(article: UpdateArticle) -> dict[str, Any]:
+    """The columns an article update sets, by the posts' names (body is content)."""
+    fields = article.model_dump(exclude_unset=True, exclude={"tagList"})
+    return {
+        {"body": "content"}.get(name, name): value
+        for name, value in fields.items()
+        if value is not None
+    }
+
+
+async def updated_article(
+    *, db: Database, cache: Cache, caller: Caller, slug: str, article: UpdateArticle
+) -> dict[str, Any]:
+    """Apply an article update on its database; the article as its author now sees it, in
+    its envelope."""
+    result = await service.update_article(
+        db=db,
+        cache=cache,
+        user_id=caller.user_id,
+        slug=slug,
+        changes=article_changes(article),
+        tags=article.tagList,
+    )
+    return {"article": result}
+
+
+async def article_response(
+    request: Request, db: Database, caller: Caller | None, slug: str
+) -> Response:
+    """One article from its database: anonymously the cached entry (answered 304 on a
+    matching ETag without touching the database), else with the caller's flags."""
+    cache: Cache = request.app.state.cache
+    if caller is None:
+        entry = await service.cached_article(db=db, cache=cache, slug=slug)
+        return cached_response(request.headers, entry)
+    return private_response(
+        await service.article_for_viewer(db=db, cache=cache, viewer_id=caller.user_id, slug=slug)
+    )
+
+
 # The home page of every RealWorld front end, and the list the peers race on.
 # - Declared first: FastAPI (0.165) tries a router's routes in order, twice a request (to
 #   match, then to handle).
@@ -144,8 +247,7 @@ async def list_articles(request: Request) -> Response:
     caller = await resolve_caller(request, required=False)
     query = parse_query(ArticleListParams, request)
     db: Database = request.app.state.db
-    unfiltered = query.tag is None and query.author is None and query.favorited is None
-    if query.offset == 0 and unfiltered:
+    if is_home_page(query):
         # A front end's home page: served from the cache, revalidated by ETag; a logged-in
         # caller gets the same cached page with their flags spliced in.
         cache: Cache = request.app.state.cache
@@ -189,8 +291,7 @@ async def register(body: NewUserIn, session: WriteSession, request: Request) -> 
         email=str(body.user.email),
         password=body.user.password,
     )
-    tokens: Tokens = request.app.state.tokens
-    return json_response(user_out(user, tokens.issue(user.id).access_token), 201)
+    return with_new_token(request, user, user.id, 201)
 
 
 @router.post(
@@ -201,26 +302,20 @@ async def register(body: NewUserIn, session: WriteSession, request: Request) -> 
 async def login(body: LoginUserIn, db: DatabaseDep, request: Request) -> Response:
     """Log in with email and password."""
     await limit_login(request, str(body.user.email))
-    try:
-        # The users service's login: equal timing for unknown emails, bounded hashing,
-        # out-of-date hashes upgraded.
-        user_id = await users_service.authenticate_by_email(
+    # The users service's login: equal timing for unknown emails, bounded hashing,
+    # out-of-date hashes upgraded.
+    user_id = await checked_login(
+        users_service.authenticate_by_email(
             db=db,
             passwords=passwords_of(request),
             email=body.user.email,
             password=body.user.password,
             cache=request.app.state.cache,
         )
-    except Unauthorized:
-        # Whatever the reason (no such email, a wrong password, a closed account): the
-        # spec's one answer, which tells an attacker nothing.
-        raise Unauthorized("invalid", code="invalid_credentials", field="credentials") from None
-    tokens: Tokens = request.app.state.tokens
-    # Cached by the login itself: no second read of the account.
-    me = orjson.loads(
-        await users_service.cached_me(db=db, cache=request.app.state.cache, user_id=user_id)
     )
-    return json_response(user_out(me, tokens.issue(user_id).access_token))
+    # Cached by the login itself: no second read of the account.
+    me = await service.cached_user(db=db, cache=request.app.state.cache, user_id=user_id)
+    return with_new_token(request, me, user_id)
 
 
 @router.get(
@@ -230,8 +325,7 @@ async def login(body: LoginUserIn, db: DatabaseDep, request: Request) -> Respons
 )
 async def current_user(caller: CurrentCaller, db: DatabaseDep) -> Response:
     """The logged-in user."""
-    me = await users_service.get_me(db=db, user_id=caller.user_id)
-    return json_response(user_out(dict(me), caller.token))
+    return await me_response(db, caller)
 
 
 @router.put(
@@ -247,15 +341,9 @@ async def update_user(
     request: Request,
 ) -> Response:
     """Update the logged-in user; a null or empty bio or image clears it."""
-    # A null email, username or password is a 422 (schemas.UpdateUser); bio and image
-    # are nullable.
-    changes = body.user.model_dump(exclude_unset=True, mode="json")
-    for name in ("bio", "image"):
-        if name in changes and not changes[name]:
-            changes[name] = None
+    changes = user_changes(body.user)
     if not changes:
-        me = await users_service.get_me(db=request.app.state.db, user_id=caller.user_id)
-        return json_response(user_out(dict(me), caller.token))
+        return await me_response(request.app.state.db, caller)
     user = await users_service.update_me(
         session=session,
         cache=cache,
@@ -343,16 +431,8 @@ async def create_article(
     body: NewArticleIn, caller: CurrentCaller, db: DatabaseDep, cache: CacheDep
 ) -> Response:
     """Publish an article."""
-    article = body.article
     created, bio = await posts_service.create_post(
-        db=db,
-        cache=cache,
-        author_id=caller.user_id,
-        title=article.title,
-        content=article.body,
-        description=article.description,
-        status=PostStatus.published,
-        tags=article.tagList or (),
+        db=db, cache=cache, author_id=caller.user_id, **new_post(body.article)
     )
     return json_response({"article": service.new_article(created, bio)}, 201)
 
@@ -368,14 +448,7 @@ async def get_article(slug: Slug, request: Request) -> Response:
     """One article, with its body. Served from the cache, anonymously with an ETag: a
     conditional request is answered 304 without touching the database."""
     caller = await resolve_caller(request, required=False)
-    db: Database = request.app.state.db
-    cache: Cache = request.app.state.cache
-    if caller is None:
-        entry = await service.cached_article(db=db, cache=cache, slug=slug)
-        return cached_response(request.headers, entry)
-    return private_response(
-        await service.article_for_viewer(db=db, cache=cache, viewer_id=caller.user_id, slug=slug)
-    )
+    return await article_response(request, request.app.state.db, caller, slug)
 
 
 @router.put(
@@ -391,21 +464,9 @@ async def update_article(
     cache: CacheDep,
 ) -> Response:
     """Change an article (its author only). The slug stays, so links keep working."""
-    fields = body.article.model_dump(exclude_unset=True, exclude={"tagList"})
-    changes = {
-        {"body": "content"}.get(name, name): value
-        for name, value in fields.items()
-        if value is not None
-    }
-    result = await service.update_article(
-        db=db,
-        cache=cache,
-        user_id=caller.user_id,
-        slug=slug,
-        changes=changes,
-        tags=body.article.tagList,
+    return json_response(
+        await updated_article(db=db, cache=cache, caller=caller, slug=slug, article=body.article)
     )
-    return json_response({"article": result})
 
 
 @router.delete(

@@ -17,7 +17,7 @@ that drop one drop the other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -40,6 +40,7 @@ from fastpost.posts.service import LIST_TTL
 from fastpost.responses import dump_json
 from fastpost.social import service as social_service
 from fastpost.timeutil import as_utc
+from fastpost.users import service as users_service
 from fastpost.writes import Step, WriteProgram
 
 _PUBLISHED = PostStatus.published.value
@@ -119,22 +120,30 @@ def articles_page(rows: Sequence[Row], total: int) -> dict[str, Any]:
     }
 
 
+def list_statements(
+    read: PostRead, *, tag: bool, author: bool, liked_by: queries.LikedByFilter, offset: bool
+) -> tuple[Select[Any], Select[Any]]:
+    """The article list's page (with its total) and the total alone, for these filters."""
+    by_author: queries.AuthorFilter = "username" if author else None
+    page = queries.list_statement(
+        read,
+        tag=tag,
+        author=by_author,
+        liked_by=liked_by,
+        shape=(False, offset),
+        total=True,
+    )
+    return page, queries.count_statement(tag=tag, author=by_author, liked_by=liked_by)
+
+
 @cache
 def _list_statements(
     dialect: str, viewer: bool, tag: bool, author: bool, favorited: bool, offset: bool
 ) -> tuple[Select[Any], Select[Any]]:
     """The page (with its total) and the total alone, for these filters (one lookup per
     request: cached by shape, positionally)."""
-    by_author: queries.AuthorFilter = "username" if author else None
-    page = queries.list_statement(
-        post_read(dialect, body=False, viewer=viewer),
-        tag=tag,
-        author=by_author,
-        liked_by=favorited,
-        shape=(False, offset),
-        total=True,
-    )
-    return page, queries.count_statement(tag=tag, author=by_author, liked_by=favorited)
+    read = post_read(dialect, body=False, viewer=viewer)
+    return list_statements(read, tag=tag, author=author, liked_by=favorited, offset=offset)
 
 
 async def list_articles(
@@ -172,17 +181,27 @@ def _first_articles(dialect: str, *, viewer: bool) -> tuple[Select[Any], Select[
     return _list_statements(dialect, viewer, False, False, False, False)
 
 
-async def cached_first_articles(*, db: Database, cache: Cache, limit: int) -> Entry:
-    """The newest published articles, unfiltered, as an anonymous caller sees them."""
+async def cached_first_page(
+    cache: Cache, limit: int, read_page: Callable[[], Awaitable[tuple[Sequence[Row], int]]]
+) -> Entry:
+    """The home page's cached entry, loaded from read_page's rows and total on a miss."""
 
     async def load() -> Entry:
-        params = {"viewer_id": None, "status": _PUBLISHED, "limit": limit}
-        page, count = _first_articles(db.dialect, viewer=False)
-        rows, total = await rows_and_total(db, page, count, params)
-        return first_articles_entry(rows, total)
+        return first_articles_entry(*await read_page())
 
     key = cache_keys.first_articles(limit)
     return await cache.get_or_load(key, load, ttl=LIST_TTL, tags=[cache_keys.FIRST_PAGES])
+
+
+async def cached_first_articles(*, db: Database, cache: Cache, limit: int) -> Entry:
+    """The newest published articles, unfiltered, as an anonymous caller sees them."""
+
+    async def read_page() -> tuple[Sequence[Row], int]:
+        params = {"viewer_id": None, "status": _PUBLISHED, "limit": limit}
+        page, count = _first_articles(db.dialect, viewer=False)
+        return await rows_and_total(db, page, count, params)
+
+    return await cached_first_page(cache, limit, read_page)
 
 
 def first_articles_entry(rows: Sequence[Row], total: int) -> Entry:
@@ -244,11 +263,11 @@ async def cached_article(*, db: Database, cache: Cache, slug: str) -> Entry:
     return await cache.get_or_load(cache_keys.article(slug), load, ttl=posts_service.POST_TTL)
 
 
-async def cached_tags(*, db: Database, cache: Cache) -> Entry:
-    """The tags in use, in the API's envelope, the same for every caller."""
+async def cached_tags_of(cache: Cache, list_tags: Callable[[], Awaitable[Sequence[str]]]) -> Entry:
+    """The tags in use, in the API's envelope, cached; list_tags reads them on a miss."""
 
     async def load() -> Entry:
-        return Entry.of(dump_json({"tags": await post_tags_service.list_tags(db=db)}))
+        return Entry.of(dump_json({"tags": await list_tags()}))
 
     return await cache.get_or_load(
         cache_keys.realworld_tags(),
@@ -256,6 +275,11 @@ async def cached_tags(*, db: Database, cache: Cache) -> Entry:
         ttl=post_tags_service.TAGS_TTL,
         tags=[cache_keys.TAGS_IN_USE],
     )
+
+
+async def cached_tags(*, db: Database, cache: Cache) -> Entry:
+    """The tags in use, in the API's envelope, the same for every caller."""
+    return await cached_tags_of(cache, lambda: post_tags_service.list_tags(db=db))
 
 
 _PER_VIEWER = ("favorited", "favoritesCount", "following")
@@ -477,6 +501,14 @@ async def delete_comment(*, db: Database, slug: str, comment_id: int, user_id: i
 async def published_post_id(*, db: Database, slug: str) -> int:
     """Return the id of the published post with this slug (404 if none)."""
     return await posts_service.visible_post_id(db=db, viewer_id=None, post=PostRef.by_slug(slug))
+
+
+async def cached_user(*, db: Database, cache: Cache, user_id: int) -> dict[str, Any]:
+    """The user's account as the login and the account check cache it (users.cached_me)."""
+    me: dict[str, Any] = orjson.loads(
+        await users_service.cached_me(db=db, cache=cache, user_id=user_id)
+    )
+    return me
 
 
 def profile_dict(row: Row) -> dict[str, Any]:

@@ -39,20 +39,17 @@ from contextlib import AbstractAsyncContextManager
 from functools import cache
 from typing import Annotated, Any, TypeVar
 
-import orjson
 from fastapi import Depends, FastAPI, Path, Request, Response, status
 from sqlalchemy import BigInteger, Select, bindparam, select
 
-from fastpost import cache_keys
 from fastpost.bound_lists import one_of
 from fastpost.cache import Cache, CacheDep, Entry
 from fastpost.comments.service import MAX_COMMENTS
 from fastpost.db import Database, Row
-from fastpost.errors import NotFound, Unauthorized
+from fastpost.errors import NotFound
 from fastpost.http_caching import cached_response, private_response
 from fastpost.posts import queries
 from fastpost.posts import service as posts_service
-from fastpost.posts import tags as post_tags
 from fastpost.posts.models import PostStatus
 from fastpost.posts.queries import PostRead, PostRef, follows, users
 from fastpost.posts.slugs import logical_shard_of_slug
@@ -61,13 +58,22 @@ from fastpost.rate_limits import limit_login, limit_registration
 from fastpost.realworld import service
 from fastpost.realworld.router import (
     PREFIX,
+    Caller,
     CurrentCaller,
     OptionalCaller,
     Slug,
     Username,
+    article_response,
+    checked_login,
+    is_home_page,
+    me_response,
+    new_post,
     resolve_caller,
+    updated_article,
+    user_changes,
     user_out,
     viewer_id_of,
+    with_new_token,
 )
 from fastpost.realworld.schemas import (
     ArticleEnvelope,
@@ -89,7 +95,6 @@ from fastpost.realworld.schemas import (
 )
 from fastpost.responses import dump_json, json_response
 from fastpost.routing import PrefixRouter, add_lean_routes
-from fastpost.security import Tokens
 from fastpost.shards import comments as sharded_comments
 from fastpost.shards import posts as sharded_posts
 from fastpost.shards import social as sharded_social
@@ -97,7 +102,6 @@ from fastpost.shards import users as sharded_users
 from fastpost.shards.merge import fetch_each, merge_sorted
 from fastpost.shards.router import Shards
 from fastpost.social import service as social_service
-from fastpost.users import service as users_service
 from fastpost.users.router import passwords_of
 
 T = TypeVar("T")
@@ -150,17 +154,10 @@ def _list_statements(
 ) -> tuple[Select[Any], Select[Any]]:
     """The unsharded adapter's page (with its total) and total alone (realworld.service),
     the favoriting user named by id."""
-    by_author: queries.AuthorFilter = "username" if author else None
     liked_by: queries.LikedByFilter = "id" if favorited else False
-    page = queries.list_statement(
-        _list_read(viewer),
-        tag=tag,
-        author=by_author,
-        liked_by=liked_by,
-        shape=(False, offset),
-        total=True,
+    return service.list_statements(
+        _list_read(viewer), tag=tag, author=author, liked_by=liked_by, offset=offset
     )
-    return page, queries.count_statement(tag=tag, author=by_author, liked_by=liked_by)
 
 
 async def _merged_page(
@@ -188,11 +185,11 @@ async def article_rows(
     *,
     shards: Shards,
     viewer_id: int | None,
-    tag: str | None,
-    author: str | None,
-    favorited: str | None,
     limit: int,
-    offset: int,
+    tag: str | None = None,
+    author: str | None = None,
+    favorited: str | None = None,
+    offset: int = 0,
 ) -> tuple[list[Row], int]:
     """A page of published articles, newest first, and how many match in all."""
     databases: Sequence[Database] = shards.each()
@@ -251,22 +248,10 @@ async def cached_first_articles(*, shards: Shards, cache: Cache, limit: int) -> 
     """The newest published articles, unfiltered, as an anonymous caller sees them, under
     the unsharded key and tags (the same writes drop it)."""
 
-    async def load() -> Entry:
-        rows, total = await article_rows(
-            shards=shards,
-            viewer_id=None,
-            tag=None,
-            author=None,
-            favorited=None,
-            limit=limit,
-            offset=0,
-        )
-        return service.first_articles_entry(rows, total)
+    async def read_page() -> tuple[Sequence[Row], int]:
+        return await article_rows(shards=shards, viewer_id=None, limit=limit)
 
-    key = cache_keys.first_articles(limit)
-    return await cache.get_or_load(
-        key, load, ttl=posts_service.LIST_TTL, tags=[cache_keys.FIRST_PAGES]
-    )
+    return await service.cached_first_page(cache, limit, read_page)
 
 
 async def feed(*, shards: Shards, viewer_id: int, limit: int, offset: int) -> dict[str, Any]:
@@ -290,19 +275,19 @@ async def feed(*, shards: Shards, viewer_id: int, limit: int, offset: int) -> di
 
 async def cached_tags(*, shards: Shards, cache: Cache) -> Entry:
     """The tags in use on every database, in the API's envelope, under the unsharded key."""
-
-    async def load() -> Entry:
-        return Entry.of(dump_json({"tags": await sharded_posts.list_tags(shards=shards)}))
-
-    return await cache.get_or_load(
-        cache_keys.realworld_tags(),
-        load,
-        ttl=post_tags.TAGS_TTL,
-        tags=[cache_keys.TAGS_IN_USE],
-    )
+    return await service.cached_tags_of(cache, lambda: sharded_posts.list_tags(shards=shards))
 
 
 # Articles: one by slug
+
+
+async def _visible_post(shards: Shards, slug: str, viewer_id: int) -> tuple[Database, int]:
+    """The database of the article with this slug and its id, if the caller may see it."""
+    db = database_of_slug(shards, slug)
+    post_id = await posts_service.visible_post_id(
+        db=db, viewer_id=viewer_id, post=PostRef.by_slug(slug)
+    )
+    return db, post_id
 
 
 async def favorite(
@@ -310,10 +295,7 @@ async def favorite(
 ) -> dict[str, Any]:
     """Favorite (or not) an article, on its database (the sharded like: the caller's
     account is on theirs), and return it as the caller now sees it."""
-    db = database_of_slug(shards, slug)
-    post_id = await posts_service.visible_post_id(
-        db=db, viewer_id=user_id, post=PostRef.by_slug(slug)
-    )
+    db, post_id = await _visible_post(shards, slug, user_id)
     await sharded_posts.set_like(
         shards=shards, cache=cache, user_id=user_id, post_id=post_id, liked=favorite
     )
@@ -322,10 +304,20 @@ async def favorite(
 
 async def _me(shards: Shards, cache: Cache, user_id: int) -> dict[str, Any]:
     """The caller's profile: the entry the request's account check has just read."""
-    me: dict[str, Any] = orjson.loads(
-        await users_service.cached_me(db=shards.for_id(user_id), cache=cache, user_id=user_id)
+    return await service.cached_user(db=shards.for_id(user_id), cache=cache, user_id=user_id)
+
+
+def _comment_by(row: Row, author: Row, following: bool) -> dict[str, Any]:
+    """A comment row of the post's database with its author's profile (from theirs)."""
+    return service.comment_dict(
+        {
+            **row,
+            "author_username": author["username"],
+            "author_bio": author["bio"],
+            "author_image": author["image"],
+            "following": following,
+        }
     )
-    return me
 
 
 # Comments: on the post's database; their authors' names and bios from theirs, and whether
@@ -370,17 +362,7 @@ async def list_comments(
         author = authors.get(row["author_id"])
         if author is None:  # deleted since: their comments outlive them on other databases
             continue
-        shown.append(
-            service.comment_dict(
-                {
-                    **row,
-                    "author_username": author["username"],
-                    "author_bio": author["bio"],
-                    "author_image": author["image"],
-                    "following": row["author_id"] in followed,
-                }
-            )
-        )
+        shown.append(_comment_by(row, author, row["author_id"] in followed))
     return shown
 
 
@@ -388,31 +370,16 @@ async def add_comment(
     *, shards: Shards, cache: Cache, slug: str, user_id: int, body: str
 ) -> dict[str, Any]:
     """Comment on the article as the caller (the sharded comment, on the post's database)."""
-    db = database_of_slug(shards, slug)
-    post_id = await posts_service.visible_post_id(
-        db=db, viewer_id=user_id, post=PostRef.by_slug(slug)
-    )
+    _, post_id = await _visible_post(shards, slug, user_id)
     comment = await sharded_comments.add_comment(
         shards=shards, cache=cache, post_id=post_id, author_id=user_id, body=body
     )
-    me = await _me(shards, cache, user_id)
-    return service.comment_dict(
-        {
-            **comment,
-            "author_username": me["username"],
-            "author_bio": me["bio"],
-            "author_image": me["image"],
-            "following": False,
-        }
-    )
+    return _comment_by(comment, await _me(shards, cache, user_id), False)
 
 
 async def delete_comment(*, shards: Shards, slug: str, comment_id: int, user_id: int) -> None:
     """Delete the caller's comment on the article."""
-    db = database_of_slug(shards, slug)
-    post_id = await posts_service.visible_post_id(
-        db=db, viewer_id=user_id, post=PostRef.by_slug(slug)
-    )
+    _, post_id = await _visible_post(shards, slug, user_id)
     await sharded_comments.delete_comment(
         shards=shards, post_id=post_id, comment_id=comment_id, user_id=user_id
     )
@@ -432,8 +399,7 @@ async def _user_db(shards: Shards, username: str) -> Database:
 async def get_profile(*, shards: Shards, viewer_id: int | None, username: str) -> dict[str, Any]:
     """Return a user's profile and whether the caller follows them."""
     db = await _user_db(shards, username)
-    row = await social_service.profile_by_username(db=db, viewer_id=viewer_id, username=username)
-    return service.profile_dict(row)
+    return await service.get_profile(db=db, viewer_id=viewer_id, username=username)
 
 
 async def change_follow(
@@ -470,8 +436,7 @@ async def list_articles_route(request: Request) -> Response:
     caller = await resolve_caller(request, required=False)
     query = parse_query(ArticleListParams, request)
     shards = _shards(request)
-    unfiltered = query.tag is None and query.author is None and query.favorited is None
-    first_page = query.offset == 0 and unfiltered
+    first_page = is_home_page(query)
     if first_page and caller is None:
         # A front end's home page: cached, revalidated by ETag, as unsharded. A logged-in
         # caller's is read afresh (unsharded splices their flags into the shared entry).
@@ -507,8 +472,7 @@ async def register(body: NewUserIn, request: Request) -> Response:
         email=str(body.user.email),
         password=body.user.password,
     )
-    tokens: Tokens = request.app.state.tokens
-    return json_response(user_out(user, tokens.issue(user["id"]).access_token), 201)
+    return with_new_token(request, user, user["id"], 201)
 
 
 @router.post("/users/login", response_model=UserEnvelope, responses=realworld_errors(401, 422, 429))
@@ -517,27 +481,22 @@ async def login(body: LoginUserIn, request: Request) -> Response:
     await limit_login(request, str(body.user.email))
     shards = _shards(request)
     cache: Cache = request.app.state.cache
-    try:
-        user_id = await sharded_users.authenticate_by_email(
+    user_id = await checked_login(
+        sharded_users.authenticate_by_email(
             shards=shards,
             passwords=passwords_of(request),
             email=body.user.email,
             password=body.user.password,
             cache=cache,
         )
-    except Unauthorized:
-        raise Unauthorized("invalid", code="invalid_credentials", field="credentials") from None
-    tokens: Tokens = request.app.state.tokens
-    me = await _me(shards, cache, user_id)
-    return json_response(user_out(me, tokens.issue(user_id).access_token))
+    )
+    return with_new_token(request, await _me(shards, cache, user_id), user_id)
 
 
 @router.get("/user", response_model=UserEnvelope, responses=realworld_errors(401))
 async def current_user(caller: CurrentCaller, request: Request) -> Response:
     """The logged-in user."""
-    db = _shards(request).for_id(caller.user_id)
-    me = await users_service.get_me(db=db, user_id=caller.user_id)
-    return json_response(user_out(dict(me), caller.token))
+    return await me_response(_shards(request).for_id(caller.user_id), caller)
 
 
 @router.put("/user", response_model=UserEnvelope, responses=realworld_errors(401, 409, 422))
@@ -545,14 +504,10 @@ async def update_user(
     body: UpdateUserIn, caller: CurrentCaller, cache: CacheDep, request: Request
 ) -> Response:
     """Update the logged-in user; a null or empty bio or image clears it."""
-    changes = body.user.model_dump(exclude_unset=True, mode="json")
-    for name in ("bio", "image"):
-        if name in changes and not changes[name]:
-            changes[name] = None
+    changes = user_changes(body.user)
     shards = _shards(request)
     if not changes:
-        me = await users_service.get_me(db=shards.for_id(caller.user_id), user_id=caller.user_id)
-        return json_response(user_out(dict(me), caller.token))
+        return await me_response(shards.for_id(caller.user_id), caller)
     user = await sharded_users.update_me(
         shards=shards,
         cache=cache,
@@ -576,6 +531,20 @@ async def profile(username: Username, caller: OptionalCaller, request: Request) 
     return json_response({"profile": found})
 
 
+async def _follow_route(
+    request: Request, cache: Cache, caller: Caller, username: str, *, follow: bool
+) -> Response:
+    """Follow or unfollow, in the profile envelope."""
+    found = await change_follow(
+        shards=_shards(request),
+        cache=cache,
+        viewer_id=caller.user_id,
+        username=username,
+        follow=follow,
+    )
+    return json_response({"profile": found})
+
+
 @router.post(
     "/profiles/{username}/follow",
     response_model=ProfileEnvelope,
@@ -585,14 +554,7 @@ async def follow(
     username: Username, caller: CurrentCaller, cache: CacheDep, request: Request
 ) -> Response:
     """Follow a user."""
-    found = await change_follow(
-        shards=_shards(request),
-        cache=cache,
-        viewer_id=caller.user_id,
-        username=username,
-        follow=True,
-    )
-    return json_response({"profile": found})
+    return await _follow_route(request, cache, caller, username, follow=True)
 
 
 @router.delete(
@@ -604,14 +566,7 @@ async def unfollow(
     username: Username, caller: CurrentCaller, cache: CacheDep, request: Request
 ) -> Response:
     """Stop following a user."""
-    found = await change_follow(
-        shards=_shards(request),
-        cache=cache,
-        viewer_id=caller.user_id,
-        username=username,
-        follow=False,
-    )
-    return json_response({"profile": found})
+    return await _follow_route(request, cache, caller, username, follow=False)
 
 
 @router.get(
@@ -647,16 +602,8 @@ async def create_article(
 ) -> Response:
     """Publish an article, on its author's shard."""
     shards = _shards(request)
-    article = body.article
     created = await sharded_posts.create_post(
-        shards=shards,
-        cache=cache,
-        author_id=caller.user_id,
-        title=article.title,
-        content=article.body,
-        description=article.description,
-        status=PostStatus.published,
-        tags=article.tagList or (),
+        shards=shards, cache=cache, author_id=caller.user_id, **new_post(body.article)
     )
     me = await _me(shards, cache, caller.user_id)
     return json_response({"article": service.new_article(created, me["bio"])}, 201)
@@ -671,14 +618,7 @@ async def create_article(
 async def get_article(slug: Slug, request: Request) -> Response:
     """One article, with its body, from the database its slug names."""
     caller = await resolve_caller(request, required=False)
-    db = database_of_slug(_shards(request), slug)
-    cache: Cache = request.app.state.cache
-    if caller is None:
-        entry = await service.cached_article(db=db, cache=cache, slug=slug)
-        return cached_response(request.headers, entry)
-    return private_response(
-        await service.article_for_viewer(db=db, cache=cache, viewer_id=caller.user_id, slug=slug)
-    )
+    return await article_response(request, database_of_slug(_shards(request), slug), caller, slug)
 
 
 @router.put(
@@ -690,22 +630,11 @@ async def update_article(
     slug: Slug, body: UpdateArticleIn, caller: CurrentCaller, cache: CacheDep, request: Request
 ) -> Response:
     """Change an article (its author only, who lives on the article's database)."""
-    fields = body.article.model_dump(exclude_unset=True, exclude={"tagList"})
-    changes = {
-        {"body": "content"}.get(name, name): value
-        for name, value in fields.items()
-        if value is not None
-    }
     async with writing_slug(_shards(request), slug) as db:
-        result = await service.update_article(
-            db=db,
-            cache=cache,
-            user_id=caller.user_id,
-            slug=slug,
-            changes=changes,
-            tags=body.article.tagList,
+        result = await updated_article(
+            db=db, cache=cache, caller=caller, slug=slug, article=body.article
         )
-    return json_response({"article": result})
+    return json_response(result)
 
 
 @router.delete(
@@ -722,6 +651,16 @@ async def delete_article(
         await service.delete_article(db=db, cache=cache, user_id=caller.user_id, slug=slug)
 
 
+async def _favorite_route(
+    request: Request, cache: Cache, caller: Caller, slug: str, *, favorited: bool
+) -> Response:
+    """Favorite or unfavorite, in the article envelope."""
+    article = await favorite(
+        shards=_shards(request), cache=cache, user_id=caller.user_id, slug=slug, favorite=favorited
+    )
+    return json_response({"article": article})
+
+
 @router.post(
     "/articles/{slug}/favorite",
     response_model=ArticleEnvelope,
@@ -731,10 +670,7 @@ async def favorite_route(
     slug: Slug, caller: CurrentCaller, cache: CacheDep, request: Request
 ) -> Response:
     """Favorite an article."""
-    article = await favorite(
-        shards=_shards(request), cache=cache, user_id=caller.user_id, slug=slug, favorite=True
-    )
-    return json_response({"article": article})
+    return await _favorite_route(request, cache, caller, slug, favorited=True)
 
 
 @router.delete(
@@ -746,10 +682,7 @@ async def unfavorite_route(
     slug: Slug, caller: CurrentCaller, cache: CacheDep, request: Request
 ) -> Response:
     """Take back a favorite."""
-    article = await favorite(
-        shards=_shards(request), cache=cache, user_id=caller.user_id, slug=slug, favorite=False
-    )
-    return json_response({"article": article})
+    return await _favorite_route(request, cache, caller, slug, favorited=False)
 
 
 @router.get(
