@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +14,7 @@ from fastpost import health
 from fastpost.api_contract import install_contract
 from fastpost.api_docs import install_offline_docs
 from fastpost.cache import build_cache
+from fastpost.closing import stop_task
 from fastpost.comments import router as comments_routes
 from fastpost.comments.router import router as comments_router
 from fastpost.db import Database
@@ -137,12 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             if replica_monitor is not None:
-                replica_monitor.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await replica_monitor
-            loop_lag_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop_lag_watch
+                await stop_task(replica_monitor)
+            await stop_task(loop_lag_watch)
             await recorded.stop_serving()
             recorded.statements.slow_query_log = None
             await cache.close()
