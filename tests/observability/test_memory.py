@@ -86,7 +86,7 @@ def test_the_growth_check_exits_1_on_a_leak_planted_in_a_route_and_names_its_lin
     assert "1,000 requests after the warm-up (1,000 x 200)" in out
     assert "(threshold 64): LEAKS" in out
     # The line that leaks leads the lines that grew.
-    grew = out.split("grew over the second half, by line:\n", 1)[1].splitlines()
+    grew = out.split("grew over the last third, by line:\n", 1)[1].splitlines()
     leaking_line = f"test_memory.py:{_leaky.__code__.co_firstlineno + 1}"
     assert grew[1].split()[0].endswith(leaking_line), out
 
