@@ -64,6 +64,12 @@ Say = Callable[[str], None]
 # How long the mover waits for every instance to apply a freeze (then it gives up, and
 # the shard stays where it is).
 ACKNOWLEDGE_WITHIN = 30.0
+# Rows written (or deleted) per transaction by the copy, the catch-up and the delete. Each
+# post row's triggers update counter rows shared by every shard of its database (post_counts:
+# the all-posts row, a tag's row), locked until the transaction commits: in one transaction
+# for the whole shard, other shards' new posts on that database waited for all of it
+# (benchmarks/bench_shard_move.py showed their p99 at seconds during the copy and the delete).
+BATCH_ROWS = 500
 
 
 @dataclass(frozen=True)
@@ -190,35 +196,34 @@ async def synchronise(
                 wanted[table.name] = {_key(r, table): r for r in map(dict, rows.mappings())}
             sequence = await _sequence(src, logical)
             source_summary = await _summaries(src, params)
-        changed = 0
-        async with target.write_engine.begin() as dst:
+        async with target.write_engine.connect() as dst:
             have: dict[str, dict[tuple[Any, ...], str]] = {}
             for table in TABLES:
                 rows = await dst.execute(text(_rows_sql(table, columns[table.name], True)), params)
                 have[table.name] = {_key(r, table): r["_digest"] for r in rows.mappings()}
-            for table in reversed(TABLES):
-                extra = [k for k in have[table.name] if k not in wanted[table.name]]
-                if extra:
-                    changed += len(extra)
-                    await dst.execute(
-                        text(_delete_sql(table)),
-                        [dict(zip(table.key, k, strict=True)) for k in extra],
-                    )
-            for table in TABLES:
-                rows_to_write = [
-                    {c: v for c, v in row.items() if c != "_digest"}
-                    for k, row in wanted[table.name].items()
-                    if have[table.name].get(k) != row["_digest"]
-                ]
-                if not rows_to_write:
-                    continue
-                changed += len(rows_to_write)
-                if table.name == "post_tags":
-                    await dst.execute(
-                        text("INSERT INTO tags (name) VALUES (:tag) ON CONFLICT DO NOTHING"),
-                        [{"tag": t} for t in sorted({r["tag"] for r in rows_to_write})],
-                    )
-                await dst.execute(text(_upsert_sql(table, columns[table.name])), rows_to_write)
+        changed = 0
+        for table in reversed(TABLES):
+            extra = [
+                dict(zip(table.key, k, strict=True))
+                for k in have[table.name]
+                if k not in wanted[table.name]
+            ]
+            changed += len(extra)
+            await _in_batches(target, _delete_sql(table), extra)
+        for table in TABLES:
+            rows_to_write = [
+                {c: v for c, v in row.items() if c != "_digest"}
+                for k, row in wanted[table.name].items()
+                if have[table.name].get(k) != row["_digest"]
+            ]
+            changed += len(rows_to_write)
+            if table.name == "post_tags":
+                tags = [{"tag": t} for t in sorted({r["tag"] for r in rows_to_write})]
+                await _in_batches(
+                    target, "INSERT INTO tags (name) VALUES (:tag) ON CONFLICT DO NOTHING", tags
+                )
+            await _in_batches(target, _upsert_sql(table, columns[table.name]), rows_to_write)
+        async with target.write_engine.begin() as dst:
             # Past the source's position: ids the source has handed out are never reused.
             name = sequence_name(logical)
             await dst.execute(
@@ -235,14 +240,26 @@ async def delete_logical(db: Database, logical: int, others: list[int]) -> int:
     logical shards it keeps, whose follows rows stay. Return the rows deleted."""
     params = {"l": logical, "others": others}
     deleted = 0
-    async with db.write_engine.begin() as conn:
-        for table in reversed(TABLES):
-            if table.name == "post_tags":
-                sql = "DELETE FROM post_tags WHERE post_id >> 48 = :l"  # tags stay: shared
-            else:
-                sql = f"DELETE FROM {table.name} WHERE {table.scope}"
-            deleted += (await conn.execute(text(sql), params)).rowcount
+    for table in reversed(TABLES):
+        # The keys first, then the rows by key, a batch per transaction (_in_batches);
+        # post_tags by tag id here: the tags themselves stay, shared by the shards.
+        keys = ("post_id", "tag_id") if table.name == "post_tags" else table.key
+        async with db.write_engine.connect() as conn:
+            found = await conn.execute(
+                text(f"SELECT {', '.join(keys)} FROM {table.name} WHERE {table.scope}"), params
+            )
+            rows = [dict(row) for row in found.mappings()]
+        where = " AND ".join(f"{k} = :{k}" for k in keys)
+        await _in_batches(db, f"DELETE FROM {table.name} WHERE {where}", rows)
+        deleted += len(rows)
     return deleted
+
+
+async def _in_batches(db: Database, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Run `sql` once per row, BATCH_ROWS rows per transaction."""
+    for start in range(0, len(rows), BATCH_ROWS):
+        async with db.write_engine.begin() as conn:
+            await conn.execute(text(sql), list(rows[start : start + BATCH_ROWS]))
 
 
 class MoveFailed(RuntimeError):
