@@ -54,6 +54,10 @@ class FixedRateResult:
     connections: int
     generator_cpu: float  # share of one core this process used while it ran
     samples: list[Sample] = field(default_factory=list)
+    # The schedule's start on `clock`, which samples' intended_s count from. On Linux
+    # perf_counter is CLOCK_MONOTONIC, one clock for every process: another process's
+    # events (a shard move's steps, benchmarks/bench_shard_move.py) fall on this timeline.
+    started_at: float = 0.0
 
     @property
     def achieved_rps(self) -> float:
@@ -282,6 +286,7 @@ async def drive(
         connections=connections,
         generator_cpu=cpu / wall if wall else 0.0,
         samples=rows,
+        started_at=start,
     )
 
 
