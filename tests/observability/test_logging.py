@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -13,8 +14,10 @@ import pytest
 from fastapi import FastAPI
 
 from fastpost.app import create_app
+from fastpost.observability.access_log import AccessLog
 from fastpost.observability.logging import configure_logging
-from fastpost.observability.served import UNMATCHED_ROUTE
+from fastpost.observability.request_stats import RequestStats
+from fastpost.observability.served import UNMATCHED_ROUTE, ServedRequests
 from fastpost.settings import Settings
 from tests.conftest import PASSWORD, Factory
 from tests.observability.conftest import LogLines
@@ -269,3 +272,36 @@ def test_a_server_access_line_turned_off_stays_off() -> None:
         assert server_access.hasHandlers()
     finally:
         server_access.propagate = True
+
+
+def test_access_lines_of_one_route_keep_each_request_s_method_status_path_and_duration() -> None:
+    # A line's route fields are made once per method, route and status, and a duration
+    # under 10 ms comes from a table: neither may leak from one request into another's line.
+    access_log = AccessLog(ServedRequests())
+    access_log.configure("INFO", json=True, stream=io.StringIO())
+    served = [
+        ("GET", "/health", "/health", 200, 0.00012),
+        ("GET", "/health", "/health", 503, 0.0098765),
+        ("HEAD", "/health", "/health", 200, 0.0),
+        ("GET", "/posts/{post_id}", "/posts/7", 200, 0.0104),
+        ("GET", "/posts/{post_id}", "/posts/8", 404, 12.3456),
+        ("GET", "/health", "/health", 200, 0.00999),
+    ]
+    batch = []
+    for method, route, path, status, seconds in served:
+        stats = RequestStats(b"0123456789abcdef", time.perf_counter())
+        stats.method, stats.route, stats.path, stats.status = method, route, path, status
+        stats.duration, stats.ended = seconds, time.perf_counter()
+        batch.append(stats)
+    lines = [json.loads(line) for line in access_log._lines(batch).splitlines()]
+    assert [
+        (line["method"], line["route"], line["path"], line["status"], line["duration_ms"])
+        for line in lines
+    ] == [
+        ("GET", "/health", "/health", 200, 0.12),
+        ("GET", "/health", "/health", 503, 9.88),
+        ("HEAD", "/health", "/health", 200, 0.0),
+        ("GET", "/posts/{post_id}", "/posts/7", 200, 10.4),
+        ("GET", "/posts/{post_id}", "/posts/8", 404, 12345.6),
+        ("GET", "/health", "/health", 200, 9.99),
+    ]

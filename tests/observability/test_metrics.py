@@ -203,3 +203,53 @@ async def test_a_batch_handed_on_as_a_request_ends_is_not_done_in_its_name() -> 
     scope = {"type": "http", "http_version": "1.1", "method": "GET", "path": "/", "headers": []}
     await Edge(answer, max_body_bytes=1000, served=served)(scope, receive, send)
     assert seen == [(1, None)]  # outside a served app, each request is handed on as it ends
+
+
+def test_a_batch_of_several_routes_counts_each_duration_in_its_own_series_and_bucket() -> None:
+    # count_served sorts each series' durations and splits them at the buckets' bounds: the
+    # order in which requests end, and the other routes of the batch, must not matter.
+    served = [
+        ("GET", "/test/split/a", 200, 0.3),
+        ("POST", "/test/split/a", 201, 0.0001),
+        ("GET", "/test/split/b", 200, 0.0025),
+        ("GET", "/test/split/a", 200, 0.0001),
+        ("GET", "/test/split/a", 200, 0.0025),
+        ("GET", "/test/split/b", 200, 20.0),
+    ]
+    batch = []
+    for method, route, status, duration in served:
+        stats = RequestStats()
+        stats.method, stats.route, stats.status, stats.duration = method, route, status, duration
+        batch.append(stats)
+    metrics.count_served(batch)
+    metrics.flush()
+
+    def buckets(method: str, route: str) -> dict[str, float | None]:
+        labels = {"method": method, "route": route}
+        return {
+            le: REGISTRY.get_sample_value(
+                "http_request_duration_seconds_bucket", {**labels, "le": le}
+            )
+            for le in ("0.001", "0.0025", "0.005", "0.2", "0.5", "10.0", "+Inf")
+        }
+
+    assert buckets("GET", "/test/split/a") == {
+        "0.001": 1, "0.0025": 2, "0.005": 2, "0.2": 2, "0.5": 3, "10.0": 3, "+Inf": 3,
+    }  # fmt: skip
+    assert buckets("POST", "/test/split/a")["0.001"] == 1
+    assert buckets("GET", "/test/split/b") == {
+        "0.001": 0, "0.0025": 1, "0.005": 1, "0.2": 1, "0.5": 1, "10.0": 1, "+Inf": 2,
+    }  # fmt: skip
+    sums = {
+        route: REGISTRY.get_sample_value(
+            "http_request_duration_seconds_sum", {"method": "GET", "route": route}
+        )
+        for route in ("/test/split/a", "/test/split/b")
+    }
+    assert sums == {"/test/split/a": pytest.approx(0.3026), "/test/split/b": pytest.approx(20.0025)}
+    assert (
+        REGISTRY.get_sample_value(
+            "http_requests_total", {"method": "POST", "route": "/test/split/a", "status": "201"}
+        )
+        == 1
+    )
