@@ -189,6 +189,9 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     # benchmarks (bench_cache.py, bench_observability.py).
                     "FASTPOST_CACHE__ENABLED": "false",
                     "FASTPOST_OBSERVABILITY__ACCESS_LOG": "false",
+                    # On by default outside production only (a development aid), and sent
+                    # by neither baseline: the production setting.
+                    "FASTPOST_OBSERVABILITY__SERVER_TIMING": "false",
                     "FASTPOST_AUTH__SECRET_KEY": secrets.token_urlsafe(48),
                     "FASTPOST_OBSERVABILITY__LOG_LEVEL": "WARNING",
                     "FASTPOST_DATA_DIR": str(work / "data"),

@@ -140,9 +140,14 @@ return keys
 """
 
 
+_KEY_HEAD = f"{PREFIX}:v{SCHEMA_VERSION}:"
+
+
 def cache_key(namespace: str, *parts: str | int) -> str:
     """A key every process computes the same: prefix, schema version, namespace, arguments."""
-    return ":".join((PREFIX, f"v{SCHEMA_VERSION}", namespace, *map(str, parts)))
+    if not parts:
+        return _KEY_HEAD + namespace
+    return _KEY_HEAD + namespace + ":" + ":".join(map(str, parts))
 
 
 def redis_key(key: str) -> str:

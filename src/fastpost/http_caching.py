@@ -36,6 +36,11 @@ _PUBLIC = PUBLIC.encode()
 _PRIVATE = PRIVATE.encode()
 _UNSTATED = UNSTATED.encode()
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
+_JSON = JSON.encode()
+# How many paths CachedPostReads remembers what they name (a few hundred bytes each).
+KNOWN_PATHS = 1024
+
+Header = tuple[bytes, bytes]
 
 
 def public_cache_control(shared_max_age_seconds: int) -> str:
@@ -195,13 +200,48 @@ class CachedPostReads:
         )
         if not serve_hits:  # the cache is off: no entry to look for, on any request
             self._reads = ()
+        # What the paths asked for lately name: an entry's key and route, or None for a path
+        # none of the reads above serves. A hit then costs one lookup instead of a regular
+        # expression and a key joined from its parts: with the headers kept per entry
+        # (_answers), the most of what a hit paid here above bare Starlette's answer
+        # (benchmarks/bench_fixed_cost.py measures a hit's CPU in process). Cleared when full,
+        # so that endless distinct paths cost a bounded amount of memory.
+        self._known: dict[str, tuple[str, SimpleNamespace] | None] = {}
+        # Where an entry keeps this layer's answers to it (see _answers): per policy, since
+        # apps with different policies may meet the same entry in tests.
+        self._answers_name = "http:" + self._public.decode()
 
     def _entry_key(self, path: str) -> tuple[str, SimpleNamespace] | None:
+        try:
+            return self._known[path]
+        except KeyError:
+            pass
+        found = None
         for pattern, key_of, route in self._reads:
             match = pattern.fullmatch(path)
             if match is not None:
-                return key_of(match.group(1)), route
-        return None
+                found = key_of(match.group(1)), route
+                break
+        if len(self._known) >= KNOWN_PATHS:
+            self._known.clear()
+        self._known[path] = found
+        return found
+
+    def _answers(self, entry: Entry) -> tuple[tuple[Header, ...], tuple[Header, ...]]:
+        """The headers of this layer's 304 and 200 for `entry`, made the first time the entry
+        is served here and kept with it (Entry.derived): a hit sends them as they are."""
+        answers: tuple[tuple[Header, ...], tuple[Header, ...]] | None = entry.derived.get(
+            self._answers_name
+        )
+        if answers is None:
+            revalidated = tuple(entry_headers(entry, self._public))
+            served = (
+                *revalidated,
+                (b"content-type", _JSON),
+                (b"content-length", b"%d" % len(entry.body)),
+            )
+            answers = entry.derived[self._answers_name] = (revalidated, served)
+        return answers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -229,14 +269,13 @@ class CachedPostReads:
             return
         # Metrics and logs label requests by route template, as if routed.
         scope["route"] = route
-        headers = entry_headers(entry, self._public)
+        revalidated, served = self._answers(entry)
+        # Each message gets a list of its own: whoever sends it on may change it.
         if not_modified(conditions, entry):
-            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.start", "status": 304, "headers": [*revalidated]})
             await send({"type": "http.response.body", "body": b""})
             return
-        headers.append((b"content-type", JSON.encode()))
-        headers.append((b"content-length", str(len(entry.body)).encode()))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.start", "status": 200, "headers": [*served]})
         await send({"type": "http.response.body", "body": entry.body})
 
     def _stating_policy(self, scope: Scope, send: Send, unstated: bytes | None = None) -> Send:

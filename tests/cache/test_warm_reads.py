@@ -11,10 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.types import Message, Receive, Scope, Send
 
-from fastpost import cache_keys
+from fastpost import cache_keys, http_caching
 from fastpost.app import create_app
-from fastpost.cache import Cache
+from fastpost.cache import Cache, Entry
+from fastpost.http_caching import CachedPostReads
 from fastpost.observability.statements import record_statements
 from fastpost.settings import CacheSettings, Settings
 from tests.conftest import Factory, TestUser
@@ -103,3 +105,44 @@ async def test_they_answer_alike_when_shared_caches_may_keep_responses(
         await _compare(shared_max_age_app, client, paths)
         response = await client.get(paths[0])
         assert "s-maxage=30" in response.headers["cache-control"]
+
+
+async def test_a_hit_carries_the_validators_of_the_entry_it_serves_now(
+    app: FastAPI, client: httpx.AsyncClient, factory: Factory
+) -> None:
+    author = await factory.user()
+    path = (await _reads(client, author, factory))[0]
+    key = _key(path)
+    cache: Cache = app.state.cache
+    await client.get(path)  # the route caches the entry; the next read is a hit
+    first = await client.get(path)
+    # Another entry under the same key (as after a write and a reload): the headers the
+    # middleware keeps with the first entry are not the second's.
+    changed = Entry.of(b'{"changed":true}', last_modified="Sat, 05 Dec 2026 00:00:00 GMT")
+    cache.local.put(key, changed, ttl=60, tags=())
+    second = await client.get(path)
+    assert second.content == changed.body
+    assert second.headers["etag"] == changed.etag != first.headers["etag"]
+    assert second.headers["last-modified"] == changed.last_modified
+    assert second.headers["content-length"] == str(len(changed.body))
+    revalidated = await client.get(path, headers={"If-None-Match": changed.etag})
+    assert revalidated.status_code == 304
+    assert revalidated.headers["etag"] == changed.etag
+
+
+async def test_the_paths_the_middleware_remembers_are_bounded() -> None:
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        pass
+
+    middleware = CachedPostReads(inner)
+    for n in range(3 * http_caching.KNOWN_PATHS):
+        scope = {"type": "http", "method": "GET", "path": f"/posts/{n}/comments", "headers": []}
+        await middleware(scope, receive, send)
+    assert 0 < len(middleware._known) <= http_caching.KNOWN_PATHS
