@@ -2,16 +2,19 @@
 
 Every database-facing test runs on SQLite, and again on PostgreSQL when
 FASTPOST_TEST_POSTGRES_URL is set (a database of its own is created for the run and
-dropped after it).
+dropped after it). The API tests (ALSO_SHARDED) run a third time in sharded mode, on two
+databases of that PostgreSQL (issue #20), unless marked `unsharded` with the reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +28,15 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from fastpost.app import create_app
 from fastpost.db import Database
+from fastpost.ids import shard_of
 from fastpost.migrations import upgrade
 from fastpost.observability.statements import collect_n_plus_one, record_statements
 from fastpost.posts.models import Post
+from fastpost.posts.slugs import make_sharded_slug
 from fastpost.settings import AuthSettings, DatabaseSettings, RateLimitSettings, Settings
+from fastpost.shards.router import Shards
+from fastpost.shards.setup import init_shards
+from fastpost.shards.shard_map import SEQUENCES, logical_shard_for_username
 from fastpost.timeutil import utcnow
 from fastpost.users.models import User
 from fastpost.users.service import cached_me
@@ -36,6 +44,11 @@ from tests.helpers import RedisClusterNodes, redis_cluster, redis_cluster_missin
 
 POSTGRES_URL = os.environ.get("FASTPOST_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
+SHARDED = "sharded"
+# The test directories whose tests also run in sharded mode: the API's, which sharded mode
+# answers alike (fastpost.shards). Infrastructure tests (cache, lab, cluster...) do not.
+ALSO_SHARDED = ("posts", "users", "social", "realworld")
+TESTS = Path(__file__).parent
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 PASSWORD = "correct horse battery"
 # Cheapest Argon2 parameters: tests check behaviour, not hashing cost.
@@ -43,13 +56,13 @@ FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost_kib": 8, "argon2_paral
 PASSWORD_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(PASSWORD)
 
 
-def make_settings(url: str, **overrides: Any) -> Settings:
+def make_settings(url: str, shards: list[str] | None = None, **overrides: Any) -> Settings:
     # No rate limits unless a test asks (tests/test_rate_limits.py): one client logs in and
     # writes far faster than any person.
     overrides.setdefault("rate_limits", RateLimitSettings(enabled=False))
     return Settings(
         env="test",
-        db=DatabaseSettings(url=url, pool_size=5, write_pool_size=5),
+        db=DatabaseSettings(url=url, shards=shards or [], pool_size=5, write_pool_size=5),
         auth=AuthSettings(secret_key=TEST_SECRET, **FAST_ARGON2),
         **overrides,
     )
@@ -110,15 +123,57 @@ async def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+async def sharded_databases() -> AsyncIterator[list[str]]:
+    """Two fresh databases for this test run, prepared as the shards of sharded mode."""
+    if not POSTGRES_URL:
+        pytest.skip("sharded mode needs PostgreSQL: set FASTPOST_TEST_POSTGRES_URL")
+    prefix = f"fastpost_test_{uuid.uuid4().hex[:12]}"
+    names = [f"{prefix}_shard0", f"{prefix}_shard1"]
+    try:
+        for name in names:
+            await _admin_execute(f'CREATE DATABASE "{name}"')
+        urls = [_postgres_url_for(name) for name in names]
+        await init_shards(DatabaseSettings(url=urls[0], shards=urls))
+        yield urls
+    finally:
+        for name in names:
+            await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Give the tests of ALSO_SHARDED the sharded backend (as a parametrize mark, which the
+    fixture's own params then yield to); one marked `unsharded` is skipped there, its
+    reason said."""
+    if "database_url" not in metafunc.fixturenames or not POSTGRES_URL:
+        return
+    if metafunc.definition.path.relative_to(TESTS).parts[0] not in ALSO_SHARDED:
+        return
+    unsharded = metafunc.definition.get_closest_marker("unsharded")
+    marks = [pytest.mark.skip(reason=f"unsharded: {unsharded.args[0]}")] if unsharded else []
+    backends = [*BACKENDS, pytest.param(SHARDED, marks=marks)]
+    metafunc.definition.add_marker(pytest.mark.parametrize("database_url", backends, indirect=True))
+
+
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty, migrated database of each backend."""
+    """An empty, migrated database of each backend (in sharded mode, the first shard's)."""
     if request.param == "sqlite":
         path = tmp_path / "fastpost.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite+aiosqlite:///{path}"
+    if request.param == SHARDED:
+        shards: list[str] = request.getfixturevalue("sharded_databases")
+        return shards[0]
     url: str = request.getfixturevalue("postgres_database")
     return url
+
+
+def is_sharded(request: pytest.FixtureRequest) -> bool:
+    """Whether the test runs on the sharded backend."""
+    callspec = getattr(request.node, "callspec", None)
+    return callspec is not None and callspec.params.get("database_url") == SHARDED
 
 
 async def _truncate_postgres(url: str) -> None:
@@ -135,8 +190,39 @@ async def _truncate_postgres(url: str) -> None:
         await engine.dispose()
 
 
+# Children first, the counters (written by the triggers of migration 0002) last. DELETE, not
+# TRUNCATE, which makes new files for every table: on tables this small DELETE is cheaper,
+# and it is paid on two databases before each test.
+SHARD_TABLES = (
+    "likes",
+    "follows",
+    "post_tags",
+    "comments",
+    "posts",
+    "tags",
+    "users",
+    "post_counts",
+    "user_directory",
+)
+
+
+async def _empty_shard(url: str) -> None:
+    """Empty a database of the sharded backend. Its sequences go on: ids are never reused."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for table in SHARD_TABLES:
+                await conn.execute(text(f"DELETE FROM {table}"))
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture
-async def settings(database_url: str, tmp_path: Path) -> Settings:
+async def settings(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    if is_sharded(request):
+        shards: list[str] = request.getfixturevalue("sharded_databases")
+        await asyncio.gather(*(_empty_shard(url) for url in shards))
+        return make_settings(shards[0], shards=shards, data_dir=tmp_path / "data")
     if database_url.startswith("postgresql"):
         # One database for the run, emptied before each test.
         await _truncate_postgres(database_url)
@@ -173,30 +259,50 @@ class TestUser:
 
 
 class Factory:
-    """Makes rows straight in the database, so tests set up state without API round trips."""
+    """Makes rows straight in the database, so tests set up state without API round trips.
+    In sharded mode each row goes where the app would put it (fastpost.shards: a user by
+    their name's logical shard, with their directory row; a post with its author; a follow
+    on both users' databases), numbered from its logical shard's sequence."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self.db: Database = app.state.db
+        self.shards: Shards | None = getattr(app.state, "shards", None)
         self._n = 0
+
+    async def _placed(self, logical: int, fields: dict[str, Any]) -> Database:
+        """The database for a new row of a logical shard; in sharded mode, its id too."""
+        if self.shards is None:
+            return self.db
+        db = self.shards.for_logical(logical)
+        sequence = text(f"SELECT nextval('{SEQUENCES[logical]}')")
+        async with db.reader() as conn:
+            fields["id"] = int(await conn.scalar(sequence))
+        return db
 
     async def user(self, username: str | None = None, **fields: Any) -> TestUser:
         self._n += 1
         username = username or f"user{self._n}"
-        async with self.db.transaction() as session:
-            user = User(
-                username=username,
-                email=fields.pop("email", f"{username}@example.com"),
-                password_hash=PASSWORD_HASH,
-                **fields,
-            )
+        email = fields.pop("email", f"{username}@example.com")
+        db = await self._placed(logical_shard_for_username(username), fields)
+        if self.shards is not None:
+            async with self.shards.directory.transaction() as session:
+                await session.execute(
+                    text(
+                        "INSERT INTO user_directory (username_lower, email, user_id) "
+                        "VALUES (:name, :email, :id)"
+                    ),
+                    {"name": username.lower(), "email": email.lower(), "id": fields["id"]},
+                )
+        async with db.transaction() as session:
+            user = User(username=username, email=email, password_hash=PASSWORD_HASH, **fields)
             session.add(user)
             await session.flush()
         if user.is_active:
             # As a login does (users.service.remember_me): the account check of the requests
             # its token makes finds the account cached, and tests that count a route's
             # statements count the route's alone.
-            await cached_me(db=self.db, cache=self.app.state.cache, user_id=user.id)
+            await cached_me(db=db, cache=self.app.state.cache, user_id=user.id)
         token = self.app.state.tokens.issue(user.id).access_token
         return TestUser(user.id, username, {"Authorization": f"Bearer {token}"})
 
@@ -206,10 +312,14 @@ class Factory:
     async def post(self, author: TestUser, **fields: Any) -> int:
         self._n += 1
         now = fields.pop("created_at", utcnow())
-        async with self.db.transaction() as session:
+        db = await self._placed(shard_of(author.id), fields)
+        title = fields.pop("title", f"Post {self._n}")
+        if self.shards is not None:
+            fields.setdefault("slug", make_sharded_slug(title, shard_of(author.id)))
+        async with db.transaction() as session:
             post = Post(
                 author_id=author.id,
-                title=fields.pop("title", f"Post {self._n}"),
+                title=title,
                 content=fields.pop("content", f"Content of post {self._n}"),
                 status=fields.pop("status", "published"),
                 created_at=now,
@@ -220,13 +330,23 @@ class Factory:
             await session.flush()
         return post.id
 
-    async def follow(self, follower: TestUser, followee: TestUser) -> None:
+    async def follow(
+        self, follower: TestUser, followee: TestUser, created_at: datetime | None = None
+    ) -> None:
         from fastpost.social.models import Follow
 
-        async with self.db.transaction() as session:
-            session.add(
-                Follow(follower_id=follower.id, followee_id=followee.id, created_at=utcnow())
+        now = created_at or utcnow()
+        if self.shards is None:
+            databases = [self.db]
+        else:
+            databases = list(
+                {id(db): db for db in map(self.shards.for_id, (follower.id, followee.id))}.values()
             )
+        for db in databases:
+            async with db.transaction() as session:
+                session.add(
+                    Follow(follower_id=follower.id, followee_id=followee.id, created_at=now)
+                )
 
 
 @pytest.fixture

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from fastapi import FastAPI
 
 from fastpost.cluster.postgres import PgNode
 from fastpost.cluster.processes import free_port
+from fastpost.db import Database
 from fastpost.security import Passwords, Verification
 from fastpost.settings import Settings
 from tests.servers import stop_group, wait_until_ready
@@ -480,3 +482,19 @@ def _http_time(value: str | None) -> float | None:
         return parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
         return None
+
+
+# --- sharded mode (fastpost.shards) ---------------------------------------------------------
+
+
+def databases_of(app: FastAPI) -> Sequence[Database]:
+    """Every database an app stores rows on: its one, or in sharded mode each shard."""
+    shards = getattr(app.state, "shards", None)
+    return [app.state.db] if shards is None else shards.databases
+
+
+def database_of(app: FastAPI, row_id: int) -> Database:
+    """The database that holds a user or a post (in sharded mode, its shard's)."""
+    shards = getattr(app.state, "shards", None)
+    found: Database = app.state.db if shards is None else shards.for_id(row_id)
+    return found

@@ -4,13 +4,15 @@ every post carries exactly its tags, and every tag's count of published posts is
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import httpx
+from fastapi import FastAPI
 from sqlalchemy import select
 
-from fastpost.db import Database
 from fastpost.posts.models import PostCount, Tag
 from tests.conftest import Factory
+from tests.helpers import databases_of
 
 POSTS = 60
 NEW_TAGS = [f"fresh{i}" for i in range(4)]
@@ -23,7 +25,7 @@ def _tags_of(i: int) -> list[str]:
 
 
 async def test_posts_created_at_once_with_new_tags_carry_exactly_their_tags(
-    client: httpx.AsyncClient, factory: Factory, db: Database
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI
 ) -> None:
     authors = await factory.users(10)
     responses = await asyncio.gather(
@@ -43,15 +45,20 @@ async def test_posts_created_at_once_with_new_tags_carry_exactly_their_tags(
         assert created["tags"] == _tags_of(i)
         stored = (await client.get(f"/posts/{created['id']}")).json()
         assert stored["tags"] == _tags_of(i)
-    async with db.reader() as conn:
-        counts = dict(
-            (
-                await conn.execute(
-                    select(Tag.name, PostCount.n).join(
-                        PostCount, (PostCount.kind == "t") & (PostCount.ref_id == Tag.id)
-                    )
+    # Summed over the databases: in sharded mode each counts the tags of its own posts.
+    counts: Counter[str] = Counter()
+    for db in databases_of(app):
+        async with db.reader() as conn:
+            counts.update(
+                dict(
+                    (
+                        await conn.execute(
+                            select(Tag.name, PostCount.n).join(
+                                PostCount, (PostCount.kind == "t") & (PostCount.ref_id == Tag.id)
+                            )
+                        )
+                    ).all()
                 )
-            ).all()
-        )
+            )
     for name in NEW_TAGS:
         assert counts[name] == sum(name in _tags_of(i) for i in range(POSTS))

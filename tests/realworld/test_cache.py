@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
@@ -36,6 +37,10 @@ async def test_home_page_is_served_from_the_cache_without_queries_and_revalidate
     assert revalidated.content == b""
 
 
+@pytest.mark.unsharded(
+    "counts the statements of one database; sharded lists run one per database, which "
+    "tests/shards/test_realworld.py and tests/shards/test_routing.py count"
+)
 async def test_a_logged_in_caller_or_a_filter_reads_the_database(
     client: httpx.AsyncClient, factory: Factory, statements: list[str]
 ) -> None:

@@ -4,12 +4,14 @@ writes: seeding (COPY on PostgreSQL), native and RealWorld writes, drafts, delet
 from __future__ import annotations
 
 import httpx
+from fastapi import FastAPI
 from sqlalchemy import text
 
 from fastpost.db import Database
 from fastpost.seed import SeedPlan, seed
 from fastpost.settings import Settings
 from tests.conftest import Factory
+from tests.helpers import databases_of
 from tests.realworld.test_router import new_article, token_headers
 
 # Each kind of counter against the count it stands for.
@@ -23,7 +25,13 @@ CHECKS = {
 }
 
 
-async def assert_counters_exact(db: Database) -> None:
+async def assert_counters_exact(app: FastAPI) -> None:
+    """On every database (in sharded mode each shard counts its own rows)."""
+    for db in databases_of(app):
+        await _assert_counters_exact(db)
+
+
+async def _assert_counters_exact(db: Database) -> None:
     async with db.reader() as conn:
         for kind, sql in CHECKS.items():
             expected = {int(ref): int(n) for ref, n in (await conn.execute(text(sql))).all()}
@@ -39,12 +47,12 @@ async def assert_counters_exact(db: Database) -> None:
 
 
 async def test_counters_stay_exact_through_seeding_and_writes_of_both_apis(
-    settings: Settings, db: Database, client: httpx.AsyncClient, factory: Factory
+    settings: Settings, app: FastAPI, client: httpx.AsyncClient, factory: Factory
 ) -> None:
     await seed(
         settings, SeedPlan(users=20, posts=150, follows=40, likes=300, seed=3), lambda *_: None
     )
-    await assert_counters_exact(db)
+    await assert_counters_exact(app)
 
     jake, anna = await factory.user("jake"), await factory.user("anna")
     first = await new_article(client, jake, tagList=["a", "b"])
@@ -63,13 +71,17 @@ async def test_counters_stay_exact_through_seeding_and_writes_of_both_apis(
         json={"article": {"tagList": ["c"]}},
         headers=token_headers(jake),
     )
-    await assert_counters_exact(db)
+    await assert_counters_exact(app)
 
     await client.delete(f"/api/articles/{first['slug']}", headers=token_headers(jake))
     await client.delete(f"/api/articles/{second['slug']}/favorite", headers=token_headers(jake))
     await client.patch(f"/posts/{draft['id']}", json={"status": "draft"}, headers=jake.headers)
-    await assert_counters_exact(db)
+    await assert_counters_exact(app)
     total = (await client.get("/api/articles")).json()["articlesCount"]
-    async with db.reader() as conn:
-        published = await conn.scalar(text("SELECT count(*) FROM posts WHERE status = 'published'"))
+    published = 0
+    for db in databases_of(app):
+        async with db.reader() as conn:
+            published += await conn.scalar(
+                text("SELECT count(*) FROM posts WHERE status = 'published'")
+            )
     assert total == published

@@ -480,6 +480,10 @@ async def test_native_posts_carry_slug_and_description(
 # Performance and configuration
 
 
+@pytest.mark.unsharded(
+    "counts the statements of one database; sharded lists run one per database, which "
+    "tests/shards/test_realworld.py and tests/shards/test_routing.py count"
+)
 @pytest.mark.parametrize("logged_in", [False, True])
 async def test_article_lists_run_the_same_number_of_queries_for_any_page_size(
     client: httpx.AsyncClient, factory: Factory, statements: list[str], logged_in: bool

@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import update
 
-from fastpost.db import Database
 from fastpost.posts.models import Post
 from fastpost.realworld.service import iso_ms
 from tests.conftest import Factory
+from tests.helpers import database_of
 from tests.realworld.test_router import new_article
 
 
@@ -40,13 +41,13 @@ def test_a_whole_second_still_shows_its_milliseconds() -> None:
     ],
 )
 async def test_articles_show_their_timestamps_as_iso_ms_does_on_every_backend(
-    client: httpx.AsyncClient, factory: Factory, db: Database, stored: datetime, shown: str
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI, stored: datetime, shown: str
 ) -> None:
     # PostgreSQL writes them in the statement (to_char), SQLite's come back as datetimes.
     assert iso_ms(stored) == shown
     user = await factory.user()
     article = await new_article(client, user)
-    async with db.transaction() as session:
+    async with database_of(app, user.id).transaction() as session:
         await session.execute(
             update(Post)
             .where(Post.slug == article["slug"])

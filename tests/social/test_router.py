@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from fastapi import FastAPI
+from sqlalchemy import select
 
-from fastpost.db import Database
 from fastpost.social.models import Follow
 from tests.conftest import Factory, TestUser
+from tests.helpers import database_of, databases_of
 from tests.posts.test_router import delete_account, error_fields, ids_of, walk_pages
 
 T0 = datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=UTC)
@@ -28,9 +29,14 @@ async def unfollow(
     return await client.delete(f"/users/{target}/follow", headers=who.headers)
 
 
-async def follow_rows(db: Database) -> int:
-    async with db.reader() as conn:
-        return int(await conn.scalar(select(func.count()).select_from(Follow)) or 0)
+async def follow_rows(app: FastAPI) -> int:
+    """How many follows are stored (sharded mode keeps each on both users' databases)."""
+    stored: set[tuple[int, int]] = set()
+    for db in databases_of(app):
+        async with db.reader() as conn:
+            rows = await conn.execute(select(Follow.follower_id, Follow.followee_id))
+            stored.update((follower, followee) for follower, followee in rows.all())
+    return len(stored)
 
 
 def usernames(response: httpx.Response) -> list[str]:
@@ -41,7 +47,7 @@ def usernames(response: httpx.Response) -> list[str]:
 
 
 async def test_follow_is_idempotent(
-    client: httpx.AsyncClient, factory: Factory, db: Database
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI
 ) -> None:
     alice, bob = await factory.users(2)
     first = await follow(client, alice, bob)
@@ -49,13 +55,13 @@ async def test_follow_is_idempotent(
     assert first.json() == {"user_id": bob.id, "following": True}
     second = await follow(client, alice, bob)
     assert second.json() == {"user_id": bob.id, "following": True}
-    assert await follow_rows(db) == 1
+    assert await follow_rows(app) == 1
     followers = await client.get(f"/users/{bob.id}/followers")
     assert [u["id"] for u in followers.json()["items"]] == [alice.id]
 
 
 async def test_unfollow_is_idempotent(
-    client: httpx.AsyncClient, factory: Factory, db: Database
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI
 ) -> None:
     alice, bob = await factory.users(2)
     await follow(client, alice, bob)
@@ -65,30 +71,30 @@ async def test_unfollow_is_idempotent(
     second = await unfollow(client, alice, bob)
     assert second.status_code == 200
     assert second.json() == {"user_id": bob.id, "following": False}
-    assert await follow_rows(db) == 0
+    assert await follow_rows(app) == 0
     assert (await client.get(f"/users/{bob.id}/followers")).json()["items"] == []
 
 
 async def test_following_yourself_is_422(
-    client: httpx.AsyncClient, factory: Factory, db: Database
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI
 ) -> None:
     alice = await factory.user()
     response = await follow(client, alice, alice)
     assert response.status_code == 422
     assert response.json()["code"] == "follow_self"
     assert error_fields(response) == {"user_id"}
-    assert await follow_rows(db) == 0
+    assert await follow_rows(app) == 0
 
 
 @pytest.mark.parametrize("method", ["POST", "DELETE"])
 async def test_following_an_unknown_user_is_404(
-    client: httpx.AsyncClient, factory: Factory, db: Database, method: str
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI, method: str
 ) -> None:
     alice = await factory.user()
     response = await client.request(method, "/users/999999/follow", headers=alice.headers)
     assert response.status_code == 404
     assert response.json()["code"] == "user_not_found"
-    assert await follow_rows(db) == 0
+    assert await follow_rows(app) == 0
 
 
 @pytest.mark.parametrize("method", ["POST", "DELETE"])
@@ -157,6 +163,25 @@ async def test_friends_are_mutual_follows_only(client: httpx.AsyncClient, factor
     assert usernames(await client.get(f"/users/{mutual.id}/friends")) == []
 
 
+@pytest.mark.unsharded(
+    "offset paging of the native API is refused (422) in sharded mode, cursors only: "
+    "tests/shards/test_lists.py"
+)
+@pytest.mark.parametrize("relation", ["followers", "following", "friends"])
+async def test_user_lists_skip_offset_users(
+    client: httpx.AsyncClient, factory: Factory, relation: str
+) -> None:
+    hub = await factory.user("hub")
+    others = await factory.users(7)
+    for other in others:
+        if relation in ("followers", "friends"):
+            await factory.follow(other, hub)
+        if relation in ("following", "friends"):
+            await factory.follow(hub, other)
+    offset = await client.get(f"/users/{hub.id}/{relation}?offset=5")
+    assert [u["id"] for u in offset.json()["items"]] == [u.id for u in reversed(others)][5:]
+
+
 @pytest.mark.parametrize("relation", ["followers", "following", "friends"])
 async def test_user_lists_walk_every_user_once_with_next_cursor(
     client: httpx.AsyncClient, factory: Factory, relation: str
@@ -172,8 +197,6 @@ async def test_user_lists_walk_every_user_once_with_next_cursor(
     assert [len(page) for page in pages] == [3, 3, 1]
     walked = [user_id for page in pages for user_id in page]
     assert walked == [u.id for u in reversed(others)]
-    offset = await client.get(f"/users/{hub.id}/{relation}?offset=5")
-    assert [u["id"] for u in offset.json()["items"]] == walked[5:]
     assert (await client.get(f"/users/{hub.id}/{relation}?limit=101")).status_code == 422
     bad_cursor = await client.get(f"/users/{hub.id}/{relation}?cursor=nonsense")
     assert bad_cursor.status_code == 422
@@ -181,12 +204,12 @@ async def test_user_lists_walk_every_user_once_with_next_cursor(
 
 
 async def test_user_lists_break_ties_of_the_same_follow_time_by_id(
-    client: httpx.AsyncClient, factory: Factory, db: Database
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI
 ) -> None:
     hub = await factory.user()
     fans = await factory.users(5)
-    async with db.transaction() as session:
-        session.add_all(Follow(follower_id=f.id, followee_id=hub.id, created_at=T0) for f in fans)
+    for fan in fans:
+        await factory.follow(fan, hub, created_at=T0)
     pages = await walk_pages(client, f"/users/{hub.id}/followers", limit=2)
     assert [user_id for page in pages for user_id in page] == sorted(
         (f.id for f in fans), reverse=True
@@ -326,28 +349,35 @@ async def test_feed_requires_a_bearer_token(client: httpx.AsyncClient) -> None:
 
 
 async def test_overview_of_an_unknown_user_leaves_no_read_running_behind(
-    client: httpx.AsyncClient, db: Database
+    client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     # The three reads run concurrently; when one fails the others must be finished (or
     # cancelled) by the time the 404 is sent, not left holding pooled connections.
     response = await client.get("/users/999999/overview")
     assert response.status_code == 404
-    assert db.read_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    for db in databases_of(app):
+        assert db.read_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
+@pytest.mark.unsharded(
+    "deletes the account behind the cache's back; unsharded the follow's foreign key finds "
+    "it gone, sharded follows carry none across databases (router.CROSS_SHARD_FOREIGN_KEYS): "
+    "the account check refuses the token once the cached account goes, as "
+    "tests/users/test_accounts.py shows"
+)
 async def test_following_with_the_token_of_a_deleted_account_is_401(
-    client: httpx.AsyncClient, factory: Factory, db: Database
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI
 ) -> None:
     gone, bob = await factory.users(2)
-    await delete_account(db, gone)
+    await delete_account(app, gone)
     response = await follow(client, gone, bob)
     assert response.status_code == 401, response.text
     assert response.json()["code"] == "account_gone"
-    assert await follow_rows(db) == 0
+    assert await follow_rows(app) == 0
 
 
 async def test_a_deactivated_account_can_still_be_unfollowed(
-    client: httpx.AsyncClient, factory: Factory
+    client: httpx.AsyncClient, factory: Factory, app: FastAPI
 ) -> None:
     from sqlalchemy import update
 
@@ -355,7 +385,7 @@ async def test_a_deactivated_account_can_still_be_unfollowed(
 
     fan, gone = await factory.users(2)
     await factory.follow(fan, gone)
-    async with factory.db.transaction() as session:
+    async with database_of(app, gone.id).transaction() as session:
         await session.execute(update(User).where(User.id == gone.id).values(is_active=False))
     assert (await client.post(f"/users/{gone.id}/follow", headers=fan.headers)).status_code == 404
     response = await client.delete(f"/users/{gone.id}/follow", headers=fan.headers)

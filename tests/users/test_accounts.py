@@ -22,7 +22,7 @@ from fastpost.settings import DatabaseSettings
 from fastpost.users import service
 from fastpost.users.models import User
 from tests.conftest import PASSWORD, Factory, TestUser
-from tests.helpers import environment, fastpost
+from tests.helpers import database_of, environment, fastpost
 
 _PARAMETER = re.compile(r"\{(\w+)\}")
 
@@ -96,7 +96,7 @@ async def test_a_deactivated_accounts_token_is_refused_on_every_route_that_authe
     assert [op for op, status in before.items() if status == 401] == []
 
     await service.set_active(
-        db=app.state.db, cache=app.state.cache, username="leaving", active=False
+        db=database_of(app, user.id), cache=app.state.cache, username="leaving", active=False
     )
 
     # ... and from the next request on, nowhere: 401 before any route does anything.
@@ -106,17 +106,17 @@ async def test_a_deactivated_accounts_token_is_refused_on_every_route_that_authe
     assert (await client.get("/posts/", params={"author_id": user.id})).json()["items"] == []
 
     await service.set_active(
-        db=app.state.db, cache=app.state.cache, username="leaving", active=True
+        db=database_of(app, user.id), cache=app.state.cache, username="leaving", active=True
     )
     assert (await client.get("/users/me", headers=user.headers)).status_code == 200
 
 
 async def test_a_deleted_accounts_token_is_refused_on_every_route_that_authenticates(
-    app: FastAPI, client: httpx.AsyncClient, factory: Factory, db: Database
+    app: FastAPI, client: httpx.AsyncClient, factory: Factory
 ) -> None:
     values = await _fixtures(client, factory)
     user = await factory.user("deleted")
-    async with db.transaction() as session:
+    async with database_of(app, user.id).transaction() as session:
         await session.execute(delete(User).where(User.id == user.id))
     # As fastpost drops a closed account's entries (users.service.set_active); an account
     # deleted behind its back is refused within ME_TTL, when the cached entry expires.
@@ -187,11 +187,11 @@ async def test_a_rename_to_another_spelling_of_a_taken_name_is_409_and_of_ones_o
 
 
 async def test_the_database_refuses_a_second_spelling_even_past_the_service(
-    db: Database, factory: Factory
+    app: FastAPI, factory: Factory
 ) -> None:
-    await factory.user("erin")
+    erin = await factory.user("erin")
     with pytest.raises(IntegrityError):
-        async with db.transaction() as session:
+        async with database_of(app, erin.id).transaction() as session:
             await session.execute(
                 insert(User).values(username="ERIN", email="e2@example.com", password_hash="x")
             )
@@ -205,6 +205,10 @@ async def test_login_finds_the_account_whatever_the_case_typed(
     assert response.status_code == 200
 
 
+@pytest.mark.unsharded(
+    "migrates one database down and back up; the shards are migrated by `fastpost shards init`, "
+    "which tests/shards/test_take_in.py covers"
+)
 async def test_the_migration_stops_on_names_that_clash_and_builds_the_index_otherwise(
     db: Database,
 ) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from fastpost.settings import Settings
 from fastpost.users.models import User
 from tests.conftest import PASSWORD, Factory
-from tests.helpers import GatedPasswords, wait_until, with_auth
+from tests.helpers import GatedPasswords, database_of, wait_until, with_auth
 
 # What fastpost hashed with before it followed OWASP's guidance (64 MiB, 3 passes, 4 lanes),
 # shrunk to keep the test fast; the difference from the current parameters is what counts.
@@ -21,13 +21,13 @@ OLD_HASHER = PasswordHasher(time_cost=3, memory_cost=64, parallelism=4)
 
 
 async def stored_hash(app: FastAPI, user_id: int) -> str:
-    async with app.state.db.transaction() as session:
+    async with database_of(app, user_id).transaction() as session:
         value: str = await session.scalar(select(User.password_hash).where(User.id == user_id))
         return value
 
 
 async def store_hash(app: FastAPI, user_id: int, password_hash: str) -> None:
-    async with app.state.db.transaction() as session:
+    async with database_of(app, user_id).transaction() as session:
         await session.execute(
             update(User).where(User.id == user_id).values(password_hash=password_hash)
         )

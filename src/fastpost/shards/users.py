@@ -139,6 +139,23 @@ _MOVE_CLAIM = text(
 ).bindparams(bindparam("user_id", type_=BigInteger))
 
 
+_HELD_BY_OTHERS = text(
+    "SELECT username_lower FROM user_directory "
+    "WHERE (username_lower = :username_lower OR email = :email) AND user_id <> :user_id"
+).bindparams(bindparam("user_id", type_=BigInteger))
+
+
+async def _taken_conflict(shards: Shards, claim: dict[str, Any]) -> Conflict:
+    """The 409 unsharded mode answers for a name or email someone else holds: the
+    username's first, as users.service does."""
+    holders = await shards.directory.fetch_all(_HELD_BY_OTHERS, claim)
+    if any(holder["username_lower"] == claim["username_lower"] for holder in holders):
+        return Conflict("Username is already taken", code="username_taken", field="username")
+    if holders:
+        return Conflict("Email is already registered", code="email_taken", field="email")
+    return Conflict("Username or email is already registered", code="user_exists")
+
+
 async def update_me(
     *,
     shards: Shards,
@@ -165,9 +182,7 @@ async def update_me(
                 async with shards.directory.transaction() as session:
                     await session.execute(_MOVE_CLAIM, claim)
             except IntegrityError:
-                raise Conflict(
-                    "Username or email is already registered", code="user_exists"
-                ) from None
+                raise await _taken_conflict(shards, claim) from None
         async with db.transaction() as session:
             user = await users_service.update_me(
                 session=session, cache=cache, passwords=passwords, user_id=user_id, changes=changes
