@@ -219,6 +219,43 @@ async def test_a_move_under_writes_loses_nothing_and_fails_no_request(urls: list
                 assert found, (follower, followee, user)
 
 
+async def test_lists_show_a_copied_shard_s_posts_once_before_and_after_the_switch(
+    urls: list[str],
+) -> None:
+    # Between the copy and the delete, a logical shard's rows are on two databases: a list
+    # that asks every database must take each row from the one the map names only.
+    async with AsyncExitStack() as stack:
+        settings = _settings(urls[:2], 0.1, cache=CacheSettings(enabled=False))
+        served = await _serve(settings, stack)
+        api = served.api
+        posts = []
+        for name in (*_names_on(MOVING, 1, "copied"), *_names_on(STAYING, 1, "kept")):
+            _, headers = await api.user(name)
+            posts += [await api.post(headers, f"{name} {n}") for n in range(3)]
+        databases = [Database(settings.db.for_shard(url)) for url in urls[:2]]
+        stack.push_async_callback(databases[1].dispose)
+        stack.push_async_callback(databases[0].dispose)
+        await move.synchronise(databases[0], databases[1], MOVING, [STAYING])
+
+        async def listed() -> tuple[list[int], list[str]]:
+            native = await api.all_pages("/posts/", limit=4)
+            articles = []
+            for offset in (0, 4):
+                response = await served.client.get(
+                    "/api/articles", params={"limit": 4, "offset": offset}
+                )
+                articles += [article["slug"] for article in response.json()["articles"]]
+            return [item["id"] for page in native for item in page], articles
+
+        newest_first = sorted(posts, reverse=True)
+        before_the_copy_is_used = await listed()
+        assert before_the_copy_is_used[0] == newest_first
+        assert len(set(before_the_copy_is_used[1])) == len(posts)
+        await set_entry(databases[0], MOVING, 1, READY)
+        await _wait_for(lambda: served.shards.map.databases[MOVING] == 1)
+        assert await listed() == before_the_copy_is_used
+
+
 async def test_two_instances_switch_and_read_the_moved_user_from_the_new_database(
     urls: list[str],
 ) -> None:

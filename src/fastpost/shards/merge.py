@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastpost.db import Database, ReadStatement, Row
+from fastpost.shards.router import Shards
 
 
 def newest_first(row: Row) -> tuple[Any, int]:
@@ -20,10 +21,13 @@ async def fetch_each(
     databases: Sequence[Database],
     statement: ReadStatement,
     params: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+    *,
+    owned_by: Shards | None = None,
 ) -> list[Sequence[Row]]:
     """Run one read on several databases at once (the same parameters, or one set each);
     the first failure is raised once every read has ended (none keeps a connection past
-    the response)."""
+    the response). With `owned_by`, each database's rows are those of the logical shards
+    its map gives that database (Shards.owned), for lists of rows keyed by "id"."""
     per_db = [params] * len(databases) if isinstance(params, Mapping) else params
     results = await asyncio.gather(
         *(db.fetch_all(statement, p) for db, p in zip(databases, per_db, strict=True)),
@@ -32,7 +36,10 @@ async def fetch_each(
     for result in results:
         if isinstance(result, BaseException):
             raise result
-    return [r for r in results if not isinstance(r, BaseException)]
+    pages = [r for r in results if not isinstance(r, BaseException)]
+    if owned_by is None:
+        return pages
+    return [owned_by.owned(db, rows) for db, rows in zip(databases, pages, strict=True)]
 
 
 def merge_sorted(

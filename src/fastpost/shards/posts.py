@@ -70,7 +70,7 @@ async def list_newest(
         "tag": tag,
         "status": PostStatus.published.value,
     }
-    pages = await fetch_each(shards.each(), stmt, params)
+    pages = await fetch_each(shards.each(), stmt, params, owned_by=shards)
     # LIMIT limit + 1 on each: the one beyond the page tells whether another follows.
     rows = merge_sorted(pages, page.limit + 1)
     return posts_service.post_page(rows, page, viewer_id)
@@ -96,7 +96,9 @@ async def list_popular(*, shards: Shards, viewer_id: int | None, limit: int) -> 
     """The most liked published posts of every database: each database's top `limit`,
     merged by (likes_count, id) as the unsharded statement orders them."""
     stmt = posts_service.popular_statement(viewer_id is not None)
-    pages = await fetch_each(shards.each(), stmt, {"limit": limit, "viewer_id": viewer_id})
+    pages = await fetch_each(
+        shards.each(), stmt, {"limit": limit, "viewer_id": viewer_id}, owned_by=shards
+    )
     rows = merge_sorted(pages, limit, key=_most_liked)
     return [posts_service.post_dict(row, viewer_id) for row in rows]
 
@@ -141,7 +143,7 @@ async def search_posts(
     then the page cut from the merge (the offset is bounded: pagination.MAX_OFFSET)."""
     stmt = _search_statement(viewer_id is not None)
     params = {"q": q, "limit": offset + limit, "viewer_id": viewer_id}
-    pages = await fetch_each(shards.each(), stmt, params)
+    pages = await fetch_each(shards.each(), stmt, params, owned_by=shards)
     rows = merge_sorted(pages, offset + limit, key=_best_match)[offset:]
     return [posts_service.post_dict(row, viewer_id) for row in rows]
 

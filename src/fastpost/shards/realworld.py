@@ -161,6 +161,7 @@ def _list_statements(
 
 
 async def _merged_page(
+    shards: Shards,
     databases: Sequence[Database],
     statements: tuple[Select[Any], Select[Any]],
     params: dict[str, Any],
@@ -168,7 +169,10 @@ async def _merged_page(
     limit: int,
     offset: int,
 ) -> tuple[list[Row], int]:
-    """The page at offset of the rows of every database, newest first, and their total."""
+    """The page at offset of the rows of every database, newest first, and their total.
+
+    The total is the sum of each database's: from a move's copy to its delete it counts the
+    moving shard's rows twice (the rows themselves are taken from one database)."""
     page, count = statements
     if len(databases) == 1:
         rows, total = await service.rows_and_total(
@@ -177,7 +181,8 @@ async def _merged_page(
         return list(rows), total
     first = {**params, "limit": offset + limit, "offset": 0}
     results = await _each([service.rows_and_total(db, page, count, first) for db in databases])
-    rows = merge_sorted([rows for rows, _ in results], offset + limit)[offset:]
+    pages = [shards.owned(db, rows) for db, (rows, _) in zip(databases, results, strict=True)]
+    rows = merge_sorted(pages, offset + limit)[offset:]
     return rows, sum(total for _, total in results)
 
 
@@ -218,7 +223,7 @@ async def article_rows(
         "author": author,
         "liked_by_id": liker_id,
     }
-    return await _merged_page(databases, statements, params, limit=limit, offset=offset)
+    return await _merged_page(shards, databases, statements, params, limit=limit, offset=offset)
 
 
 async def list_articles(
@@ -268,7 +273,7 @@ async def feed(*, shards: Shards, viewer_id: int, limit: int, offset: int) -> di
         queries.feed_count_statement(),
     )
     rows, total = await _merged_page(
-        databases, statements, {"viewer_id": viewer_id}, limit=limit, offset=offset
+        shards, databases, statements, {"viewer_id": viewer_id}, limit=limit, offset=offset
     )
     return service.articles_page(rows, total)
 

@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from sqlalchemy import text
 
-from fastpost.db import Database
+from fastpost.db import Database, Row
 from fastpost.errors import ServiceUnavailable
 from fastpost.ids import shard_of
 from fastpost.observability.statements import StatementRecorder
@@ -142,6 +142,16 @@ class Shards:
 
     def index_of(self, row_id: int) -> int:
         return self.map.databases[shard_of(row_id)]
+
+    def owned(self, db: Database, rows: Sequence[Row], key: str = "id") -> Sequence[Row]:
+        """The rows, read from `db`, of the logical shards the map gives it (by each row's id
+        under `key`). From a move's copy to its delete, a logical shard's rows are on two
+        databases: a list that asks several takes each row from the one the map names."""
+        index = self.databases.index(db)
+        databases = self.map.databases
+        if all(databases[shard_of(row[key])] == index for row in rows):
+            return rows
+        return [row for row in rows if databases[shard_of(row[key])] == index]
 
     def group_by_database(self, row_ids: Iterable[int]) -> dict[int, list[int]]:
         """Ids grouped by the index of the database that holds them."""
