@@ -14,6 +14,7 @@ DATA = Dataset(
     post_ids=[11, 12, 13],
     user_ids=[1, 2, 3],
     sessions=[Session(1, "Bearer a"), Session(2, "Bearer b")],
+    slugs=["first-post-ab12", "second-post-cd34"],
 )
 
 
@@ -75,3 +76,10 @@ def test_request_list_round_trips_through_the_file(tmp_path: object) -> None:
     write_requests(path, requests)
     assert read_requests(path) == requests
     assert requests[1].encode("h:1").endswith(b"Content-Length: 2\r\n\r\n{}")
+
+
+def test_the_article_route_reads_the_seeded_posts_by_slug_anonymously() -> None:
+    requests = build("article", DATA)
+
+    assert {r.path for r in requests} == {f"/api/articles/{slug}" for slug in DATA.slugs}
+    assert {(r.method, r.authorization) for r in requests} == {("GET", None)}

@@ -218,10 +218,12 @@ def run_bench(config: Config, out: Path) -> dict[str, Any]:
         )
         fastpost.wait_ready("/health")
         with httpx.Client(base_url=fastpost.base_url, timeout=30) as client:
-            post_ids, user_ids = scenarios.discover(client)
+            post_ids, user_ids, slugs = scenarios.discover(client)
             logins = config.login_users if scenarios.needs_login(config.scenario) else 0
             sessions = scenarios.log_in(client, user_ids, logins) if logins else []
-        requests = scenarios.build(config.scenario, scenarios.Dataset(post_ids, user_ids, sessions))
+        requests = scenarios.build(
+            config.scenario, scenarios.Dataset(post_ids, user_ids, sessions, slugs)
+        )
         requests_file = work / "requests.tsv"
         write_requests(requests_file, requests)
         shutil.copy(requests_file, out / "requests.tsv")

@@ -12,7 +12,7 @@ import json
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastpost.bench.requests_file import HttpRequest
@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # httpx comes with the bench extra; `fastpost --help` must no
     import httpx
 
 NAMED = ("health", "read", "write", "mixed")
-# Single routes by name; `route:[METHOD ]PATH` takes any other. {post_id} and {user_id}
-# become ids of the seeded data.
+# Single routes by name; `route:[METHOD ]PATH` takes any other. {post_id}, {user_id} and
+# {slug} become ids and slugs of the seeded data.
 ROUTES = {
     "post-detail": "GET /posts/{post_id}",
     "posts-list": "GET /posts/?limit=20",
@@ -36,6 +36,8 @@ ROUTES = {
     "feed": "GET /feed",
     "me": "GET /users/me",
     "create-post": "POST /posts/",
+    "article": "GET /api/articles/{slug}",
+    "tags": "GET /api/tags",
 }
 # Routes that answer 401 without a token.
 NEEDS_LOGIN = re.compile(r"^(/users/me|/feed)(\?|$)")
@@ -46,8 +48,8 @@ SCENARIO_HELP = (
     "unlike, follow/unfollow, logged in) | mixed (the course's Locust weights, logged in: "
     "GET /posts/ 3, GET /users/me 2, POST /posts/ 1) | a single route by name: "
     + ", ".join(ROUTES)
-    + " | route:[METHOD ]PATH, e.g. 'route:/posts/{post_id}' ({post_id}, {user_id} filled "
-    "from the seeded data; non-GET routes and /users/me, /feed log in)"
+    + " | route:[METHOD ]PATH, e.g. 'route:/posts/{post_id}' ({post_id}, {user_id}, {slug} "
+    "filled from the seeded data; non-GET routes and /users/me, /feed log in)"
 )
 
 
@@ -64,6 +66,7 @@ class Dataset:
     post_ids: list[int]
     user_ids: list[int]
     sessions: list[Session]
+    slugs: list[str] = field(default_factory=list)  # of the same posts, for the RealWorld API
 
 
 def parse_route(scenario: str) -> tuple[str, str] | None:
@@ -90,9 +93,10 @@ def needs_login(scenario: str) -> bool:
     return route is not None and (route[0] != "GET" or bool(NEEDS_LOGIN.match(route[1])))
 
 
-def discover(client: httpx.Client, *, pages: int = 5) -> tuple[list[int], list[int]]:
-    """Read published post ids and their authors' ids through the API."""
+def discover(client: httpx.Client, *, pages: int = 5) -> tuple[list[int], list[int], list[str]]:
+    """Read published post ids, their authors' ids and the posts' slugs through the API."""
     post_ids: list[int] = []
+    slugs: list[str] = []
     user_ids: set[int] = set()
     cursor: str | None = None
     for _ in range(pages):
@@ -102,13 +106,14 @@ def discover(client: httpx.Client, *, pages: int = 5) -> tuple[list[int], list[i
         page = client.get("/posts/", params=params).raise_for_status().json()
         for post in page["items"]:
             post_ids.append(post["id"])
+            slugs.append(post["slug"])
             user_ids.add(post["author"]["id"])
         cursor = page.get("next_cursor")
         if not cursor:
             break
     if not post_ids:
         raise RuntimeError("the seeded database has no published posts: seed with --posts > 0")
-    return post_ids, sorted(user_ids)
+    return post_ids, sorted(user_ids), slugs
 
 
 def log_in(client: httpx.Client, user_ids: list[int], count: int) -> list[Session]:
@@ -214,6 +219,8 @@ def build(scenario: str, data: Dataset, *, length: int = 600, seed: int = 1) -> 
     requests = []
     for n in range(min(length, 200)):
         path = template.replace("{post_id}", str(post())).replace("{user_id}", str(user()))
+        if "{slug}" in path:
+            path = path.replace("{slug}", rng.choice(data.slugs))
         body = _post_body(n) if method in ("POST", "PUT", "PATCH") else None
         requests.append(HttpRequest(method, path, session().authorization if login else None, body))
     return requests
