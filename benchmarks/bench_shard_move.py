@@ -51,7 +51,6 @@ import re
 import secrets
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -66,6 +65,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import URL, make_url
 
+from benchmarks.script import run_script
 from fastpost.bench.database import (
     DEFAULT_ADMIN_URL,
     asyncpg_dsn,
@@ -76,7 +76,7 @@ from fastpost.bench.database import (
 from fastpost.bench.fixed_rate import GENERATOR_CPU_LIMIT, FixedRateResult, clock
 from fastpost.bench.latency import LatencySummary, Sample, is_error, per_second, summarise
 from fastpost.bench.requests_file import HttpRequest, write_requests
-from fastpost.bench.servers import ROOT, Server, base_env, pin, stop_on_signals
+from fastpost.bench.servers import ROOT, Server, base_env, pin
 from fastpost.ids import shard_of
 from fastpost.seed import DEMO_USERNAME, GENERATED_PASSWORD
 from fastpost.settings import DatabaseSettings
@@ -949,22 +949,10 @@ def failed(results: dict[str, Any]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    try:
-        with stop_on_signals(), tempfile.TemporaryDirectory(prefix="bench_shard_move_") as tmp:
-            results = benchmark(args, Path(tmp))
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: servers stopped, databases dropped[/yellow]")
-        return 130
-    except RuntimeError as exc:
-        console.print(f"[red]benchmark failed:[/red] {exc}", highlight=False)
-        return 1
-    print_results(results)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        console.print(f"results written to {args.json}")
-    return 1 if failed(results) else 0
+    return run_script(
+        _parse_args(argv), benchmark, print_results, name="bench_shard_move", console=console,
+        needs_wrk=False, failed=failed,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -25,10 +25,13 @@ def run_script(
     *,
     name: str,
     console: Console,
+    needs_wrk: bool = True,
+    failed: Callable[[Results], bool] = lambda results: False,
 ) -> int:
     """Run `benchmark` in a scratch folder, print its results, write them to `args.json`;
-    return the process's exit status."""
-    ensure_wrk(console)
+    return the process's exit status (1 when `failed` says the results are a failure)."""
+    if needs_wrk:
+        ensure_wrk(console)
     try:
         with stop_on_signals(), tempfile.TemporaryDirectory(prefix=f"{name}_") as tmp:
             results = benchmark(args, Path(tmp))
@@ -43,4 +46,4 @@ def run_script(
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         console.print(f"results written to {args.json}")
-    return 0
+    return 1 if failed(results) else 0
