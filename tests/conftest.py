@@ -176,23 +176,9 @@ def is_sharded(request: pytest.FixtureRequest) -> bool:
     return callspec is not None and callspec.params.get("database_url") == SHARDED
 
 
-async def _truncate_postgres(url: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "TRUNCATE likes, follows, post_tags, tags, comments, post_counts, posts, users "
-                    "RESTART IDENTITY"
-                )
-            )
-    finally:
-        await engine.dispose()
-
-
 # Children first, the counters (written by the triggers of migration 0002) last. DELETE, not
 # TRUNCATE, which makes new files for every table: on tables this small DELETE is cheaper,
-# and it is paid on two databases before each test.
+# and it is paid before each test (on two databases on the sharded backend).
 SHARD_TABLES = (
     "likes",
     "follows",
@@ -206,13 +192,27 @@ SHARD_TABLES = (
 )
 
 
-async def _empty_shard(url: str) -> None:
-    """Empty a database of the sharded backend. Its sequences go on: ids are never reused."""
+# The tables whose ids come from a sequence of their own (the unsharded ids).
+_OWN_SEQUENCES = text(
+    "SELECT setval(seq, 1, false) FROM ("
+    "SELECT pg_get_serial_sequence(t, 'id') AS seq FROM unnest(CAST(:tables AS text[])) t"
+    ") s WHERE seq IS NOT NULL"
+)
+
+
+async def _empty_postgres(url: str, *, restart_ids: bool) -> None:
+    """Empty a PostgreSQL database of the tests; with restart_ids, its tables' own id
+    sequences start again at 1 (as on a fresh database). The sharded backend's logical-shard
+    sequences go on either way: ids are never reused there."""
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:
             for table in SHARD_TABLES:
                 await conn.execute(text(f"DELETE FROM {table}"))
+            if restart_ids:
+                await conn.execute(
+                    _OWN_SEQUENCES, {"tables": ["users", "posts", "comments", "tags"]}
+                )
     finally:
         await engine.dispose()
 
@@ -221,11 +221,11 @@ async def _empty_shard(url: str) -> None:
 async def settings(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     if is_sharded(request):
         shards: list[str] = request.getfixturevalue("sharded_databases")
-        await asyncio.gather(*(_empty_shard(url) for url in shards))
+        await asyncio.gather(*(_empty_postgres(url, restart_ids=False) for url in shards))
         return make_settings(shards[0], shards=shards, data_dir=tmp_path / "data")
     if database_url.startswith("postgresql"):
         # One database for the run, emptied before each test.
-        await _truncate_postgres(database_url)
+        await _empty_postgres(database_url, restart_ids=True)
     return make_settings(database_url, data_dir=tmp_path / "data")
 
 
