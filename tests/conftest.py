@@ -23,7 +23,6 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from fastpost.app import create_app
@@ -40,7 +39,14 @@ from fastpost.shards.shard_map import SEQUENCES, logical_shard_for_username
 from fastpost.timeutil import utcnow
 from fastpost.users.models import User
 from fastpost.users.service import cached_me
-from tests.helpers import RedisClusterNodes, redis_cluster, redis_cluster_missing_reason
+from tests.helpers import (
+    RedisClusterNodes,
+    admin_execute,
+    postgres_url,
+    redis_cluster,
+    redis_cluster_missing_reason,
+    scratch_databases,
+)
 
 POSTGRES_URL = os.environ.get("FASTPOST_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
@@ -68,26 +74,6 @@ def make_settings(url: str, shards: list[str] | None = None, **overrides: Any) -
     )
 
 
-def _postgres_url_for(database: str) -> str:
-    assert POSTGRES_URL
-    url = make_url(POSTGRES_URL)
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+asyncpg")
-    return url.set(database=database).render_as_string(hide_password=False)
-
-
-async def _admin_execute(sql: str) -> None:
-    engine = create_async_engine(
-        _postgres_url_for(make_url(POSTGRES_URL or "").database or "postgres"),
-        isolation_level="AUTOCOMMIT",
-    )
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="session")
 def redis_cluster_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
     """A 3-master Redis Cluster of the session's own (tests.helpers.redis_cluster)."""
@@ -102,15 +88,15 @@ def redis_cluster_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Re
 async def postgres_database() -> AsyncIterator[str]:
     """A fresh, migrated PostgreSQL database for this test run."""
     name = f"fastpost_test_{uuid.uuid4().hex[:12]}"
-    await _admin_execute(f'CREATE DATABASE "{name}"')
-    url = _postgres_url_for(name)
+    await admin_execute(f'CREATE DATABASE "{name}"')
+    url = postgres_url(name)
     try:
         db = Database(DatabaseSettings(url=url))
         await upgrade(db.write_engine, db.settings)
         await db.dispose()
         yield url
     finally:
-        await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -128,17 +114,9 @@ async def sharded_databases() -> AsyncIterator[list[str]]:
     """Two fresh databases for this test run, prepared as the shards of sharded mode."""
     if not POSTGRES_URL:
         pytest.skip("sharded mode needs PostgreSQL: set FASTPOST_TEST_POSTGRES_URL")
-    prefix = f"fastpost_test_{uuid.uuid4().hex[:12]}"
-    names = [f"{prefix}_shard0", f"{prefix}_shard1"]
-    try:
-        for name in names:
-            await _admin_execute(f'CREATE DATABASE "{name}"')
-        urls = [_postgres_url_for(name) for name in names]
+    async with scratch_databases(f"fastpost_test_{uuid.uuid4().hex[:12]}_shard", 2) as urls:
         await init_shards(DatabaseSettings(url=urls[0], shards=urls))
         yield urls
-    finally:
-        for name in names:
-            await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.hookimpl(tryfirst=True)

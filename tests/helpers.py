@@ -10,8 +10,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -19,6 +19,9 @@ from typing import Any, TypeVar
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from fastpost.cluster.postgres import PgNode
 from fastpost.cluster.processes import free_port
@@ -498,3 +501,43 @@ def database_of(app: FastAPI, row_id: int) -> Database:
     shards = getattr(app.state, "shards", None)
     found: Database = app.state.db if shards is None else shards.for_id(row_id)
     return found
+
+
+# The PostgreSQL server the tests may use (a role that may create databases), or None.
+TEST_POSTGRES_URL = os.environ.get("FASTPOST_TEST_POSTGRES_URL")
+
+
+def postgres_url(database: str) -> str:
+    """The asyncpg URL of a database on the tests' PostgreSQL server."""
+    assert TEST_POSTGRES_URL
+    url = make_url(TEST_POSTGRES_URL)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+asyncpg")
+    return url.set(database=database).render_as_string(hide_password=False)
+
+
+async def admin_execute(sql: str) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE) on the tests' server."""
+    engine = create_async_engine(
+        postgres_url(make_url(TEST_POSTGRES_URL or "").database or "postgres"),
+        isolation_level="AUTOCOMMIT",
+    )
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def scratch_databases(prefix: str, count: int) -> AsyncIterator[list[str]]:
+    """`count` new, empty databases named `prefix_0` ... on the tests' server, dropped at
+    the end; their URLs."""
+    names = [f"{prefix}_{n}" for n in range(count)]
+    try:
+        for name in names:
+            await admin_execute(f'CREATE DATABASE "{name}"')
+        yield [postgres_url(name) for name in names]
+    finally:
+        for name in names:
+            await admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -21,15 +21,14 @@ from fastpost.migrations import upgrade
 from fastpost.settings import DatabaseSettings, Settings
 from fastpost.shards.router import Shards
 from fastpost.shards.setup import init_shards
+from tests.helpers import scratch_databases
 from tests.shards.helpers import (
     POSTGRES_URL,
     TABLES,
     Api,
     Touches,
-    admin,
     execute,
     settings_for,
-    url_of,
 )
 
 
@@ -37,36 +36,21 @@ from tests.shards.helpers import (
 async def shard_urls() -> AsyncIterator[dict[str, Any]]:
     if not POSTGRES_URL:
         pytest.skip("sharded mode needs PostgreSQL: set FASTPOST_TEST_POSTGRES_URL")
-    prefix = f"fp_shard_{uuid.uuid4().hex[:10]}"
-    names = [f"{prefix}_0", f"{prefix}_1", f"{prefix}_plain"]
-    for name in names:
-        await admin(f'CREATE DATABASE "{name}"')
-    try:
-        shards = [url_of(names[0]), url_of(names[1])]
+    async with scratch_databases(f"fp_shard_{uuid.uuid4().hex[:10]}", 3) as urls:
+        shards, plain_url = urls[:2], urls[2]
         await init_shards(DatabaseSettings(url=shards[0], shards=shards))
-        plain = Database(DatabaseSettings(url=url_of(names[2])))
+        plain = Database(DatabaseSettings(url=plain_url))
         await upgrade(plain.write_engine, plain.settings)
         await plain.dispose()
-        yield {"shards": shards, "plain": url_of(names[2])}
-    finally:
-        for name in names:
-            await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield {"shards": shards, "plain": plain_url}
 
 
 @pytest.fixture(scope="session")
 async def four_shard_urls(shard_urls: dict[str, Any]) -> AsyncIterator[list[str]]:
     """Four more databases, prepared as the shards of another app."""
-    prefix = f"fp_shard_{uuid.uuid4().hex[:10]}"
-    names = [f"{prefix}_{n}" for n in range(4)]
-    for name in names:
-        await admin(f'CREATE DATABASE "{name}"')
-    try:
-        urls = [url_of(name) for name in names]
+    async with scratch_databases(f"fp_shard_{uuid.uuid4().hex[:10]}", 4) as urls:
         await init_shards(DatabaseSettings(url=urls[0], shards=urls))
         yield urls
-    finally:
-        for name in names:
-            await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

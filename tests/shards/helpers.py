@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from fastpost.settings import AuthSettings, DatabaseSettings, RateLimitSettings, Settings
@@ -19,26 +18,6 @@ SECRET = "test-secret-key-that-is-long-enough-0123456789"
 PASSWORD = "correct horse battery"
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost_kib": 8, "argon2_parallelism": 1}
 TABLES = "likes, follows, post_tags, tags, comments, post_counts, posts, users"
-
-
-def url_of(database: str) -> str:
-    assert POSTGRES_URL
-    return (
-        make_url(POSTGRES_URL)
-        .set(drivername="postgresql+asyncpg", database=database)
-        .render_as_string(hide_password=False)
-    )
-
-
-async def admin(sql: str) -> None:
-    engine = create_async_engine(
-        url_of(make_url(POSTGRES_URL or "").database or "postgres"), isolation_level="AUTOCOMMIT"
-    )
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
 
 
 async def execute(url: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:

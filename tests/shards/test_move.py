@@ -31,16 +31,14 @@ from fastpost.shards.shard_map import (
     logical_shard_for_username,
     set_entry,
 )
-from tests.helpers import environment, fastpost
+from tests.helpers import environment, fastpost, scratch_databases
 from tests.shards.helpers import (
     POSTGRES_URL,
     TABLES,
     Api,
     Touches,
-    admin,
     execute,
     settings_for,
-    url_of,
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -51,17 +49,9 @@ async def move_urls() -> AsyncIterator[list[str]]:
     """Three databases: the first two prepared as the shards, the third left to be added."""
     if not POSTGRES_URL:
         pytest.skip("sharded mode needs PostgreSQL: set FASTPOST_TEST_POSTGRES_URL")
-    prefix = f"fp_move_{uuid.uuid4().hex[:10]}"
-    names = [f"{prefix}_{n}" for n in range(3)]
-    for name in names:
-        await admin(f'CREATE DATABASE "{name}"')
-    try:
-        urls = [url_of(name) for name in names]
+    async with scratch_databases(f"fp_move_{uuid.uuid4().hex[:10]}", 3) as urls:
         await init_shards(DatabaseSettings(url=urls[0], shards=urls[:2]))
         yield urls
-    finally:
-        for name in names:
-            await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ from fastpost.db import Database
 from fastpost.migrations import upgrade
 from fastpost.settings import DatabaseSettings
 from fastpost.shards.setup import ShardsMisplaced, init_shards
-from tests.shards.helpers import PASSWORD, Api, admin, execute, settings_for, url_of
+from tests.helpers import admin_execute as admin
+from tests.helpers import postgres_url as url_of
+from tests.shards.helpers import PASSWORD, Api, execute, settings_for
 
 
 @pytest.fixture
