@@ -163,6 +163,19 @@ async def test_friends_are_mutual_follows_only(client: httpx.AsyncClient, factor
     assert usernames(await client.get(f"/users/{mutual.id}/friends")) == []
 
 
+async def _hub_of_seven(factory: Factory, relation: str) -> tuple[TestUser, list[TestUser]]:
+    """A user with seven others in `relation` to them (their followers, whom they follow,
+    or friends: both)."""
+    hub = await factory.user("hub")
+    others = await factory.users(7)
+    for other in others:
+        if relation in ("followers", "friends"):
+            await factory.follow(other, hub)
+        if relation in ("following", "friends"):
+            await factory.follow(hub, other)
+    return hub, others
+
+
 @pytest.mark.unsharded(
     "offset paging of the native API is refused (422) in sharded mode, cursors only: "
     "tests/shards/test_lists.py"
@@ -171,13 +184,7 @@ async def test_friends_are_mutual_follows_only(client: httpx.AsyncClient, factor
 async def test_user_lists_skip_offset_users(
     client: httpx.AsyncClient, factory: Factory, relation: str
 ) -> None:
-    hub = await factory.user("hub")
-    others = await factory.users(7)
-    for other in others:
-        if relation in ("followers", "friends"):
-            await factory.follow(other, hub)
-        if relation in ("following", "friends"):
-            await factory.follow(hub, other)
+    hub, others = await _hub_of_seven(factory, relation)
     offset = await client.get(f"/users/{hub.id}/{relation}?offset=5")
     assert [u["id"] for u in offset.json()["items"]] == [u.id for u in reversed(others)][5:]
 
@@ -186,13 +193,7 @@ async def test_user_lists_skip_offset_users(
 async def test_user_lists_walk_every_user_once_with_next_cursor(
     client: httpx.AsyncClient, factory: Factory, relation: str
 ) -> None:
-    hub = await factory.user("hub")
-    others = await factory.users(7)
-    for other in others:
-        if relation in ("followers", "friends"):
-            await factory.follow(other, hub)
-        if relation in ("following", "friends"):
-            await factory.follow(hub, other)
+    hub, others = await _hub_of_seven(factory, relation)
     pages = await walk_pages(client, f"/users/{hub.id}/{relation}", limit=3)
     assert [len(page) for page in pages] == [3, 3, 1]
     walked = [user_id for page in pages for user_id in page]
