@@ -38,6 +38,12 @@ def author_posts_tag(author_id: int) -> str:
     return f"author:{author_id}:posts"
 
 
+def following_tag(user_id: int) -> str:
+    """Entries that depend on whom a user follows (their feed): their follow or unfollow
+    drops them."""
+    return f"following:{user_id}"
+
+
 def overview_tag(user_id: int) -> str:
     """A user's overview (their latest posts and friends)."""
     return f"overview:{user_id}"
@@ -59,6 +65,12 @@ def first_page_tag(author_id: int | None) -> str:
     """The tag a first page's writes drop (a tag filter needs none of its own: every post
     write drops FIRST_PAGES and the author's tag)."""
     return FIRST_PAGES if author_id is None else author_posts_tag(author_id)
+
+
+def feed(user_id: int, limit: int) -> str:
+    """The first page of a reader's feed (GET /feed), its posts as anonymous callers see
+    them."""
+    return cache_key("feed", user_id, limit)
 
 
 def popular(limit: int) -> str:

@@ -9,7 +9,7 @@ fastpost.writes) that return what an API needs to answer without reading the pos
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -384,9 +384,8 @@ async def first_page_for_viewer(
     """The first page of cached_first_page as the viewer sees it: the shared entry, with
     their flags."""
     page = Page(limit, None, 0)
-    loaded: list[Row] = []
 
-    async def load() -> Entry:
+    async def read() -> tuple[Sequence[Row], list[str]]:
         stmt = list_statement(True, author_id is not None, tag is not None, page.shape)
         params = {
             **page.params,
@@ -395,13 +394,37 @@ async def first_page_for_viewer(
             "tag": tag,
             "status": PostStatus.published.value,
         }
-        rows = await db.fetch_all(stmt, params)
-        loaded.extend(rows)
-        shared = post_page(rows, page, None)
-        return Entry.of(dump_json(shared), tags=authors_of(shared["items"]))
+        return await db.fetch_all(stmt, params), []
 
     key, name = first_page_key(limit, author_id, tag)
-    entry = await cache.get_or_load(key, load, ttl=LIST_TTL, tags=[name])
+    return await page_for_viewer(
+        db=db, cache=cache, viewer_id=viewer_id, page=page, key=key, tags=[name], read=read
+    )
+
+
+async def page_for_viewer(
+    *,
+    db: Database,
+    cache: Cache,
+    viewer_id: int,
+    page: Page,
+    key: str,
+    tags: Sequence[str],
+    read: Callable[[], Awaitable[tuple[Sequence[Row], Sequence[str]]]],
+) -> bytes:
+    """A page of posts as the viewer sees it: its shared part from the cache under `key`,
+    with their flags. On a miss, `read` gives the page's rows read with the viewer's flags
+    (so a cold read needs no second statement) and the tags it found beyond the authors
+    shown; `tags` are those known before reading."""
+    loaded: list[Row] = []
+
+    async def load() -> Entry:
+        rows, found = await read()
+        loaded.extend(rows)
+        shared = post_page(rows, page, None)
+        return Entry.of(dump_json(shared), tags=sorted({*authors_of(shared["items"]), *found}))
+
+    entry = await cache.get_or_load(key, load, ttl=LIST_TTL, tags=tags)
     shared = fragments.derived(entry, _VIEWER_POSTS, _split_post_page)
     if loaded:
         ends = _ends_of(loaded)

@@ -88,6 +88,10 @@ async def overview(
 
 
 @feed_router.get("", response_model=PostPage, responses=error_responses(401, 422))
-async def feed(me: CurrentUserId, db: DatabaseDep, params: PageQuery) -> Response:
+async def feed(me: CurrentUserId, db: DatabaseDep, cache: CacheDep, params: PageQuery) -> Response:
     """Posts of the users the caller follows, newest first."""
-    return json_response(await service.feed(db=db, user_id=me, page=params.to_page()))
+    page = params.to_page()
+    if page.cursor is None and not page.offset:
+        body = await service.feed_for_viewer(db=db, cache=cache, user_id=me, limit=page.limit)
+        return private_response(body)
+    return json_response(await service.feed(db=db, user_id=me, page=page))
