@@ -153,13 +153,17 @@ def _upsert_sql(table: _Table, columns: Sequence[str]) -> str:
     )
 
 
+def _delete_by_keys(table: str, keys: Sequence[str]) -> str:
+    return f"DELETE FROM {table} WHERE " + " AND ".join(f"{k} = :{k}" for k in keys)
+
+
 def _delete_sql(table: _Table) -> str:
     if table.name == "post_tags":
         return (
             "DELETE FROM post_tags USING tags WHERE tags.id = post_tags.tag_id "
             "AND post_tags.post_id = :post_id AND tags.name = :tag"
         )
-    return f"DELETE FROM {table.name} WHERE " + " AND ".join(f"{k} = :{k}" for k in table.key)
+    return _delete_by_keys(table.name, table.key)
 
 
 Summary = dict[str, tuple[int, str]]
@@ -249,8 +253,7 @@ async def delete_logical(db: Database, logical: int, others: list[int]) -> int:
                 text(f"SELECT {', '.join(keys)} FROM {table.name} WHERE {table.scope}"), params
             )
             rows = [dict(row) for row in found.mappings()]
-        where = " AND ".join(f"{k} = :{k}" for k in keys)
-        await _in_batches(db, f"DELETE FROM {table.name} WHERE {where}", rows)
+        await _in_batches(db, _delete_by_keys(table.name, keys), rows)
         deleted += len(rows)
     return deleted
 
