@@ -52,6 +52,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fastpost.closing import close_pool
 from fastpost.observability import metrics
 from fastpost.observability.request_stats import current_request
+from fastpost.pool_gate import PoolGate
 from fastpost.settings import DatabaseSettings
 
 log = structlog.get_logger("fastpost.replicas")
@@ -209,6 +210,7 @@ class Replica:
     url: str  # for asyncpg, with the password if any
     label: str  # host:port, for metrics and /health/ready: never the password
     pool: Any = None  # asyncpg.Pool
+    gate: PoolGate | None = None  # its waiters in arrival order (fastpost.pool_gate)
     in_rotation: bool = False
     replay_lsn: int = 0  # as the last check saw it
     lag_seconds: float | None = None
@@ -276,6 +278,7 @@ class ReplicaSet:
                 # A frozen replica accepts TCP and never answers: only this ends a connect.
                 timeout=self.settings.connect_timeout,
             )
+            replica.gate = PoolGate(self.settings.pool_size)
         if self._redis_url is not None:
             from fastpost.redis_client import connect, parse_redis_url
 
@@ -345,22 +348,28 @@ class ReplicaSet:
 
     async def fetch(self, replica: Replica, sql: str, args: Sequence[Any]) -> Sequence[Any] | None:
         """Run a read on `replica`; None when it failed there (the caller reads the primary)."""
-        pool = replica.pool
+        pool, gate = replica.pool, replica.gate
+        assert gate is not None  # made with the pool
         try:
             # The whole read, connection wait included: a replica whose pool is exhausted or
             # that hangs hands the read back to the primary.
             async with asyncio.timeout(self.settings.pool_timeout):
-                conn = await pool.acquire()
+                await gate.acquire()
                 try:
-                    rows: Sequence[Any] = await conn.fetch(sql, *args)
-                except BaseException:
-                    # Cut off or timed out mid-statement: released as it is, it would wait
-                    # for the replica to acknowledge a cancel (for ever, if it is frozen).
-                    with contextlib.suppress(Exception):  # already back if it was closed
-                        conn.terminate()
-                    raise
+                    conn = await pool.acquire()
+                    try:
+                        rows: Sequence[Any] = await conn.fetch(sql, *args)
+                    except BaseException:
+                        # Cut off or timed out mid-statement: released as it is, it would
+                        # wait for the replica to acknowledge a cancel (for ever, if it is
+                        # frozen).
+                        with contextlib.suppress(Exception):  # already back if it was closed
+                            conn.terminate()
+                        raise
+                    finally:
+                        await pool.release(conn)
                 finally:
-                    await pool.release(conn)
+                    gate.release()
             return rows
         except Exception as exc:
             if _connection_lost(exc):
