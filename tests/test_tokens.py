@@ -84,6 +84,39 @@ def test_clocks_are_checked_with_a_small_leeway() -> None:
     assert _refused(tokens, _sign(_claims(nbf=now + 60))) == "invalid_token"
 
 
+def test_a_token_already_checked_is_refused_once_it_expires() -> None:
+    tokens = _tokens(leeway_seconds=0)
+    expires = int(time.time()) + 1
+    token = _sign(_claims(exp=expires))
+    assert tokens.user_id(token) == 42
+    assert tokens.user_id(token) == 42  # from the table of checked tokens
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    assert _refused(tokens, token) == "token_expired"
+
+
+def test_a_token_changed_by_one_character_is_checked_afresh() -> None:
+    tokens = _tokens()
+    token = _sign(_claims())
+    assert tokens.user_id(token) == 42
+    header, payload, signature = token.split(".")
+    forged = ".".join([header, payload, signature[:-2] + ("A" if signature[-2] != "A" else "B")])
+    forged += signature[-1]
+    assert _refused(tokens, forged) == "invalid_token"
+    other = ".".join([header, _b64({**_claims(), "sub": "43"}), signature])
+    assert _refused(tokens, other) == "invalid_token"
+
+
+def test_the_table_of_checked_tokens_stays_bounded() -> None:
+    tokens = _tokens()
+    now = int(time.time())
+    signed = [_sign(_claims(sub=str(n), iat=now - n % 60)) for n in range(1, 5000)]
+    for n, token in enumerate(signed, start=1):
+        assert tokens.user_id(token) == n
+    assert len(tokens._verified) <= 4096
+    # The oldest were dropped, and are checked in full again: still valid.
+    assert tokens.user_id(signed[0]) == 1
+
+
 @pytest.mark.parametrize(
     "sub",
     [str(MAX_ID + 1), str(2**70), "0", "-1", "²", "\uff14\uff12", " 42", "42.0", 42, None, ["42"]],
@@ -96,10 +129,13 @@ def test_the_largest_possible_id_is_accepted() -> None:
     assert _tokens().user_id(_sign(_claims(sub=str(MAX_ID)))) == MAX_ID
 
 
+def _b64(segment: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(segment).encode()).rstrip(b"=").decode()
+
+
 def _with_header(token: str, header: dict[str, Any]) -> str:
     """`token` with another header (PyJWT refuses to write a kid that is not a string)."""
-    encoded = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
-    return ".".join([encoded, *token.split(".")[1:]])
+    return ".".join([_b64(header), *token.split(".")[1:]])
 
 
 @pytest.mark.parametrize("kid", ["unknown", ["a"], {"a": 1}, 7])
