@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ColumnElement, Integer, Select, bindparam, tuple_
 
 from fastpost.errors import InvalidInput
@@ -90,6 +90,10 @@ class PageParams(BaseModel):
     pass, where separate fields are each solved and validated with bookkeeping of their own
     per request (`fastpost profile GET '/users/1/followers'` lists what the solving costs).
     """
+
+    # Frozen: a route serves one validated value to every request that sends the same
+    # query string (fastpost.routing.LeanRoute).
+    model_config = ConfigDict(frozen=True)
 
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size")
     cursor: str | None = Field(
