@@ -13,7 +13,8 @@ A `PoolGate` of the pool's size in front of it admits requests in the order they
 asyncio.Semaphore has been first-in first-out since CPython 3.11 (gh-90155: a newcomer
 waits while anyone is queued). Only as many requests as there are connections get past
 it, so the pool's own queue stays empty and cannot reorder them. The cost is one counter
-test when no one waits.
+test when no one waits; and, since every holder of a connection passes the gate, a
+request let through at once finds a connection free, and needs no timer on its wait.
 """
 
 from __future__ import annotations
@@ -33,13 +34,20 @@ class PoolGate:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._semaphore = asyncio.Semaphore(size)
 
-    async def acquire(self) -> None:
-        """Wait for a place (callers bound the wait with their pool timeout)."""
+    def _current(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._loop = loop
             self._semaphore = asyncio.Semaphore(self.size)
-        await self._semaphore.acquire()
+        return self._semaphore
+
+    def has_room(self) -> bool:
+        """Whether `acquire` would return at once: no one is waiting and a place is free."""
+        return not self._current().locked()
+
+    async def acquire(self) -> None:
+        """Wait for a place (callers bound the wait with their pool timeout)."""
+        await self._current().acquire()
 
     def release(self) -> None:
         self._semaphore.release()
