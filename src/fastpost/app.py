@@ -313,13 +313,14 @@ def _include_unsharded_routes(app: FastAPI) -> None:
     add_plain_routes(app, *health.plain_routes)
     app.include_router(realworld_router)
     # Tried before every router, and served without FastAPI's request handling: routes that
-    # take only the request, integer path parameters, query parameters and request-only
-    # dependencies, and return a Response (fastpost.routing.LeanRoute says why; it refuses
+    # take only the request, integer path parameters, query parameters, a JSON model body and
+    # request-only dependencies, and return a Response (fastpost.routing.LeanRoute says why; it refuses
     # any other).
     add_lean_routes(
         app,
         posts_routes.read_post,
         posts_routes.list_posts,
+        posts_routes.create_post,
         posts_routes.popular_posts,
         posts_routes.search_posts,
         posts_routes.list_user_posts,
@@ -337,6 +338,7 @@ def _include_unsharded_routes(app: FastAPI) -> None:
         social_routes.follow,
         social_routes.unfollow,
         realworld_routes.list_articles,
+        realworld_routes.create_article,
         realworld_routes.feed,
         realworld_routes.current_user,
         realworld_routes.list_tags,

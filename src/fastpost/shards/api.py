@@ -536,6 +536,7 @@ def include_sharded_routes(app: FastAPI, unsharded: Iterable[APIRouter]) -> None
         app,
         read_post,
         list_posts,
+        create_post,
         popular_posts,
         search_posts,
         list_user_posts,
