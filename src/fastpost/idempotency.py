@@ -48,6 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fastpost.db import Base, Database, insert_ignoring_conflicts
 from fastpost.errors import AppError, error_body
 from fastpost.realworld.errors import errors_body
+from fastpost.request_body import replaying
 from fastpost.security import token_in
 from fastpost.timeutil import utcnow
 
@@ -348,7 +349,7 @@ class IdempotencyKeys:
                 "idempotency_key_reused",
             )
         else:
-            await self._run(scope, _replaying(body, receive), send, store, caller, key, claim.owner)
+            await self._run(scope, replaying(body, receive), send, store, caller, key, claim.owner)
 
     async def _run(
         self,
@@ -471,21 +472,6 @@ async def _replay(scope: Scope, send: Send, stored: Stored) -> None:
     ]
     await send({"type": "http.response.start", "status": stored.status, "headers": headers})
     await send({"type": "http.response.body", "body": stored.body})
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """A receive that hands the app the body we already read, then the real channel's
-    messages (a disconnect)."""
-    given = False
-
-    async def replaying_receive() -> Message:
-        nonlocal given
-        if not given:
-            given = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replaying_receive
 
 
 def _failing(exc: HTTPException) -> Callable[[], Any]:

@@ -35,7 +35,9 @@ from starlette.datastructures import URLPath
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound, Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
+
+from fastpost.request_body import replaying
 
 
 class PrefixRouter(APIRouter):
@@ -284,7 +286,7 @@ class LeanRoute(PlainRoute):
         fallback_receive = receive
         if self._body_field is not None:
             body = await request.body()
-            fallback_receive = _replay(body, receive)
+            fallback_receive = replaying(body, receive)
             json_body = _json_object(request, body)
             if json_body is None:
                 await self.api_route.app(scope, fallback_receive, send)
@@ -334,7 +336,7 @@ class LeanRoute(PlainRoute):
 def _json_object(request: Request, body: bytes) -> dict[str, Any] | None:
     """The body as a JSON object when it is one and is sent as `application/json`; else
     None, and the FastAPI route answers (its 422s word for word, or the other forms it
-    reads: no content type, `+json` types), reading the body again (`_replay`)."""
+    reads: no content type, `+json` types), reading the body again."""
     content_type = request.headers.get("content-type", "")
     if not body or content_type.partition(";")[0].strip().lower() != "application/json":
         return None
@@ -356,20 +358,6 @@ def _json_model_body(fields: list[ModelField]) -> ModelField | None:
     if not is_model or isinstance(info, params.Form) or not isinstance(info, params.Body):
         return None
     return field
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """`receive` for an app that reads a body already read: that body, then what follows."""
-    sent = False
-
-    async def replayed() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
 
 
 _VALIDATED_QUERIES = 64
