@@ -314,8 +314,8 @@ def _include_unsharded_routes(app: FastAPI) -> None:
     app.include_router(realworld_router)
     # Tried before every router, and served without FastAPI's request handling: routes that
     # take only the request, integer path parameters, query parameters, a JSON model body and
-    # request-only dependencies, and return a Response (fastpost.routing.LeanRoute says why; it refuses
-    # any other).
+    # request-only dependencies, and return a Response (fastpost.routing.LeanRoute says why;
+    # it refuses any other).
     add_lean_routes(
         app,
         posts_routes.read_post,

@@ -342,7 +342,7 @@ def _json_object(request: Request, body: bytes) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(body)
-    except ValueError:  # JSONDecodeError, and bytes that are not UTF-8
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the parser
         return None
     return value if isinstance(value, dict) else None
 
