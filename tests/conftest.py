@@ -18,12 +18,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.engine import make_url
 
 from fastpost.app import create_app
 from fastpost.db import Database
@@ -168,42 +169,72 @@ SHARD_TABLES = (
     "post_counts",
     "user_directory",
 )
-
-
 # The tables whose ids come from a sequence of their own (the unsharded ids).
-_OWN_SEQUENCES = text(
-    "SELECT setval(seq, 1, false) FROM ("
-    "SELECT pg_get_serial_sequence(t, 'id') AS seq FROM unnest(CAST(:tables AS text[])) t"
-    ") s WHERE seq IS NOT NULL"
-)
+OWN_SEQUENCE_TABLES = ("users", "posts", "comments", "tags")
 
 
-async def _empty_postgres(url: str, *, restart_ids: bool) -> None:
-    """Empty a PostgreSQL database of the tests; with restart_ids, its tables' own id
-    sequences start again at 1 (as on a fresh database). The sharded backend's logical-shard
-    sequences go on either way: ids are never reused there."""
-    engine = create_async_engine(url)
+def _emptying_script(*, restart_ids: bool) -> str:
+    """The statements that empty a database of the tests, as one script: sent in one round
+    trip (the simple query protocol), it runs as one transaction."""
+    statements = [f"DELETE FROM {table}" for table in SHARD_TABLES]
+    if restart_ids:
+        tables = ", ".join(f"'{table}'" for table in OWN_SEQUENCE_TABLES)
+        statements.append(
+            "SELECT setval(seq, 1, false) FROM ("
+            f"SELECT pg_get_serial_sequence(t, 'id') AS seq FROM unnest(ARRAY[{tables}]) t"
+            ") s WHERE seq IS NOT NULL"
+        )
+    return ";\n".join(statements)
+
+
+class PostgresEmptier:
+    """Empties the tests' PostgreSQL databases before each test, on one connection per
+    database kept for the session: opening one per test (an engine, a connection, a
+    statement per table) cost several times the DELETEs themselves."""
+
+    def __init__(self) -> None:
+        self._connections: dict[str, asyncpg.Connection] = {}
+
+    async def empty(self, url: str, *, restart_ids: bool) -> None:
+        """Empty a database; with restart_ids, its tables' own id sequences start again at 1
+        (as on a fresh database). The sharded backend's logical-shard sequences go on either
+        way: ids are never reused there."""
+        connection = self._connections.get(url)
+        if connection is None or connection.is_closed():
+            dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+            connection = self._connections[url] = await asyncpg.connect(dsn)
+        await connection.execute(_emptying_script(restart_ids=restart_ids))
+
+    async def close(self) -> None:
+        for connection in self._connections.values():
+            await connection.close()
+        self._connections.clear()
+
+
+@pytest.fixture(scope="session")
+async def postgres_emptier() -> AsyncIterator[PostgresEmptier]:
+    """Connects only to the databases it is asked to empty (none on SQLite alone)."""
+    emptier = PostgresEmptier()
     try:
-        async with engine.begin() as conn:
-            for table in SHARD_TABLES:
-                await conn.execute(text(f"DELETE FROM {table}"))
-            if restart_ids:
-                await conn.execute(
-                    _OWN_SEQUENCES, {"tables": ["users", "posts", "comments", "tags"]}
-                )
+        yield emptier
     finally:
-        await engine.dispose()
+        await emptier.close()
 
 
 @pytest.fixture
-async def settings(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+async def settings(
+    database_url: str,
+    tmp_path: Path,
+    postgres_emptier: PostgresEmptier,
+    request: pytest.FixtureRequest,
+) -> Settings:
     if is_sharded(request):
         shards: list[str] = request.getfixturevalue("sharded_databases")
-        await asyncio.gather(*(_empty_postgres(url, restart_ids=False) for url in shards))
+        await asyncio.gather(*(postgres_emptier.empty(u, restart_ids=False) for u in shards))
         return make_settings(shards[0], shards=shards, data_dir=tmp_path / "data")
     if database_url.startswith("postgresql"):
         # One database for the run, emptied before each test.
-        await _empty_postgres(database_url, restart_ids=True)
+        await postgres_emptier.empty(database_url, restart_ids=True)
     return make_settings(database_url, data_dir=tmp_path / "data")
 
 

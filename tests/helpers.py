@@ -259,6 +259,24 @@ def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+# --- The machine's Redis (127.0.0.1:6379) ---------------------------------------------------
+
+# Under pytest-xdist each worker runs its tests beside the others': a test that empties a
+# Redis database or counts its keys must not see another worker's. Each worker has a set of
+# databases of its own: the first (gw0, or a run without xdist) the numbers the tests name
+# (11 to 15), the next those numbers less REDIS_DATABASES_PER_WORKER, and so on.
+REDIS_DATABASES_PER_WORKER = 5
+
+
+def local_redis_url(database: int) -> str:
+    """The URL of database `database` of the machine's Redis, as this test process sees it
+    (its xdist worker's own, see REDIS_DATABASES_PER_WORKER)."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    own = database - REDIS_DATABASES_PER_WORKER * worker
+    assert own >= 0, f"too many xdist workers for Redis database {database}"
+    return f"redis://127.0.0.1:6379/{own}"
+
+
 # --- A Redis Cluster of the test's own (fastpost.redis_client, fastpost.cache) -----------
 
 

@@ -33,8 +33,9 @@ from fastpost.idempotency import (
 )
 from fastpost.settings import Settings
 from tests.conftest import PASSWORD, Factory, TestUser
+from tests.helpers import local_redis_url
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = local_redis_url(14)
 
 
 def new_key() -> str:

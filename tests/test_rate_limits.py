@@ -28,8 +28,9 @@ from fastpost.cluster.processes import free_port
 from fastpost.rate_limits import RateLimitLayer
 from fastpost.settings import RateLimitSettings, Settings
 from tests.conftest import PASSWORD, Factory
+from tests.helpers import local_redis_url
 
-REDIS_URL = os.environ.get("FASTPOST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = os.environ.get("FASTPOST_TEST_REDIS_URL") or local_redis_url(15)
 # Budgets the tests do not mean to reach.
 HIGH = "1000/minute"
 

@@ -16,9 +16,9 @@ import redis
 import redis.asyncio as aioredis
 
 from fastpost.bench.servers import free_port
-from tests.helpers import RedisClusterNodes
+from tests.helpers import RedisClusterNodes, local_redis_url
 
-REDIS_URL = os.environ.get("FASTPOST_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = os.environ.get("FASTPOST_TEST_REDIS_URL") or local_redis_url(15)
 
 
 def _redis_available(url: str) -> bool:

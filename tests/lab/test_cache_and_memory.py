@@ -11,9 +11,10 @@ from sqlalchemy.engine import make_url
 
 from fastpost.lab import caching, streaming
 from fastpost.lab.context import Lab
+from tests.helpers import local_redis_url
 
 # The lab's Redis database in tests (other suites use other numbers).
-REDIS_URL = os.environ.get("FASTPOST_TEST_LAB_REDIS_URL", "redis://127.0.0.1:6379/12")
+REDIS_URL = os.environ.get("FASTPOST_TEST_LAB_REDIS_URL") or local_redis_url(12)
 
 
 def _redis_reachable(url: str) -> bool:

@@ -20,12 +20,18 @@ from fastpost.db import Database
 from fastpost.migrations import upgrade
 from fastpost.settings import DatabaseSettings
 from tests.conftest import make_settings
-from tests.helpers import PgCluster, postgres_cluster, postgres_missing_reason, wait_until
+from tests.helpers import (
+    PgCluster,
+    local_redis_url,
+    postgres_cluster,
+    postgres_missing_reason,
+    wait_until,
+)
 
 DATABASE = "fastpost"
 APPLY_DELAY_SECONDS = 2.0
 # Redis for the positions of token clients; a database of its own, away from others' keys.
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_URL = local_redis_url(11)
 
 
 @pytest.fixture(scope="session")

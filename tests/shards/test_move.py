@@ -31,7 +31,7 @@ from fastpost.shards.shard_map import (
     logical_shard_for_username,
     set_entry,
 )
-from tests.helpers import environment, fastpost, scratch_databases
+from tests.helpers import environment, fastpost, local_redis_url, scratch_databases
 from tests.shards.helpers import (
     POSTGRES_URL,
     TABLES,
@@ -41,7 +41,7 @@ from tests.shards.helpers import (
     settings_for,
 )
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_URL = local_redis_url(13)
 
 
 @pytest.fixture(scope="module")
