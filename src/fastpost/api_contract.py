@@ -82,20 +82,29 @@ def _optional_security(dependant: Any) -> bool:
 
 
 def _document_optional_credentials(app: FastAPI) -> None:
-    optional = {
-        (method.lower(), route.path_format)
-        for route in iter_route_contexts(app.routes)
-        if isinstance(route.original_route, APIRoute) and _optional_security(route.dependant)
-        for method in route.methods or ()
-    }
     generate = app.openapi
+    found: set[tuple[str, str | None]] | None = None
+
+    def optional() -> set[tuple[str, str | None]]:
+        # Walked on the schema's first build, not when the app is made: walking every
+        # route's context was nine tenths of create_app's time, which tests pay per test.
+        nonlocal found
+        if found is None:
+            found = {
+                (method.lower(), route.path_format)
+                for route in iter_route_contexts(app.routes)
+                if isinstance(route.original_route, APIRoute)
+                and _optional_security(route.dependant)
+                for method in route.methods or ()
+            }
+        return found
 
     def openapi() -> dict[str, Any]:
         schema = generate()
         for path, operations in schema.get("paths", {}).items():
             for method, operation in operations.items():
                 security = operation.get("security")
-                if (method, path) in optional and security and {} not in security:
+                if (method, path) in optional() and security and {} not in security:
                     security.append({})
         return schema
 
