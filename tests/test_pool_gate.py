@@ -90,28 +90,37 @@ async def test_writes_get_a_connection_in_the_order_they_asked(small_pools: Data
         lambda *_: served.append(request_number()),
     )
 
-    def echo(n: int) -> WriteProgram[int]:
-        rows = yield Step(ECHO, {"n": n})
-        return int(rows[0][0])
-
-    await start_in_turn(lambda n: small_pools.write(echo(n)))
+    await start_in_turn(lambda n: small_pools.write(_echo(n)))
 
     assert sorted(served) == list(range(REQUESTS))
     assert most_overtaken(served) == 0
 
 
-async def test_a_failed_transaction_gives_its_place_back(small_pools: Database) -> None:
-    async def fail(n: int) -> None:
-        async with small_pools.transaction() as session:
-            await session.execute(ECHO, {"n": n})
-            raise RuntimeError("boom")
+async def test_a_failed_write_gives_its_place_back(small_pools: Database) -> None:
+    def fail(n: int) -> WriteProgram[int]:
+        yield Step(ECHO, {"n": n})
+        raise RuntimeError("boom")
 
     async def fail_then_succeed(n: int) -> int:
         with pytest.raises(RuntimeError):
-            await fail(n)
-        async with small_pools.transaction() as session:
-            return int((await session.execute(ECHO, {"n": n})).scalar_one())
+            await small_pools.write(fail(n))
+        return await small_pools.write(_echo(n))
 
     # Each failure must hand its place on: with one lost, the last requests would wait for
-    # ever (the pool timeout turns that into a DatabaseUnavailable, failing the test).
+    # ever (the gate's timeout turns that into a DatabaseUnavailable, failing the test).
     await start_in_turn(fail_then_succeed)
+
+
+async def test_a_session_takes_no_place_before_its_first_statement(small_pools: Database) -> None:
+    # A registration hashes its password inside its session, before any statement: that must
+    # not keep write programs waiting.
+    async with small_pools.transaction(), small_pools.transaction():
+        served = await asyncio.wait_for(
+            asyncio.gather(*(small_pools.write(_echo(n)) for n in range(POOL_SIZE))), 5
+        )
+    assert served == list(range(POOL_SIZE))
+
+
+def _echo(n: int) -> WriteProgram[int]:
+    rows = yield Step(ECHO, {"n": n})
+    return int(rows[0][0])

@@ -19,10 +19,11 @@ them in module-level caches with bound parameters) and compiled once per databas
   SQLite's text timestamps back into datetimes.
 Either way a row is a mapping: `row["title"]`.
 
-Requests that wait for a connection, of either pool, get one in the order they asked: a
-`PoolGate` (fastpost.pool_gate) of the pool's size sits in front of it, because the pools'
-own queues let a newcomer take a connection handed to a waiter, which made the tail of a
-loaded read ten times its median.
+Reads and write programs that wait for a connection get one in the order they asked: a
+`PoolGate` (fastpost.pool_gate) of the pool's size sits in front of each pool, because the
+pools' own queues let a newcomer take a connection handed to a waiter, which made the tail of
+a loaded read ten times its median. ORM sessions (`transaction()`) take the write pool's
+connection at their first statement, as before, without the gate.
 
 On SQLite the writer is one connection per process whose transactions start with
 `BEGIN IMMEDIATE`, so concurrent requests queue in the pool instead of failing with
@@ -325,7 +326,7 @@ class Database:
         self._sessions = async_sessionmaker(self.write_engine, expire_on_commit=False)
         self._read_pool: Any = None  # asyncpg.Pool on PostgreSQL, once connected
         # Each pool's waiters are served in arrival order (fastpost.pool_gate): the write
-        # engine's (SQLite: its one connection), and the read pool's (PostgreSQL).
+        # engine's for write programs, and the read pool's (PostgreSQL).
         write_pool: Any = self.write_engine.sync_engine.pool
         self._write_gate = PoolGate(write_pool.size())
         self._write_gate_timeout: float = write_pool.timeout()
@@ -405,7 +406,8 @@ class Database:
         """Open a session in a transaction; commit on success, roll back on error."""
         # Not `async with session.begin()`: its rollback would run first, and wait on a
         # connection that is cut off or stuck, before we could drop it.
-        await self._enter_write_gate()
+        # No PoolGate here: a session checks out its connection at its first statement, and
+        # what comes before (a registration's password hash) must not hold a place.
         session = self._sessions()
         try:
             yield session
@@ -418,10 +420,7 @@ class Database:
                     raise self._unavailable(exc) from exc
             raise
         finally:
-            try:
-                await session.close()
-            finally:
-                self._write_gate.release()
+            await session.close()
 
     # Made on the first write (SQLite): the connection, and thread, that write programs run on.
     _sqlite_writer: SqliteWriter | None = None

@@ -13,8 +13,10 @@ A `PoolGate` of the pool's size in front of it admits requests in the order they
 asyncio.Semaphore has been first-in first-out since CPython 3.11 (gh-90155: a newcomer
 waits while anyone is queued). Only as many requests as there are connections get past
 it, so the pool's own queue stays empty and cannot reorder them. The cost is one counter
-test when no one waits; and, since every holder of a connection passes the gate, a
-request let through at once finds a connection free, and needs no timer on its wait.
+test when no one waits; and at the read pool, where every holder of a connection passes
+the gate, a read let through at once finds a connection free and needs no timer on its
+wait. (ORM sessions take the write pool's connections beside its gate, at their first
+statement: what a session does before, such as hashing a password, holds no place.)
 
 The price, at saturation: a request that finds no connection free always waits its turn (a
 suspension and a wake-up), where a newcomer used to take one without waiting while a waiter
