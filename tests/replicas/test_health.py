@@ -143,7 +143,13 @@ async def test_ready_lists_no_replicas_when_none_are_configured(
 ) -> None:
     async with make_app([]) as (_, client):
         ready = await client.get("/health/ready")
-    assert ready.json() == {"status": "ok", "database": "up", "reason": None, "replicas": []}
+    assert ready.json() == {
+        "status": "ok",
+        "database": "up",
+        "reason": None,
+        "replicas": [],
+        "shards": [],
+    }
 
 
 async def test_replica_urls_with_a_password_are_labelled_by_host_and_port_only(

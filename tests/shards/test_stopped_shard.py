@@ -46,7 +46,18 @@ async def test_a_stopped_database_fails_only_the_requests_that_need_it(
         assert "retry-after" in newest.headers
         liked = await api.client.post(f"/posts/{down_post}/like", headers=alive_headers)
         assert liked.status_code == 503
+        # The instance stays ready (the directory answers), and says which database does not.
+        ready = await api.client.get("/health/ready")
+        assert ready.status_code == 200
+        listed = ready.json()["shards"]
+        assert [each["up"] for each in listed] == [True, False]
+        assert listed[1]["database"] == "127.0.0.1:1/gone"
+        assert listed[1]["reason"]
     finally:
         shards.databases[1] = running
         await stopped.dispose()
     assert (await api.client.get("/posts/", params={"limit": 7})).status_code == 200
+    assert [each["up"] for each in (await api.client.get("/health/ready")).json()["shards"]] == [
+        True,
+        True,
+    ]
