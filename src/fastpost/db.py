@@ -471,8 +471,10 @@ class Database:
                 raise self._unavailable(exc) from exc
             raise
         finally:
-            raw.close()
-            self._write_gate.release()
+            try:
+                raw.close()
+            finally:
+                self._write_gate.release()
         if self.replicas is not None:  # read-your-writes (fastpost.replicas)
             await self.hand_on_position()
         return result

@@ -189,8 +189,8 @@ class LeanRoute(PlainRoute):
 
     What it does not handle goes to the FastAPI route, which answers as it always has: a
     parameter or body that fails validation (its 422), a body in another form, dependency
-    overrides. That route also
-    stays in its router, for /openapi.json and for the methods this one does not serve.
+    overrides. That route also stays in its router, for /openapi.json and for the methods
+    this one does not serve.
     A lean route is tried before every router, so its path must match nothing that a route
     included before its own would: integer parameters only (`{post_id:int}`), and callers
     name the endpoints (add_lean_routes) rather than every eligible route becoming one.
